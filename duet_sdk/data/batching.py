@@ -1,0 +1,77 @@
+"""Padded tensor batches from an ``EventTable`` + ``ExampleSet``.
+
+Histories are left-padded: position ``T - 1`` holds the most recent event, padding sits at the front,
+and a history longer than the stream's ``max_len`` keeps its most recent ``max_len`` events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from duet_sdk.data import schema as keys
+from duet_sdk.data.events import EventTable, ExampleSet
+
+Batch = dict[str, torch.Tensor]
+
+
+def pad_stream(
+    ids: np.ndarray, timestamps: np.ndarray, start: np.ndarray, end: np.ndarray, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gather events ``[start, end)`` of each row into left-padded arrays.
+
+    Args:
+        ids: (N, F) int64 all events; timestamps: (N,) int64.
+        start, end: (B,) int64 event ranges per row.
+        width: T; defaults to the longest range (at least 1).
+    Returns:
+        ids (B, T, F) int64, timestamps (B, T) int64, lengths (B,) int64; padding is 0.
+    """
+    lengths = (end - start).astype(np.int64)
+    width = max(1, int(lengths.max(initial=0))) if width is None else width
+    lengths = np.minimum(lengths, width)
+    slot = np.arange(width, dtype=np.int64)
+    position = end[:, None] - width + slot[None, :]  # (B, T)
+    valid = slot[None, :] >= (width - lengths)[:, None]  # (B, T)
+    safe = np.where(valid, position, 0)
+    out_ids = np.where(valid[..., None], ids[safe] if len(ids) else 0, 0)
+    out_ts = np.where(valid, timestamps[safe] if len(timestamps) else 0, 0)
+    return out_ids.astype(np.int64), out_ts.astype(np.int64), lengths
+
+
+def collate(table: EventTable, examples: ExampleSet, index: np.ndarray, pad_to_max: bool = False) -> Batch:
+    """Batch of rows ``index``: every stream's padded history plus static, item and label tensors.
+
+    With ``pad_to_max`` each stream is padded to its ``max_len`` instead of the batch's longest.
+    """
+    user = examples.user_index[index]
+    request_time = examples.request_time[index]
+    batch: Batch = {
+        keys.REQUEST_TIME: torch.from_numpy(request_time.astype(np.int64)),
+        keys.STATIC_SPARSE: torch.from_numpy(table.static_sparse[user]),
+        keys.STATIC_DENSE: torch.from_numpy(table.static_dense[user].astype(np.float32)),
+        keys.ITEM_SPARSE: torch.from_numpy(examples.item_sparse[index]),
+        keys.ITEM_DENSE: torch.from_numpy(examples.item_dense[index].astype(np.float32)),
+        "labels": torch.from_numpy(examples.labels[index].astype(np.float32)),
+        "label_mask": torch.from_numpy(examples.label_mask[index].astype(np.float32)),
+    }
+    for spec in table.schema.streams:
+        events = table.streams[spec.name]
+        end = table.history_end(spec.name, user, request_time)
+        start = np.maximum(events.offsets[user], end - spec.max_len)
+        ids, ts, lengths = pad_stream(events.ids, events.timestamps, start, end, spec.max_len if pad_to_max else None)
+        batch[keys.ids_key(spec.name)] = torch.from_numpy(ids)
+        batch[keys.ts_key(spec.name)] = torch.from_numpy(ts)
+        batch[keys.len_key(spec.name)] = torch.from_numpy(lengths)
+    return batch
+
+
+def iterate_batches(
+    table: EventTable, examples: ExampleSet, batch_size: int, shuffle: bool = False, seed: int = 0
+) -> Iterator[Batch]:
+    """Yield batches covering every row once (shuffled deterministically by ``seed`` if asked)."""
+    order = np.random.default_rng(seed).permutation(len(examples)) if shuffle else np.arange(len(examples))
+    for lo in range(0, len(order), batch_size):
+        yield collate(table, examples, order[lo : lo + batch_size])

@@ -1,0 +1,122 @@
+"""Config dataclasses of the upstream networks (ClickAUN / ConvAUN)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from duet_sdk.data.schema import EventSchema
+from duet_sdk.errors import ConfigError
+
+BLOCK_KINDS = ("self", "cross")
+ATTENTION_KINDS = ("mha", "mla")
+MODEL_KINDS = ("click", "conv")
+
+
+def _positive(owner: str, **values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{owner}.{name}", "an int >= 1", value)
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Multi-head attention; ``kind="mla"`` projects Q and KV through RMS-normed latents of ``latent_dim``."""
+
+    num_heads: int = 2
+    kind: str = "mha"
+    latent_dim: int = 16
+
+    def __post_init__(self) -> None:
+        _positive("AttentionConfig", num_heads=self.num_heads, latent_dim=self.latent_dim)
+        if self.kind not in ATTENTION_KINDS:
+            raise ConfigError("AttentionConfig.kind", f"one of {ATTENTION_KINDS}", self.kind)
+
+
+@dataclass(frozen=True)
+class HashConfig:
+    """Multi-hash embedding of raw int64 IDs: ``num_hashes`` hashes into tables of ``table_size`` rows."""
+
+    num_hashes: int = 2
+    table_size: int = 4096
+    dim: int = 16
+
+    def __post_init__(self) -> None:
+        _positive("HashConfig", num_hashes=self.num_hashes, table_size=self.table_size, dim=self.dim)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A binary training task and its loss weight."""
+
+    name: str
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.weight, (int, float)) or self.weight < 0:
+            raise ConfigError(f"TaskSpec({self.name}).weight", "a float >= 0", self.weight)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """ClickAUN (``blocks`` all "self") or ConvAUN (interleaved "cross"/"self") and its training heads.
+
+    ``pyramid[i]`` is how many of the most recent events block ``i`` keeps (0 = all); it must not grow
+    with depth. ``streams`` names the schema streams that get an event tower.
+    """
+
+    kind: str
+    schema: EventSchema
+    streams: tuple[str, ...]
+    tasks: tuple[TaskSpec, ...]
+    primary_task: str
+    d_model: int = 32
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    blocks: tuple[str, ...] = ("self", "self")
+    pyramid: tuple[int, ...] = ()
+    ffn_mult: int = 2
+    num_seed_tokens: int = 1
+    hashing: HashConfig = field(default_factory=HashConfig)
+    time_frequencies: int = 4
+    tower_out_dim: int = 32
+    dcn_layers: int = 2
+    embedding_dim: int = 64
+    item_hidden: tuple[int, ...] = (64,)
+    overarch_hidden: tuple[int, ...] = (64,)
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ConfigError("UpstreamConfig.kind", f"one of {MODEL_KINDS}", self.kind)
+        _positive(
+            "UpstreamConfig", d_model=self.d_model, ffn_mult=self.ffn_mult, num_seed_tokens=self.num_seed_tokens,
+            time_frequencies=self.time_frequencies, tower_out_dim=self.tower_out_dim, embedding_dim=self.embedding_dim,
+        )
+        if self.d_model % self.attention.num_heads:
+            raise ConfigError("UpstreamConfig.d_model", f"a multiple of num_heads={self.attention.num_heads}", self.d_model)
+        if not self.streams or any(s not in self.schema.stream_names for s in self.streams):
+            raise ConfigError("UpstreamConfig.streams", f"non-empty, from {self.schema.stream_names}", self.streams)
+        if not self.blocks or any(b not in BLOCK_KINDS for b in self.blocks):
+            raise ConfigError("UpstreamConfig.blocks", f"a non-empty list of {BLOCK_KINDS}", self.blocks)
+        if self.pyramid and (len(self.pyramid) != len(self.blocks) or any(k < 0 for k in self.pyramid)):
+            raise ConfigError("UpstreamConfig.pyramid", f"{len(self.blocks)} ints >= 0 (0 = keep all)", self.pyramid)
+        kept = [k if k > 0 else float("inf") for k in self.pyramid]  # 0 keeps all events
+        if kept != sorted(kept, reverse=True):
+            raise ConfigError("UpstreamConfig.pyramid", "a schedule that never grows with depth", self.pyramid)
+        if self.dcn_layers < 0:
+            raise ConfigError("UpstreamConfig.dcn_layers", "an int >= 0", self.dcn_layers)
+        names = tuple(t.name for t in self.tasks)
+        if not names or len(set(names)) != len(names):
+            raise ConfigError("UpstreamConfig.tasks", "unique task names", names)
+        if self.primary_task not in names:
+            raise ConfigError("UpstreamConfig.primary_task", f"one of {names}", self.primary_task)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("UpstreamConfig.dropout", "a float in [0, 1)", self.dropout)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    @property
+    def num_query_tokens(self) -> int:
+        """Static/query tokens per tower: one per static sparse ID, one for dense features, seeds."""
+        return len(self.schema.static_sparse) + (1 if self.schema.static_dense else 0) + self.num_seed_tokens
