@@ -42,6 +42,8 @@ class Checkpoint:
 
     @property
     def primary_task(self) -> str:
+        if "val_ne" not in self.metrics:
+            raise CheckpointError(f"{self.path}: metrics.json has no val_ne")
         return self.metrics["primary_task"]
 
     @property
@@ -221,7 +223,10 @@ def _check_config(config: dict) -> dict:
 
 
 def _check_metrics(metrics: dict) -> dict:
+    """``val_ne`` is optional (a SIDE codec has none); where present it names a primary task."""
     _require_mapping(metrics, "metrics")
+    if "val_ne" not in metrics:
+        return metrics
     val_ne = metrics.get("val_ne")
     if not isinstance(val_ne, dict) or not val_ne:
         raise ConfigError("metrics.val_ne", "a non-empty mapping of task to float", val_ne)

@@ -143,6 +143,8 @@ class CheckpointRegistry:
 
 def _judge(candidate: Checkpoint, baseline: Checkpoint | None, policy: GatePolicy) -> tuple[bool, str]:
     """(accepted, reason) for a verified candidate against the last accepted checkpoint."""
+    if "val_ne" not in candidate.metrics:
+        return False, "metrics.json has no val_ne: the gate judges validation NE"
     incompatible = _incompatibility(candidate, baseline) if baseline is not None else None
     if incompatible:
         return False, incompatible
@@ -186,8 +188,8 @@ def _decision(
         checkpoint=str(path),
         digest=candidate.digest if candidate else None,
         kind=candidate.kind if candidate else None,
-        primary_task=candidate.primary_task if candidate else None,
-        val_ne=candidate.primary_ne if candidate else None,
+        primary_task=candidate.primary_task if candidate and "val_ne" in candidate.metrics else None,
+        val_ne=candidate.primary_ne if candidate and "val_ne" in candidate.metrics else None,
         baseline_digest=baseline.digest if baseline else None,
         baseline_ne=baseline.primary_ne if baseline else None,
         decided_at=datetime.now(timezone.utc).isoformat(),

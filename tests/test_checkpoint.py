@@ -102,7 +102,7 @@ def test_save_refuses_an_existing_empty_directory(tmp_path):
         ("config.kind", lambda c, m, l: c.pop("kind")),
         ("config.interface", lambda c, m, l: c.update(interface=[1])),
         ("config.model", lambda c, m, l: c.pop("model")),
-        ("metrics.val_ne", lambda c, m, l: m.pop("val_ne")),
+        ("metrics.val_ne", lambda c, m, l: m.update(val_ne={})),
         ("metrics.val_ne.like", lambda c, m, l: m["val_ne"].update(like=math.inf)),
         ("metrics.val_ne.like", lambda c, m, l: m["val_ne"].update(like="0.9")),
         ("metrics.primary_task", lambda c, m, l: m.update(primary_task="share")),

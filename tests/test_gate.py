@@ -224,3 +224,11 @@ def test_concurrent_submits_from_processes_lose_no_decisions(tmp_path, registry)
     procs = [subprocess.Popen([*args, str(c.path)], cwd=REPO) for c in ckpts]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     _assert_consistent_chain(registry.decisions(), [c.digest for c in ckpts])
+
+
+def test_gate_rejects_a_checkpoint_without_validation_ne(tmp_path, registry):
+    config = {"kind": "click", "interface": {}, "model": {}}
+    lineage = {"predecessor": None, "data": {}, "step": 1, "seed": 0}
+    saved = save_checkpoint(tmp_path / "ckpts", "codec", {"w": torch.ones(2)}, config, {"relative_mse": 0.1}, lineage)
+    decision = registry.submit(saved)
+    assert not decision.accepted and "no val_ne" in decision.reason
