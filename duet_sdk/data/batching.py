@@ -75,3 +75,19 @@ def iterate_batches(
     order = np.random.default_rng(seed).permutation(len(examples)) if shuffle else np.arange(len(examples))
     for lo in range(0, len(order), batch_size):
         yield collate(table, examples, order[lo : lo + batch_size])
+
+
+def collate_ranker(table: EventTable, examples: ExampleSet, index: np.ndarray, features: dict[str, np.ndarray]) -> Batch:
+    """Pointwise ranker batch: static user features, one candidate per row (B, 1, ...), and per-row
+    upstream features (``features[key]`` (E, ...), e.g. SIDE codes or float embeddings)."""
+    user = examples.user_index[index]
+    batch: Batch = {
+        keys.STATIC_SPARSE: torch.from_numpy(table.static_sparse[user]),
+        keys.STATIC_DENSE: torch.from_numpy(table.static_dense[user].astype(np.float32)),
+        keys.ITEM_SPARSE: torch.from_numpy(examples.item_sparse[index][:, None, :]),
+        keys.ITEM_DENSE: torch.from_numpy(examples.item_dense[index][:, None, :].astype(np.float32)),
+        "labels": torch.from_numpy(examples.labels[index].astype(np.float32)),
+        "label_mask": torch.from_numpy(examples.label_mask[index].astype(np.float32)),
+    }
+    batch.update({key: torch.from_numpy(values[index]) for key, values in features.items()})
+    return batch

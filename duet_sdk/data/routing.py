@@ -5,6 +5,8 @@
   computed on unsampled data.
 * Offsite-conversion stream (ConvAUN): tasks ``CONV_TASKS``; never downsampled; synthetic rows made
   from unattributed conversions are flagged and labelled only for ``unattributed_conversion``.
+* Downstream ranker: the attributed rows of the conversion stream, tasks ``RANKER_TASKS``
+  (offsite conversion primary, link and button clicks auxiliary).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from duet_sdk.errors import DataError
 CLICK_TASKS = ("ctr", "onsite_conversion")
 CONV_TASKS = ("attributed_conversion", "unattributed_conversion", "link_click", "button_click")
 SYNTHETIC_TASK = "unattributed_conversion"
+RANKER_TASKS = ("offsite_conversion", "link_click", "button_click")
+_RANKER_SOURCE = {"offsite_conversion": "attributed_conversion", "link_click": "link_click", "button_click": "button_click"}
 
 
 def downsample_negatives(examples: ExampleSet, rate: float, seed: int) -> ExampleSet:
@@ -66,3 +70,13 @@ def concat_examples(parts: list[ExampleSet]) -> ExampleSet:
         synthetic=cat("synthetic"),
         downsample_rate=first.downsample_rate,
     )
+
+
+def ranker_examples(conv: ExampleSet) -> ExampleSet:
+    """The downstream ranker's rows: the attributed (non-synthetic) rows of a conversion-stream set."""
+    columns = [conv.tasks.index(_RANKER_SOURCE[t]) for t in RANKER_TASKS]
+    rows = conv.subset(np.flatnonzero(~conv.synthetic))
+    rows.tasks = RANKER_TASKS
+    rows.labels = rows.labels[:, columns]
+    rows.label_mask = rows.label_mask[:, columns]
+    return rows

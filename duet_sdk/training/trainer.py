@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from duet_sdk.data.batching import iterate_batches
+from duet_sdk.data.batching import Batch, iterate_batches
 from duet_sdk.data.events import EventTable, ExampleSet
 from duet_sdk.data.routing import recalibrate
 from duet_sdk.errors import ConfigError
@@ -50,6 +52,25 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+class BatchSource(Protocol):
+    """Labelled rows (``examples``) and a way to turn them into model batches."""
+
+    examples: ExampleSet
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]: ...
+
+
+@dataclass
+class EventBatches:
+    """Upstream-network batches: each row's histories from ``table`` plus its candidate and labels."""
+
+    table: EventTable
+    examples: ExampleSet
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
+        return iterate_batches(self.table, self.examples, batch_size, shuffle, seed)
+
+
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Sum over tasks of ``weight_k * mean BCE over rows where task k applies``.
 
@@ -62,16 +83,17 @@ def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, w
 
 
 @torch.no_grad()
-def predict(model: nn.Module, table: EventTable, examples: ExampleSet, batch_size: int = 1024) -> np.ndarray:
-    """(E, K) probabilities of ``model`` on every row, in order."""
+def predict(model: nn.Module, source: BatchSource, batch_size: int = 1024) -> np.ndarray:
+    """(E, K) probabilities of ``model`` on every row of ``source``, in order."""
     model.eval()
-    out = [torch.sigmoid(model(batch)).numpy() for batch in iterate_batches(table, examples, batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, len(examples.tasks)))
+    out = [torch.sigmoid(model(batch)).numpy() for batch in source.batches(batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, len(source.examples.tasks)))
 
 
-def evaluate(model: nn.Module, table: EventTable, examples: ExampleSet, train_downsample_rate: float, batch_size: int = 1024) -> dict[str, float]:
-    """NE per task on ``examples`` (unsampled), after recalibrating for the training downsample rate."""
-    probs = recalibrate(predict(model, table, examples, batch_size), train_downsample_rate)
+def evaluate(model: nn.Module, source: BatchSource, train_downsample_rate: float, batch_size: int = 1024) -> dict[str, float]:
+    """NE per task on ``source``'s (unsampled) rows, after recalibrating for the training downsample rate."""
+    examples = source.examples
+    probs = recalibrate(predict(model, source, batch_size), train_downsample_rate)
     return {
         task: normalized_entropy(examples.labels[:, k], probs[:, k], examples.label_mask[:, k])
         for k, task in enumerate(examples.tasks)
@@ -88,12 +110,12 @@ def train(
     model: nn.Module,
     task_weights: dict[str, float],
     primary_task: str,
-    table: EventTable,
-    train_set: ExampleSet,
-    val_set: ExampleSet,
+    train_source: BatchSource,
+    val_source: BatchSource,
     config: TrainConfig,
 ) -> TrainResult:
-    """Train ``model`` (batch dict -> (B, K) logits) on ``train_set``; keep the best epoch by val NE."""
+    """Train ``model`` (batch dict -> (B, K) logits) on ``train_source``; keep the best epoch by val NE."""
+    train_set = train_source.examples
     torch.manual_seed(config.seed)
     weights = torch.tensor([task_weights[t] for t in train_set.tasks], dtype=torch.float32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -104,7 +126,7 @@ def train(
     step = 0
     for epoch in range(config.epochs):
         model.train()
-        batches = iterate_batches(table, train_set, config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch)
+        batches = train_source.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch)
         bar = tqdm(batches, total=math.ceil(len(train_set) / config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
         for batch in bar:
             loss = masked_bce(model(batch), batch["labels"], batch["label_mask"], weights)
@@ -115,7 +137,7 @@ def train(
             scheduler.step()
             step += 1
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        val_ne = evaluate(model, table, val_set, train_set.downsample_rate, config.eval_batch_size)
+        val_ne = evaluate(model, val_source, train_set.downsample_rate, config.eval_batch_size)
         history.append({"epoch": epoch + 1, "step": step, **{f"val_ne/{k}": v for k, v in val_ne.items()}})
         score = val_ne[primary_task]
         if best is None or (math.isfinite(score) and not score >= best[0]):

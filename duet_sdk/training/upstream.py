@@ -14,7 +14,7 @@ from duet_sdk.models.loading import upstream_checkpoint_config
 from duet_sdk.models.upstream import UpstreamNet
 from duet_sdk.training.datasets import LoadedData
 from duet_sdk.training.presets import upstream_config
-from duet_sdk.training.trainer import TrainConfig, TrainResult, train
+from duet_sdk.training.trainer import EventBatches, TrainConfig, TrainResult, train
 
 
 @dataclass
@@ -45,7 +45,10 @@ def train_upstream(
     ds = data.dataset
     train_set, val_set = (ds.click_train, ds.click_val) if kind == "click" else (ds.conv_train, ds.conv_val)
     start = time.perf_counter()
-    result = train(UpstreamNet(config), {t.name: t.weight for t in config.tasks}, config.primary_task, ds.table, train_set, val_set, train_config)
+    result = train(
+        UpstreamNet(config), {t.name: t.weight for t in config.tasks}, config.primary_task,
+        EventBatches(ds.table, train_set), EventBatches(ds.table, val_set), train_config,
+    )
     seconds = time.perf_counter() - start
     registry = registry_for(out, kind)
     predecessor = registry.latest_accepted()

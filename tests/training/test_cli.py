@@ -13,7 +13,7 @@ from duet_sdk.metrics import normalized_entropy
 from duet_sdk.models.loading import load_upstream
 from duet_sdk.data.routing import recalibrate
 from duet_sdk.training.cli import EXIT_REJECTED, main
-from duet_sdk.training.trainer import predict
+from duet_sdk.training.trainer import EventBatches, predict
 from duet_sdk.training.upstream import registry_for
 
 EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "taobao_small.csv"
@@ -38,7 +38,7 @@ def test_checkpoint_reloads_to_a_model_that_reproduces_its_recorded_val_ne(tmp_p
     checkpoint = registry_for(tmp_path, "click").latest_accepted()
     model = load_upstream(checkpoint)
     data = load_taobao(EVENTS, TaobaoOptions(seed=0))
-    probs = recalibrate(predict(model, data.table, data.click_val), data.click_train.downsample_rate)
+    probs = recalibrate(predict(model, EventBatches(data.table, data.click_val)), data.click_train.downsample_rate)
     ne = normalized_entropy(data.click_val.labels[:, 0], probs[:, 0], data.click_val.label_mask[:, 0])
     assert ne == pytest.approx(checkpoint.val_ne["ctr"], abs=1e-9)  # same weights, same data: same NE
 

@@ -6,7 +6,7 @@ import torch
 from duet_sdk.data.synthetic import SyntheticConfig, generate
 from duet_sdk.models import UpstreamNet
 from duet_sdk.training.presets import upstream_config
-from duet_sdk.training.trainer import TrainConfig, evaluate, masked_bce, train
+from duet_sdk.training.trainer import EventBatches, TrainConfig, evaluate, masked_bce, train
 
 
 def test_masked_bce_matches_a_hand_computation():
@@ -36,9 +36,10 @@ def test_short_training_run_lowers_validation_ne(small_world):
     config = upstream_config("conv", small_world.schema, "demo")
     train_set, val_set = small_world.conv_train, small_world.conv_val
     model = UpstreamNet(config)
-    before = evaluate(model, small_world.table, val_set, train_set.downsample_rate)[config.primary_task]
-    result = train(model, {t.name: t.weight for t in config.tasks}, config.primary_task, small_world.table,
-                   train_set, val_set, TrainConfig(epochs=2, progress=False))
+    val = EventBatches(small_world.table, val_set)
+    before = evaluate(model, val, train_set.downsample_rate)[config.primary_task]
+    result = train(model, {t.name: t.weight for t in config.tasks}, config.primary_task,
+                   EventBatches(small_world.table, train_set), val, TrainConfig(epochs=2, progress=False))
     after = result.val_ne[config.primary_task]
     assert after < before - 0.02, (before, after)
     assert after < 1.0
@@ -46,9 +47,10 @@ def test_short_training_run_lowers_validation_ne(small_world):
 
 def test_training_keeps_the_best_epochs_weights(small_world):
     config = upstream_config("click", small_world.schema, "demo")
-    result = train(UpstreamNet(config), {t.name: t.weight for t in config.tasks}, config.primary_task, small_world.table,
-                   small_world.click_train, small_world.click_val, TrainConfig(epochs=2, progress=False))
-    again = evaluate(result.model, small_world.table, small_world.click_val, small_world.click_train.downsample_rate)
+    val = EventBatches(small_world.table, small_world.click_val)
+    result = train(UpstreamNet(config), {t.name: t.weight for t in config.tasks}, config.primary_task,
+                   EventBatches(small_world.table, small_world.click_train), val, TrainConfig(epochs=2, progress=False))
+    again = evaluate(result.model, val, small_world.click_train.downsample_rate)
     assert again == pytest.approx(result.val_ne, abs=1e-9)
     best = min(h[f"val_ne/{config.primary_task}"] for h in result.history)
     assert result.val_ne[config.primary_task] == pytest.approx(best, abs=1e-12)
