@@ -38,6 +38,7 @@ class SyntheticConfig:
     num_items: int = 1000
     num_authors: int = 50
     trait_dim: int = 2
+    shared_weight: float = 0.7
     days: int = 30
     mean_impressions: float = 120.0
     examples_per_user: int = 16
@@ -54,6 +55,8 @@ class SyntheticConfig:
                 raise ConfigError(f"SyntheticConfig.{name}", "an int >= 1", value)
         if self.days < 4:
             raise ConfigError("SyntheticConfig.days", "an int >= 4", self.days)
+        if not self.shared_weight >= 0.0:
+            raise ConfigError("SyntheticConfig.shared_weight", "a float >= 0", self.shared_weight)
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError("SyntheticConfig.val_fraction", "a float in (0, 1)", self.val_fraction)
         if not 0.0 < self.downsample_rate <= 1.0:
@@ -75,15 +78,21 @@ class World:
     popularity: np.ndarray
     item_quality: np.ndarray
 
-    def click_affinity(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
-        k = self.shared.shape[1]
+    shared_weight: float
+
+    def _affinity(self, own: np.ndarray, part: int, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """(E,) ``(w s·a_s + t·a_t) / sqrt(k (1 + w^2))`` for the user's own trait t: unit variance."""
+        k, w = self.shared.shape[1], self.shared_weight
         a = self.item_latent[item]
-        return (np.sum(self.shared[user] * a[:, :k], 1) + np.sum(self.click[user] * a[:, k : 2 * k], 1)) / np.sqrt(2 * k)
+        shared = np.sum(self.shared[user] * a[:, :k], 1)
+        specific = np.sum(own[user] * a[:, part * k : (part + 1) * k], 1)
+        return (w * shared + specific) / np.sqrt(k * (1.0 + w * w))
+
+    def click_affinity(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        return self._affinity(self.click, 1, user, item)
 
     def conv_affinity(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
-        k = self.shared.shape[1]
-        a = self.item_latent[item]
-        return (np.sum(self.shared[user] * a[:, :k], 1) + np.sum(self.conv[user] * a[:, 2 * k :], 1)) / np.sqrt(2 * k)
+        return self._affinity(self.conv, 2, user, item)
 
 
 @dataclass
@@ -117,6 +126,7 @@ def _make_world(cfg: SyntheticConfig, rng: np.random.Generator) -> World:
         item_author=author,
         popularity=rng.permutation(popularity / popularity.sum()),
         item_quality=rng.normal(size=cfg.num_items),
+        shared_weight=cfg.shared_weight,
     )
 
 
@@ -144,7 +154,7 @@ def _events(cfg: SyntheticConfig, world: World, rng: np.random.Generator) -> tup
     c = np.flatnonzero(clicked)
     onsite = c[rng.random(len(c)) < _sigmoid(1.5 * click_aff[c] + 0.5 * conv_aff[c] - 3.0)]
     streams["click"].append((user[onsite], time[onsite] + rng.integers(60, 3600, len(onsite)), item[onsite], position[onsite], ACTIONS["onsite_conversion"]))
-    for action, scale, bias in (("offsite_conversion", 2.5, -6.0), ("link_click", 1.5, -4.5), ("button_click", 1.5, -5.0)):
+    for action, scale, bias in (("offsite_conversion", 2.5, -5.0), ("link_click", 1.5, -3.8), ("button_click", 1.5, -4.3)):
         hit = c[rng.random(len(c)) < _sigmoid(scale * conv_aff[c] + 0.3 * click_aff[c] + bias)]
         delay = rng.exponential(DAY, len(hit)).astype(np.int64) + 60
         streams["conv"].append((user[hit], time[hit] + delay, item[hit], position[hit], ACTIONS[action]))

@@ -2,8 +2,9 @@
 
 MLA (LLaTTE appendix A.3): ``Q = RMSNorm(X W_down^Q) W_up^Q`` and
 ``K, V = split(RMSNorm(X W_down^KV) W_up^KV)``, so keys and values pass through a shared latent.
-Masked scores are filled with ``MASK_VALUE`` (finite and fp16-safe) before the softmax; callers
-always leave at least one valid key per row, so masked keys get exactly zero weight.
+Masked scores are filled with the most negative finite value of the score dtype (no additive mask
+constant that could overflow in fp16); callers always leave at least one valid key per row, so masked
+keys get exactly zero weight.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from torch import nn
 
 from duet_sdk.models.config import AttentionConfig
 from duet_sdk.models.layers import RMSNorm
-
-MASK_VALUE = -1.0e4
 
 
 def _latent_projection(d_in: int, latent: int, d_out: int) -> nn.Module:
@@ -57,7 +56,7 @@ class MultiHeadAttention(nn.Module):
         k, v = self.kv_proj(context).chunk(2, dim=-1)
         k, v = self._heads(k), self._heads(v)  # (B, H, Lk, dh)
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, Lq, Lk)
-        scores = scores.masked_fill(~key_valid[:, None, None, :], MASK_VALUE)
+        scores = scores.masked_fill(~key_valid[:, None, None, :], torch.finfo(scores.dtype).min)
         weights = torch.softmax(scores, dim=-1)
         out = torch.matmul(weights, v)  # (B, H, Lq, dh)
         b, _, lq, _ = out.shape

@@ -44,7 +44,7 @@ class SelfAttentionBlock(nn.Module):
     def forward(self, static: torch.Tensor, seq: torch.Tensor, seq_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = static.shape[1]
         tokens = torch.cat([static, seq], dim=1)  # (B, Q+T, d)
-        valid = torch.cat([torch.ones_like(seq_valid[:, :1]).expand(-1, q), seq_valid], dim=1)  # (B, Q+T)
+        valid = torch.cat([seq_valid.new_ones(seq_valid.shape[0], q), seq_valid], dim=1)  # (B, Q+T)
         out = self.layer(tokens, tokens, valid)
         return out[:, :q], out[:, q:]
 
@@ -68,5 +68,5 @@ class CrossAttentionBlock(nn.Module):
     def forward(self, static: torch.Tensor, seq: torch.Tensor, seq_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = seq.shape[0]
         context = torch.cat([self.null.expand(b, -1, -1), seq], dim=1)  # (B, 1+T, d)
-        valid = torch.cat([torch.ones_like(seq_valid[:, :1]), seq_valid], dim=1)  # (B, 1+T)
+        valid = torch.cat([seq_valid.new_ones(b, 1), seq_valid], dim=1)  # (B, 1+T)
         return self.layer(static, context, valid), seq

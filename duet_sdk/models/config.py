@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from duet_sdk.data.schema import EventSchema
@@ -16,6 +17,11 @@ def _positive(owner: str, **values: int) -> None:
     for name, value in values.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{owner}.{name}", "an int >= 1", value)
+
+
+def _hidden(field_name: str, dims: tuple[int, ...]) -> None:
+    if not dims or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in dims):
+        raise ConfigError(field_name, "a non-empty list of ints >= 1", dims)
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class TaskSpec:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.weight, (int, float)) or self.weight < 0:
+        if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight < 0:
             raise ConfigError(f"TaskSpec({self.name}).weight", "a float >= 0", self.weight)
 
 
@@ -97,13 +103,16 @@ class UpstreamConfig:
             raise ConfigError("UpstreamConfig.streams", f"non-empty, from {self.schema.stream_names}", self.streams)
         if not self.blocks or any(b not in BLOCK_KINDS for b in self.blocks):
             raise ConfigError("UpstreamConfig.blocks", f"a non-empty list of {BLOCK_KINDS}", self.blocks)
-        if self.pyramid and (len(self.pyramid) != len(self.blocks) or any(k < 0 for k in self.pyramid)):
+        ints = all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in self.pyramid)
+        if self.pyramid and (len(self.pyramid) != len(self.blocks) or not ints):
             raise ConfigError("UpstreamConfig.pyramid", f"{len(self.blocks)} ints >= 0 (0 = keep all)", self.pyramid)
         kept = [k if k > 0 else float("inf") for k in self.pyramid]  # 0 keeps all events
         if kept != sorted(kept, reverse=True):
             raise ConfigError("UpstreamConfig.pyramid", "a schedule that never grows with depth", self.pyramid)
         if self.dcn_layers < 0:
             raise ConfigError("UpstreamConfig.dcn_layers", "an int >= 0", self.dcn_layers)
+        for name in ("item_hidden", "overarch_hidden"):
+            _hidden(f"UpstreamConfig.{name}", getattr(self, name))
         names = tuple(t.name for t in self.tasks)
         if not names or len(set(names)) != len(names):
             raise ConfigError("UpstreamConfig.tasks", "unique task names", names)
@@ -120,3 +129,63 @@ class UpstreamConfig:
     def num_query_tokens(self) -> int:
         """Static/query tokens per tower: one per static sparse ID, one for dense features, seeds."""
         return len(self.schema.static_sparse) + (1 if self.schema.static_dense else 0) + self.num_seed_tokens
+
+
+EMBEDDING_INPUTS = ("codes", "float")
+RANKER_VARIANTS = {"baseline": (), "click": ("click",), "conv": ("conv",), "duet": ("click", "conv")}
+
+
+@dataclass(frozen=True)
+class UserEmbeddingInput:
+    """One upstream embedding the ranker consumes: SIDE codes (decoded by rule) or the float vector.
+
+    ``dim`` is the embedding width; ``levels`` x ``codebook_size`` the SIDE codec (codes input only).
+    """
+
+    name: str
+    dim: int
+    levels: int = 4
+    codebook_size: int = 256
+
+    def __post_init__(self) -> None:
+        _positive(f"UserEmbeddingInput({self.name})", dim=self.dim, levels=self.levels, codebook_size=self.codebook_size)
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    """DLRM-style downstream ranker over static user features, candidate items and user embeddings.
+
+    ``embeddings`` lists the upstream embeddings it uses (none: the baseline); ``embedding_input`` says
+    whether they arrive as SIDE codes (decoded inside, codebooks frozen) or as float vectors.
+    """
+
+    schema: EventSchema
+    tasks: tuple[TaskSpec, ...]
+    primary_task: str
+    embeddings: tuple[UserEmbeddingInput, ...] = ()
+    embedding_input: str = "codes"
+    d_feature: int = 32
+    projection_hidden: tuple[int, ...] = (64,)
+    hashing: HashConfig = field(default_factory=HashConfig)
+    dcn_layers: int = 2
+    overarch_hidden: tuple[int, ...] = (128, 64)
+
+    def __post_init__(self) -> None:
+        _positive("RankerConfig", d_feature=self.d_feature)
+        names = tuple(t.name for t in self.tasks)
+        if not names or len(set(names)) != len(names):
+            raise ConfigError("RankerConfig.tasks", "unique task names", names)
+        if self.primary_task not in names:
+            raise ConfigError("RankerConfig.primary_task", f"one of {names}", self.primary_task)
+        if self.embedding_input not in EMBEDDING_INPUTS:
+            raise ConfigError("RankerConfig.embedding_input", f"one of {EMBEDDING_INPUTS}", self.embedding_input)
+        embedding_names = [e.name for e in self.embeddings]
+        if len(set(embedding_names)) != len(embedding_names):
+            raise ConfigError("RankerConfig.embeddings", "unique names", embedding_names)
+        _hidden("RankerConfig.overarch_hidden", self.overarch_hidden)
+        if self.dcn_layers < 0:
+            raise ConfigError("RankerConfig.dcn_layers", "an int >= 0", self.dcn_layers)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)

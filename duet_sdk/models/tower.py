@@ -20,8 +20,12 @@ def valid_from_lengths(lengths: torch.Tensor, width: int | torch.SymInt) -> torc
 def keep_recent(seq: torch.Tensor, valid: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pyramidal trimming: the ``keep`` most recent slots of (B, T, d) / (B, T), without shape branches.
 
-    When T < keep, slots before the start repeat slot 0 and are marked invalid.
+    A masked slot is put in front first (so T = 0 works); when T < keep, slots before the start
+    repeat it and are marked invalid.
     """
+    b = seq.shape[0]
+    seq = torch.cat([seq.new_zeros(b, 1, seq.shape[2]), seq], dim=1)  # (B, 1+T, d)
+    valid = torch.cat([valid.new_zeros(b, 1), valid], dim=1)  # (B, 1+T)
     position = torch.arange(keep, device=seq.device) + (seq.shape[1] - keep)  # (keep,)
     in_range = position >= 0
     position = position.clamp(min=0)
