@@ -1,0 +1,19 @@
+"""SIDE: semantic ID embedding, residual quantization of user embeddings (DUET §4.2-4.3, DESIGN §4)."""
+
+from duet_sdk.side.codec import SideCodec, bytes_per_user, compression_ratio_vs_fp16
+from duet_sdk.side.config import SideConfig
+from duet_sdk.side.modules import SideDecoder, SideEncoder
+from duet_sdk.side.storage import load_side_codec, save_side_codec
+from duet_sdk.side.train import train_side_codec
+
+__all__ = [
+    "SideCodec",
+    "SideConfig",
+    "SideDecoder",
+    "SideEncoder",
+    "bytes_per_user",
+    "compression_ratio_vs_fp16",
+    "load_side_codec",
+    "save_side_codec",
+    "train_side_codec",
+]
