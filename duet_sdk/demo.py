@@ -13,6 +13,7 @@ import torch
 
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.training.datasets import synthetic_data
+from duet_sdk.training.presets import DEFAULT_EPOCHS
 from duet_sdk.training.trainer import TrainConfig
 from duet_sdk.training.upstream import train_upstream
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for kind, label in ENCODERS.items():
         print(f"training {label} ...")
-        outcome = train_upstream(kind, data, args.out, "demo", TrainConfig(epochs=3, seed=args.seed))
+        outcome = train_upstream(kind, data, args.out, "demo", TrainConfig(epochs=DEFAULT_EPOCHS[kind], seed=args.seed))
         ckpt = outcome.checkpoint
         rows.append((label, ckpt.primary_task, ckpt.primary_ne, outcome.seconds, outcome.decision))
         print(f"  checkpoint {ckpt.path}")

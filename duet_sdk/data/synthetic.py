@@ -28,6 +28,10 @@ DAY = 86_400
 START_TIME = 1_700_000_000
 ACTIONS = {"click": 0, "onsite_conversion": 1, "offsite_conversion": 2, "link_click": 3, "button_click": 4, "unattributed_conversion": 5}
 USER_ID_BASE, ITEM_ID_BASE, AUTHOR_ID_BASE = 10_000_000, 500_000_000, 9_000_000
+# Offsite events after a click: (conv-affinity scale, click-affinity scale, bias) of their logit.
+OFFSITE_EVENTS = {"offsite_conversion": (2.5, 0.8, -5.0), "link_click": (1.5, 0.3, -3.8), "button_click": (1.5, 0.3, -4.3)}
+# The same for conv-stream labels, by CONV_TASKS column (attributed conversion, link click, button click).
+OFFSITE_LABELS = {0: (2.5, 0.8, -5.7), 2: (1.5, 0.3, -2.5), 3: (1.5, 0.3, -3.0)}
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class SyntheticConfig:
     num_items: int = 1000
     num_authors: int = 50
     trait_dim: int = 2
-    shared_weight: float = 0.7
+    shared_weight: float = 0.5
     days: int = 30
     mean_impressions: float = 120.0
     examples_per_user: int = 16
@@ -154,8 +158,8 @@ def _events(cfg: SyntheticConfig, world: World, rng: np.random.Generator) -> tup
     c = np.flatnonzero(clicked)
     onsite = c[rng.random(len(c)) < _sigmoid(1.5 * click_aff[c] + 0.5 * conv_aff[c] - 3.0)]
     streams["click"].append((user[onsite], time[onsite] + rng.integers(60, 3600, len(onsite)), item[onsite], position[onsite], ACTIONS["onsite_conversion"]))
-    for action, scale, bias in (("offsite_conversion", 2.5, -5.0), ("link_click", 1.5, -3.8), ("button_click", 1.5, -4.3)):
-        hit = c[rng.random(len(c)) < _sigmoid(scale * conv_aff[c] + 0.3 * click_aff[c] + bias)]
+    for action, (scale, click_scale, bias) in OFFSITE_EVENTS.items():
+        hit = c[rng.random(len(c)) < _sigmoid(scale * conv_aff[c] + click_scale * click_aff[c] + bias)]
         delay = rng.exponential(DAY, len(hit)).astype(np.int64) + 60
         streams["conv"].append((user[hit], time[hit] + delay, item[hit], position[hit], ACTIONS[action]))
     lone = rng.random(len(user)) < 0.004 * _sigmoid(2.5 * conv_aff - 1.0)
@@ -190,8 +194,8 @@ def _examples(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, users: n
     clicked = rng.choice(cfg.num_items, size=len(user), p=world.popularity)
     click_aff, conv_aff = world.click_affinity(user, clicked), world.conv_affinity(user, clicked)
     labels = np.zeros((len(user), len(CONV_TASKS)), np.float32)
-    for column, (scale, bias) in ((0, (2.5, -5.5)), (2, (1.5, -2.5)), (3, (1.5, -3.0))):
-        labels[:, column] = rng.random(len(user)) < _sigmoid(scale * conv_aff + 0.3 * click_aff + 0.3 * world.item_quality[clicked] + bias)
+    for column, (scale, click_scale, bias) in OFFSITE_LABELS.items():
+        labels[:, column] = rng.random(len(user)) < _sigmoid(scale * conv_aff + click_scale * click_aff + 0.3 * world.item_quality[clicked] + bias)
     mask = np.ones_like(labels)
     mask[:, CONV_TASKS.index("unattributed_conversion")] = 0.0
     attributed = ExampleSet(CONV_TASKS, user, request, item_sparse(clicked), item_dense(clicked), labels, mask, np.zeros(len(user), bool))

@@ -1,6 +1,9 @@
-"""``duet-train click|conv``: train an upstream encoder, write a checkpoint, run the checkpoint gate.
+"""``duet-train click|conv|ranker``: train, write checkpoints, run the checkpoint gate.
 
-Exit status: 0 when the gate accepts the checkpoint, 3 when it rejects it, 2 for bad input.
+``click`` / ``conv`` train ClickAUN / ConvAUN. ``ranker`` trains the downstream ranker variants
+(baseline, +ClickAUE, +ConvAUE, DUET) on identical rows and seed, on SIDE codes of the latest accepted
+encoders under ``--out`` (training each encoder's codec first if it has none).
+Exit status: 0 when the gate accepts every checkpoint, 3 when it rejects one, 2 for bad input.
 """
 
 from __future__ import annotations
@@ -11,26 +14,33 @@ from pathlib import Path
 
 import torch
 
+from duet_sdk.checkpoint import Checkpoint
+from duet_sdk.data.routing import ranker_examples
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.data.taobao import TaobaoOptions
-from duet_sdk.errors import DuetError
-from duet_sdk.gate import GatePolicy
-from duet_sdk.training.datasets import EVENT_FORMATS, event_log_data, synthetic_data
-from duet_sdk.training.presets import PRESETS
+from duet_sdk.errors import DataError, DuetError
+from duet_sdk.gate import GateDecision, GatePolicy
+from duet_sdk.models.config import EMBEDDING_INPUTS, RANKER_VARIANTS
+from duet_sdk.side import SideConfig
+from duet_sdk.training.datasets import EVENT_FORMATS, LoadedData, event_log_data, synthetic_data
+from duet_sdk.training.features import prepare_upstream, row_features
+from duet_sdk.training.presets import DEFAULT_EPOCHS, PRESETS
+from duet_sdk.training.ranker import train_ranker
 from duet_sdk.training.trainer import TrainConfig
-from duet_sdk.training.upstream import train_upstream
+from duet_sdk.training.upstream import registry_for, train_upstream
 
 EXIT_REJECTED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="duet-train", description="Train ClickAUN / ConvAUN behind the checkpoint gate.")
-    p.add_argument("model", choices=("click", "conv"), help="click: ClickAUN on the click stream; conv: ConvAUN on the conversion stream")
+    p.add_argument("model", choices=("click", "conv", "ranker"),
+                   help="click: ClickAUN on the click/onsite stream; conv: ConvAUN on the offsite-conversion stream; ranker: the downstream ranker variants")
     p.add_argument("--events", type=Path, help="event log to train on (default: synthetic data)")
     p.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="layout of --events")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoints go to OUT/<model>/, the gate registry to OUT/registry/")
     p.add_argument("--preset", choices=PRESETS, default="demo", help="model size")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, help=f"default by model: {DEFAULT_EPOCHS}")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -38,27 +48,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-threshold", type=float, default=0.01, help="max relative regression of primary val NE")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    ranker = p.add_argument_group("ranker")
+    ranker.add_argument("--variants", nargs="+", choices=tuple(RANKER_VARIANTS), default=list(RANKER_VARIANTS))
+    ranker.add_argument("--embedding-input", choices=EMBEDDING_INPUTS, default="codes", help="SIDE codes (decoded inside) or float embeddings")
+    ranker.add_argument("--levels", type=int, default=4, help="SIDE levels L of a codec trained here")
+    ranker.add_argument("--codebook-size", type=int, default=256, help="SIDE codewords per level K of a codec trained here")
     return p
+
+
+def _load_data(args: argparse.Namespace) -> LoadedData:
+    if args.events is not None:
+        return event_log_data(args.events, args.event_format, TaobaoOptions(seed=args.seed))
+    return synthetic_data(SyntheticConfig(num_users=args.num_users, seed=args.seed))
+
+
+def _print_checkpoint(label: str, ckpt: Checkpoint, decision: GateDecision) -> None:
+    for task, ne in ckpt.val_ne.items():
+        marker = "  (primary)" if task == ckpt.primary_task else ""
+        print(f"  {label} val NE {task:<24} {ne:.4f}{marker}")
+    print(f"  checkpoint: {ckpt.path}  digest {ckpt.digest[:12]}")
+    print(f"  gate: {decision}")
+
+
+def run_encoder(args: argparse.Namespace, data: LoadedData, train_config: TrainConfig) -> bool:
+    outcome = train_upstream(args.model, data, args.out, args.preset, train_config, GatePolicy(args.gate_threshold))
+    print(f"{args.model}: trained {outcome.result.steps} steps in {outcome.seconds:.1f}s (best epoch {outcome.result.best_epoch})")
+    _print_checkpoint(args.model, outcome.checkpoint, outcome.decision)
+    return outcome.decision.accepted
+
+
+def run_rankers(args: argparse.Namespace, data: LoadedData, train_config: TrainConfig) -> bool:
+    ds = data.dataset
+    train_rows, val_rows = ranker_examples(ds.conv_train), ranker_examples(ds.conv_val)
+    side = SideConfig(levels=args.levels, codebook_size=args.codebook_size, seed=args.seed)
+    upstream = {}
+    for name in sorted({n for v in args.variants for n in RANKER_VARIANTS[v]}):
+        encoder = registry_for(args.out, name).latest_accepted()
+        if encoder is None:
+            raise DataError(f"no accepted {name} encoder under {args.out}/registry: run `duet-train {name} --out {args.out}` first")
+        upstream[name] = prepare_upstream(name, encoder, ds.table, train_rows, val_rows, args.out, side)
+        print(f"{name}: encoder {encoder.digest[:12]}, SIDE codec {upstream[name].codec_checkpoint.path}")
+    features = (row_features(upstream, ds.table, train_rows), row_features(upstream, ds.table, val_rows))
+    accepted = True
+    for variant in args.variants:
+        outcome = train_ranker(variant, ds.table, train_rows, val_rows, features, upstream, args.out, data.description,
+                               train_config, GatePolicy(args.gate_threshold), args.embedding_input)
+        print(f"ranker {variant}: trained {outcome.result.steps} steps in {outcome.seconds:.1f}s")
+        _print_checkpoint(variant, outcome.checkpoint, outcome.decision)
+        accepted &= outcome.decision.accepted
+    return accepted
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.events is not None:
-        data = event_log_data(args.events, args.event_format, TaobaoOptions(seed=args.seed))
-    else:
-        data = synthetic_data(SyntheticConfig(num_users=args.num_users, seed=args.seed))
+    data = _load_data(args)
     print(data.report)
-    train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.no_progress)
-    outcome = train_upstream(args.model, data, args.out, args.preset, train_config, GatePolicy(args.gate_threshold))
-    ckpt = outcome.checkpoint
-    print(f"{args.model}: trained {outcome.result.steps} steps in {outcome.seconds:.1f}s (best epoch {outcome.result.best_epoch})")
-    for task, ne in ckpt.val_ne.items():
-        marker = "  (primary)" if task == ckpt.primary_task else ""
-        print(f"  val NE {task:<24} {ne:.4f}{marker}")
-    print(f"checkpoint: {ckpt.path}  digest {ckpt.digest[:12]}")
-    print(f"gate: {outcome.decision}")
-    return 0 if outcome.decision.accepted else EXIT_REJECTED
+    epochs = args.epochs or DEFAULT_EPOCHS[args.model]
+    train_config = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.no_progress)
+    accepted = run_rankers(args, data, train_config) if args.model == "ranker" else run_encoder(args, data, train_config)
+    return 0 if accepted else EXIT_REJECTED
 
 
 def main(argv: list[str] | None = None) -> int:

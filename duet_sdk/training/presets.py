@@ -8,17 +8,11 @@ from duet_sdk.errors import ConfigError
 from duet_sdk.models.config import AttentionConfig, HashConfig, TaskSpec, UpstreamConfig
 
 PRESETS = ("demo", "default")
+# Epochs by model: ConvAUN (sparse labels, both streams) overfits after its first epoch on the demo data.
+DEFAULT_EPOCHS = {"click": 3, "conv": 1, "ranker": 3}
 # Task weights: the primary task leads; auxiliary tasks add gradient signal (DUET eq. 6-7).
 CLICK_WEIGHTS = {"ctr": 1.0, "onsite_conversion": 0.5}
 CONV_WEIGHTS = {"attributed_conversion": 1.0, "unattributed_conversion": 0.5, "link_click": 0.3, "button_click": 0.3}
-
-
-def _split_streams(kind: str, schema: EventSchema) -> tuple[str, ...]:
-    """ClickAUN reads the first stream (clicks), ConvAUN the rest (conversions), or all if only one."""
-    names = schema.stream_names
-    if len(names) == 1:
-        return names
-    return names[:1] if kind == "click" else names[1:]
 
 
 def upstream_config(kind: str, schema: EventSchema, preset: str = "demo") -> UpstreamConfig:
@@ -37,7 +31,7 @@ def upstream_config(kind: str, schema: EventSchema, preset: str = "demo") -> Ups
     return UpstreamConfig(
         kind=kind,
         schema=schema,
-        streams=_split_streams(kind, schema),
+        streams=schema.stream_names,  # both encoders read every EBF stream; they differ in labels and attention
         tasks=tuple(TaskSpec(t, weights.get(t, 1.0)) for t in tasks),
         primary_task=primary,
         d_model=256 if big else 32,

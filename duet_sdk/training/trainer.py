@@ -127,7 +127,7 @@ def train(
     for epoch in range(config.epochs):
         model.train()
         batches = train_source.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch)
-        bar = tqdm(batches, total=math.ceil(len(train_set) / config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
+        bar = tqdm(batches, total=math.ceil(len(train_set) / config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", disable=None if config.progress else True, leave=False)  # None: only on a terminal
         for batch in bar:
             loss = masked_bce(model(batch), batch["labels"], batch["label_mask"], weights)
             optimizer.zero_grad(set_to_none=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
 from duet_sdk import serialization
 from duet_sdk.checkpoint import Checkpoint, save_checkpoint
 from duet_sdk.gate import CheckpointRegistry, GateDecision, GatePolicy
@@ -45,6 +47,7 @@ def train_upstream(
     ds = data.dataset
     train_set, val_set = (ds.click_train, ds.click_val) if kind == "click" else (ds.conv_train, ds.conv_val)
     start = time.perf_counter()
+    torch.manual_seed(train_config.seed)  # the initialisation depends on the seed alone
     result = train(
         UpstreamNet(config), {t.name: t.weight for t in config.tasks}, config.primary_task,
         EventBatches(ds.table, train_set), EventBatches(ds.table, val_set), train_config,

@@ -4,15 +4,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from duet_sdk.checkpoint import load_checkpoint
-from duet_sdk.data.taobao import TaobaoOptions, load_taobao
-from duet_sdk.metrics import normalized_entropy
-from duet_sdk.models.loading import load_upstream
 from duet_sdk.data.routing import recalibrate
+from duet_sdk.data.taobao import TaobaoOptions, load_taobao
+from duet_sdk.gate import CheckpointRegistry
+from duet_sdk.metrics import normalized_entropy
+from duet_sdk.models.config import RANKER_VARIANTS
+from duet_sdk.models.loading import load_upstream
 from duet_sdk.training.cli import EXIT_REJECTED, main
+from duet_sdk.training.ranker import registry_name
 from duet_sdk.training.trainer import EventBatches, predict
 from duet_sdk.training.upstream import registry_for
 
@@ -67,3 +69,24 @@ def test_missing_event_file_exits_2_with_a_message_naming_it(tmp_path, capsys):
 def test_console_script_is_installed():
     result = subprocess.run([str(Path(sys.executable).parent / "duet-train"), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "checkpoint gate" in result.stdout
+
+
+def test_ranker_trains_the_four_variants_on_accepted_encoders_behind_the_gate(tmp_path, capsys):
+    for model in ("click", "conv"):
+        assert main([model, "--events", str(EVENTS), "--out", str(tmp_path), "--no-progress", "--epochs", "1"]) == 0
+    code = main(["ranker", "--events", str(EVENTS), "--out", str(tmp_path), "--no-progress", "--epochs", "1",
+                 "--levels", "2", "--codebook-size", "8"])
+    assert code in (0, EXIT_REJECTED)
+    out = capsys.readouterr().out
+    for variant in ("baseline", "click", "conv", "duet"):
+        assert f"ranker {variant}: trained" in out
+        decision = CheckpointRegistry(tmp_path / "registry", registry_name(variant)).decisions()[-1]
+        assert decision.accepted, decision  # first checkpoint of each variant: no predecessor to regress from
+        lineage = load_checkpoint(Path(decision.checkpoint)).lineage
+        assert set(lineage["upstream"]) == set(RANKER_VARIANTS[variant])
+    assert len(list((tmp_path / "side").glob("*/side-*"))) == 2  # one codec per encoder, trained once
+
+
+def test_ranker_without_accepted_encoders_exits_2_naming_the_missing_step(tmp_path, capsys):
+    assert main(["ranker", "--events", str(EVENTS), "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "duet-train click" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""Experiments that reproduce the DUET paper's analyses on our data."""

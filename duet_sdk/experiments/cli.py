@@ -1,0 +1,82 @@
+"""``duet-experiment table1``: the DUET Table 1 and Figure 5 analyses on synthetic data or an event log."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from duet_sdk.checkpoint import atomic_write_json
+from duet_sdk.errors import DuetError
+from duet_sdk.experiments.figures import cosine_distances, plot_cosine_distances, plot_pca
+from duet_sdk.experiments.table1 import Table1Config, run_seed, summarize, to_markdown
+from duet_sdk.side import SideConfig
+from duet_sdk.training.datasets import EVENT_FORMATS
+
+
+def run_table1(config: Table1Config, out: Path) -> dict:
+    """Run every seed into ``out/seed-<s>/``; write ``table1.json``, ``table1.md`` and Figure 5 PNGs to ``out``."""
+    out = Path(out)
+    runs = []
+    for seed in config.seeds:
+        start = time.perf_counter()
+        runs.append(run_seed(config, seed, out / f"seed-{seed}"))
+        print(f"seed {seed}: ranker val NE {runs[-1].ranker_ne} ({time.perf_counter() - start:.0f}s)", flush=True)
+    summary = summarize(runs, config.side)
+    first = runs[0]
+    distances = cosine_distances(first.projected["click"], first.projected["conv"])
+    summary["figures"] = {
+        "pca": {"path": "figure5_pca.png", "explained_variance": plot_pca(first.embeddings, out / "figure5_pca.png")},
+        "cosine_distance": {
+            "path": "figure5_cosine.png",
+            "space": "the DUET ranker's projections of the decoded ClickAUE and ConvAUE (one common width)",
+            **plot_cosine_distances(distances, out / "figure5_cosine.png", f"ClickAUE vs ConvAUE, seed {first.seed}"),
+        },
+    }
+    atomic_write_json(out / "table1.json", summary)
+    (out / "table1.md").write_text(to_markdown(summary))
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="duet-experiment", description=__doc__)
+    sub = p.add_subparsers(dest="experiment", required=True)
+    t = sub.add_parser("table1", help="ranker NE: baseline / +ClickAUE / +ConvAUE / DUET, SIDE vs float, Figure 5")
+    t.add_argument("--out", type=Path, default=Path("runs/table1"))
+    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    t.add_argument("--events", type=Path, help="event log (default: synthetic benchmark)")
+    t.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
+    t.add_argument("--num-users", type=int, default=3000, help="synthetic data: number of users")
+    t.add_argument("--encoder-epochs", type=int, help="default: per model (ClickAUN 3, ConvAUN 1)")
+    t.add_argument("--ranker-epochs", type=int, default=3)
+    t.add_argument("--levels", type=int, default=4, help="SIDE levels L")
+    t.add_argument("--codebook-size", type=int, default=256, help="SIDE codewords per level K")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        config = Table1Config(
+            seeds=tuple(args.seeds), num_users=args.num_users, encoder_epochs=args.encoder_epochs,
+            ranker_epochs=args.ranker_epochs, side=SideConfig(levels=args.levels, codebook_size=args.codebook_size),
+            events=args.events, event_format=args.event_format, progress=args.progress,
+        )
+        summary = run_table1(config, args.out)
+    except DuetError as exc:
+        print(f"duet-experiment: error: {exc}", file=sys.stderr)
+        return 2
+    print(to_markdown(summary))
+    print(f"written: {args.out / 'table1.md'}, {args.out / 'table1.json'}, figure5_pca.png, figure5_cosine.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Train the downstream ranker variants on frozen upstream embeddings delivered as SIDE codes.
+
+No gradient reaches encoders or codebooks: row features are precomputed (``features.row_features``),
+codes are integers and the ranker's decoders hold the codebooks as buffers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from duet_sdk import serialization
+from duet_sdk.checkpoint import Checkpoint, save_checkpoint
+from duet_sdk.data.batching import Batch, collate_ranker
+from duet_sdk.data.events import EventTable, ExampleSet
+from duet_sdk.data.routing import RANKER_TASKS
+from duet_sdk.data.schema import EventSchema
+from duet_sdk.errors import ConfigError
+from duet_sdk.gate import CheckpointRegistry, GateDecision, GatePolicy
+from duet_sdk.models.config import RANKER_VARIANTS, RankerConfig, TaskSpec, UserEmbeddingInput
+from duet_sdk.models.ranker import Pointwise, Ranker
+from duet_sdk.training.features import UpstreamFeatures
+from duet_sdk.training.trainer import TrainConfig, TrainResult, train
+
+RANKER_WEIGHTS = {"offsite_conversion": 1.0, "link_click": 0.3, "button_click": 0.3}
+
+
+@dataclass
+class RankerBatches:
+    """Pointwise ranker batches over ``examples`` with precomputed upstream ``features``."""
+
+    table: EventTable
+    examples: ExampleSet
+    features: dict[str, np.ndarray]
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
+        order = np.random.default_rng(seed).permutation(len(self.examples)) if shuffle else np.arange(len(self.examples))
+        for lo in range(0, len(order), batch_size):
+            yield collate_ranker(self.table, self.examples, order[lo : lo + batch_size], self.features)
+
+
+def ranker_config(variant: str, schema: EventSchema, upstream: Mapping[str, UpstreamFeatures], embedding_input: str = "codes") -> RankerConfig:
+    """The ranker of ``variant`` (baseline, click, conv, duet) over the given upstream embeddings."""
+    if variant not in RANKER_VARIANTS:
+        raise ConfigError("variant", f"one of {tuple(RANKER_VARIANTS)}", variant)
+    inputs = []
+    for name in RANKER_VARIANTS[variant]:
+        if name not in upstream:
+            raise ConfigError(f"upstream.{name}", f"an accepted {name} encoder and its SIDE codec", "none")
+        codec = upstream[name].codec
+        levels, size, dim = codec.codebooks.shape
+        inputs.append(UserEmbeddingInput(name=name, dim=dim, levels=levels, codebook_size=size))
+    return RankerConfig(
+        schema=schema,
+        tasks=tuple(TaskSpec(t, RANKER_WEIGHTS[t]) for t in RANKER_TASKS),
+        primary_task=RANKER_TASKS[0],
+        embeddings=tuple(inputs),
+        embedding_input=embedding_input,
+    )
+
+
+def build_ranker(config: RankerConfig, upstream: Mapping[str, UpstreamFeatures]) -> Ranker:
+    """A fresh ranker whose SIDE decoders hold the (frozen) codebooks of ``upstream``'s codecs."""
+    ranker = Ranker(config)
+    for name, decoder in ranker.decoders.items():
+        decoder.codebooks.copy_(upstream[name].codec.codebooks)
+    return ranker
+
+
+def ranker_checkpoint_config(config: RankerConfig) -> dict:
+    """``config.json`` of a ranker checkpoint."""
+    return {
+        "kind": "ranker",
+        "interface": {
+            "schema": serialization.to_dict(config.schema),
+            "embeddings": [serialization.to_dict(e) for e in config.embeddings],
+            "embedding_input": config.embedding_input,
+            "tasks": list(config.task_names),
+        },
+        "model": serialization.to_dict(config),
+    }
+
+
+@dataclass
+class RankerOutcome:
+    variant: str
+    checkpoint: Checkpoint
+    decision: GateDecision
+    result: TrainResult
+    seconds: float
+
+
+def registry_name(variant: str, embedding_input: str = "codes") -> str:
+    """Gate registry of a ranker variant, e.g. ``ranker-duet`` or ``ranker-duet-float``."""
+    return f"ranker-{variant}" + ("" if embedding_input == "codes" else f"-{embedding_input}")
+
+
+def train_ranker(
+    variant: str,
+    table: EventTable,
+    train_set: ExampleSet,
+    val_set: ExampleSet,
+    features: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
+    upstream: Mapping[str, UpstreamFeatures],
+    out: Path,
+    data_description: dict,
+    train_config: TrainConfig = TrainConfig(),
+    policy: GatePolicy = GatePolicy(),
+    embedding_input: str = "codes",
+) -> RankerOutcome:
+    """Train one ranker variant on ``train_set`` (features precomputed by ``row_features``), save, gate."""
+    config = ranker_config(variant, table.schema, upstream, embedding_input)
+    torch.manual_seed(train_config.seed)  # the initialisation depends on the seed alone
+    ranker = build_ranker(config, upstream)
+    start = time.perf_counter()
+    result = train(
+        Pointwise(ranker), {t.name: t.weight for t in config.tasks}, config.primary_task,
+        RankerBatches(table, train_set, features[0]), RankerBatches(table, val_set, features[1]), train_config,
+    )
+    seconds = time.perf_counter() - start
+    registry = CheckpointRegistry(Path(out) / "registry", registry_name(variant, embedding_input))
+    predecessor = registry.latest_accepted()
+    used = {name: upstream[name] for name in RANKER_VARIANTS[variant]}
+    metrics = {
+        "val_ne": result.val_ne,
+        "primary_task": config.primary_task,
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "train_rows": len(train_set),
+        "val_rows": len(val_set),
+        "train_seconds": round(seconds, 2),
+    }
+    lineage = {
+        "predecessor": predecessor.digest if predecessor else None,
+        "data": data_description,
+        "step": result.steps,
+        "seed": train_config.seed,
+        "upstream": {
+            name: {"encoder": p.checkpoint.digest, "encoder_val_ne": p.checkpoint.val_ne, "codec": p.codec_checkpoint.digest}
+            for name, p in used.items()
+        },
+    }
+    state = result.model.ranker.state_dict()
+    name = f"{registry.model}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    checkpoint = save_checkpoint(Path(out) / "ranker", name, state, ranker_checkpoint_config(config), metrics, lineage)
+    return RankerOutcome(variant, checkpoint, registry.submit(checkpoint, policy), result, seconds)

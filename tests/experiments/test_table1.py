@@ -1,0 +1,76 @@
+"""duet-experiment table1 on a tiny synthetic world: every configuration trains and the outputs are written."""
+
+import json
+import math
+
+import pytest
+
+from duet_sdk.errors import ConfigError
+from duet_sdk.experiments.cli import run_table1
+from duet_sdk.experiments.figures import cosine_distances, pca_2d
+from duet_sdk.experiments.table1 import VARIANTS, Table1Config
+from duet_sdk.side import SideConfig
+from duet_sdk.training.ranker import registry_name
+
+TINY = Table1Config(seeds=(0, 1), num_users=300, encoder_epochs=1, ranker_epochs=1, side=SideConfig(levels=2, codebook_size=16))
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    out = tmp_path_factory.mktemp("table1")
+    return out, run_table1(TINY, out)
+
+
+def test_the_four_ranker_configurations_and_duet_on_floats_train_for_every_seed(table):
+    out, summary = table
+    for row in summary["per_seed"]:
+        assert set(row["ne"]) == set(VARIANTS)
+        assert all(math.isfinite(ne) for ne in row["ne"].values()) and math.isfinite(row["duet_float_ne"])
+    from duet_sdk.gate import CheckpointRegistry
+
+    for seed in TINY.seeds:
+        for variant in VARIANTS:
+            decisions = CheckpointRegistry(out / f"seed-{seed}" / "registry", registry_name(variant)).decisions()
+            assert len(decisions) == 1 and decisions[0].accepted
+
+
+def test_table_reports_gains_bound_share_and_side_cost(table):
+    out, summary = table
+    row = summary["per_seed"][0]
+    gains = row["gain_pct"]
+    assert row["additive_bound_pct"] == pytest.approx(gains["click"] + gains["conv"], abs=1e-12)
+    ne = row["ne"]
+    assert gains["duet"] == pytest.approx(100 * (ne["baseline"] - ne["duet"]) / ne["baseline"], abs=1e-12)
+    assert row["side_ne_cost_pct"] == pytest.approx(100 * (ne["duet"] - row["duet_float_ne"]) / row["duet_float_ne"], abs=1e-12)
+    assert row["codec"]["click"]["compression_ratio_vs_fp16"] == pytest.approx(2 * 64 / 2)  # d=64, 2 levels x 1 byte
+    stats = summary["mean_std"]["ne"]["baseline"]
+    assert stats["mean"] == pytest.approx(sum(r["ne"]["baseline"] for r in summary["per_seed"]) / 2, abs=1e-12)
+    assert json.loads((out / "table1.json").read_text())["seeds"] == [0, 1]
+    markdown = (out / "table1.md").read_text()
+    assert "DUET (both)" in markdown and "Additive upper bound" in markdown
+
+
+def test_figures_are_written_as_png(table):
+    out, summary = table
+    for name in ("figure5_pca.png", "figure5_cosine.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cosine = summary["figures"]["cosine_distance"]
+    assert 0.0 <= cosine["q1"] <= cosine["median"] <= cosine["q3"] <= 2.0
+
+
+def test_an_existing_seed_directory_is_never_overwritten(table):
+    out, _ = table
+    with pytest.raises(ConfigError, match="does not exist yet"):
+        run_table1(TINY, out)
+
+
+def test_pca_and_cosine_distance_match_hand_values():
+    import numpy as np
+
+    x = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    projected, ratio = pca_2d(x)
+    assert ratio.tolist() == pytest.approx([0.8, 0.2])  # variances 8 and 2 along the axes
+    assert np.abs(projected[:, 0]).tolist() == pytest.approx([2, 2, 0, 0])
+    a = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    b = np.array([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
+    assert cosine_distances(a, b).tolist() == pytest.approx([0.0, 1.0, 2.0])
