@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training {label} ...")
         outcome = train_upstream(kind, data, args.out, "demo", TrainConfig(epochs=DEFAULT_EPOCHS[kind], seed=args.seed))
         ckpt = outcome.checkpoint
-        rows.append((label, ckpt.primary_task, ckpt.primary_ne, outcome.seconds, outcome.decision))
+        rows.append((label, ckpt.primary_task, ckpt.primary_ne, outcome.result.seconds, outcome.decision))
         print(f"  checkpoint {ckpt.path}")
     print(f"\n{'encoder':<22} {'primary task':<24} {'val NE':>7} {'train s':>8}  gate")
     for label, task, ne, seconds, decision in rows:

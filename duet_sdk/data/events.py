@@ -151,3 +151,21 @@ class ExampleSet:
         """Per task, the fraction of applicable rows with label 1."""
         denom = np.maximum(self.label_mask.sum(0), 1.0)
         return {t: float(r) for t, r in zip(self.tasks, (self.labels * self.label_mask).sum(0) / denom)}
+
+
+@dataclass
+class EventDataset:
+    """Every user's streams (``table``) and the routed train/validation examples of both training streams."""
+
+    schema: EventSchema
+    table: EventTable
+    click_train: ExampleSet
+    click_val: ExampleSet
+    conv_train: ExampleSet
+    conv_val: ExampleSet
+
+    def ranker_rows(self) -> tuple[ExampleSet, ExampleSet]:
+        """(train, val) rows of the downstream ranker: by default the attributed conversion-stream rows."""
+        from duet_sdk.data.routing import ranker_examples  # routing builds on this module
+
+        return ranker_examples(self.conv_train), ranker_examples(self.conv_val)

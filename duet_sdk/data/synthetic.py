@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from duet_sdk.data.events import EventTable, ExampleSet, StreamEvents
-from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, concat_examples, downsample_negatives, synthetic_conv_examples
+from duet_sdk.data.events import EventDataset, EventTable, ExampleSet, StreamEvents
+from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, concat_examples, downsample_negatives, ranker_examples, synthetic_conv_examples
 from duet_sdk.data.schema import EventSchema, StreamSpec
 from duet_sdk.errors import ConfigError
 
@@ -46,6 +46,7 @@ class SyntheticConfig:
     days: int = 30
     mean_impressions: float = 120.0
     examples_per_user: int = 16
+    ranker_examples_per_user: int = 32
     val_fraction: float = 0.2
     downsample_rate: float = 0.5
     max_click_len: int = 32
@@ -53,7 +54,7 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_users", "num_items", "num_authors", "trait_dim", "examples_per_user", "max_click_len", "max_conv_len"):
+        for name in ("num_users", "num_items", "num_authors", "trait_dim", "examples_per_user", "ranker_examples_per_user", "max_click_len", "max_conv_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"SyntheticConfig.{name}", "an int >= 1", value)
@@ -67,7 +68,12 @@ class SyntheticConfig:
             raise ConfigError("SyntheticConfig.downsample_rate", "a float in (0, 1]", self.downsample_rate)
 
     def schema(self) -> EventSchema:
-        return EventSchema(streams=(StreamSpec("click", self.max_click_len), StreamSpec("conv", self.max_conv_len)))
+        # Static IDs are coarse user attributes: validation users are held out, so a raw user ID would
+        # only let models memorise training users and hash unseen ones into their rows.
+        return EventSchema(
+            streams=(StreamSpec("click", self.max_click_len), StreamSpec("conv", self.max_conv_len)),
+            static_sparse=("age_bucket", "region", "device"),
+        )
 
 
 @dataclass
@@ -100,16 +106,15 @@ class World:
 
 
 @dataclass
-class SyntheticDataset:
-    """Event table plus routed example sets of both streams (train downsampled where the stream says)."""
+class SyntheticDataset(EventDataset):
+    """The synthetic dataset plus the latent truth it was drawn from and the ranker's own rows."""
 
-    schema: EventSchema
-    table: EventTable
-    click_train: ExampleSet
-    click_val: ExampleSet
-    conv_train: ExampleSet
-    conv_val: ExampleSet
     world: World
+    ranker_train: ExampleSet
+    ranker_val: ExampleSet
+
+    def ranker_rows(self) -> tuple[ExampleSet, ExampleSet]:
+        return self.ranker_train, self.ranker_val
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -177,20 +182,20 @@ def _stream_events(parts: list, item_ids: np.ndarray, num_users: int) -> StreamE
     return StreamEvents(offsets.astype(np.int64), time.astype(np.int64), packed.astype(np.int64))
 
 
-def _examples(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> tuple[ExampleSet, ExampleSet]:
-    """Click-stream and conversion-stream examples (not downsampled) for ``users``."""
-    user = np.repeat(users, cfg.examples_per_user)
-    request = START_TIME + rng.integers((cfg.days * 2 // 3) * DAY, cfg.days * DAY, len(user))
-    item_dense = lambda i: np.stack([np.log1p(world.popularity[i] * cfg.num_items), world.item_quality[i]], 1).astype(np.float32)  # noqa: E731
-    item_sparse = lambda i: item_ids[i]  # noqa: E731
+def _item_features(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate features of ``items`` (E,): sparse (E, 5) int64 and dense (E, 2) float32 (popularity, quality)."""
+    dense = np.stack([np.log1p(world.popularity[items] * cfg.num_items), world.item_quality[items]], 1)
+    return item_ids[items], dense.astype(np.float32)
 
-    shown = rng.choice(cfg.num_items, size=len(user), p=world.popularity)
-    click_aff, conv_aff = world.click_affinity(user, shown), world.conv_affinity(user, shown)
-    ctr = rng.random(len(user)) < _sigmoid(2.0 * click_aff + 0.3 * world.item_quality[shown] - 1.5)
-    onsite = ctr & (rng.random(len(user)) < _sigmoid(1.5 * click_aff + 0.5 * conv_aff - 1.0))
-    ones = np.ones((len(user), len(CLICK_TASKS)), np.float32)
-    clicks = ExampleSet(CLICK_TASKS, user, request, item_sparse(shown), item_dense(shown), np.stack([ctr, onsite], 1).astype(np.float32), ones, np.zeros(len(user), bool))
 
+def _request_times(cfg: SyntheticConfig, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) request times in the last third of the window, after most of the history."""
+    return START_TIME + rng.integers((cfg.days * 2 // 3) * DAY, cfg.days * DAY, n)
+
+
+def _attributed_rows(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, user: np.ndarray, request: np.ndarray,
+                     rng: np.random.Generator) -> ExampleSet:
+    """Conversion-stream rows for clicked candidates: attributed conversion, link and button click labels."""
     clicked = rng.choice(cfg.num_items, size=len(user), p=world.popularity)
     click_aff, conv_aff = world.click_affinity(user, clicked), world.conv_affinity(user, clicked)
     labels = np.zeros((len(user), len(CONV_TASKS)), np.float32)
@@ -198,16 +203,36 @@ def _examples(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, users: n
         labels[:, column] = rng.random(len(user)) < _sigmoid(scale * conv_aff + click_scale * click_aff + 0.3 * world.item_quality[clicked] + bias)
     mask = np.ones_like(labels)
     mask[:, CONV_TASKS.index("unattributed_conversion")] = 0.0
-    attributed = ExampleSet(CONV_TASKS, user, request, item_sparse(clicked), item_dense(clicked), labels, mask, np.zeros(len(user), bool))
+    return ExampleSet(CONV_TASKS, user, request, *_item_features(cfg, world, item_ids, clicked), labels, mask, np.zeros(len(user), bool))
+
+
+def _examples(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> tuple[ExampleSet, ExampleSet]:
+    """Click-stream and conversion-stream examples (not downsampled) for ``users``."""
+    user = np.repeat(users, cfg.examples_per_user)
+    request = _request_times(cfg, len(user), rng)
+    shown = rng.choice(cfg.num_items, size=len(user), p=world.popularity)
+    click_aff, conv_aff = world.click_affinity(user, shown), world.conv_affinity(user, shown)
+    ctr = rng.random(len(user)) < _sigmoid(2.0 * click_aff + 0.3 * world.item_quality[shown] - 1.5)
+    onsite = ctr & (rng.random(len(user)) < _sigmoid(1.5 * click_aff + 0.5 * conv_aff - 1.0))
+    ones = np.ones((len(user), len(CLICK_TASKS)), np.float32)
+    labels = np.stack([ctr, onsite], 1).astype(np.float32)
+    clicks = ExampleSet(CLICK_TASKS, user, request, *_item_features(cfg, world, item_ids, shown), labels, ones, np.zeros(len(user), bool))
+    attributed = _attributed_rows(cfg, world, item_ids, user, request, rng)
 
     n_syn = len(users) * max(1, cfg.examples_per_user // 4)
     s_user = rng.choice(users, n_syn)
     s_item = rng.choice(cfg.num_items, size=n_syn, p=world.popularity)
     s_labels = np.zeros((n_syn, len(CONV_TASKS)), np.float32)
     s_labels[:, CONV_TASKS.index("unattributed_conversion")] = rng.random(n_syn) < _sigmoid(2.5 * world.conv_affinity(s_user, s_item) - 4.0)
-    s_request = START_TIME + rng.integers((cfg.days * 2 // 3) * DAY, cfg.days * DAY, n_syn)
-    synthetic = synthetic_conv_examples(ExampleSet(CONV_TASKS, s_user, s_request, item_sparse(s_item), item_dense(s_item), s_labels, np.ones_like(s_labels), np.zeros(n_syn, bool)))
-    return clicks, concat_examples([attributed, synthetic])
+    s_request = _request_times(cfg, n_syn, rng)
+    unattributed = ExampleSet(CONV_TASKS, s_user, s_request, *_item_features(cfg, world, item_ids, s_item), s_labels, np.ones_like(s_labels), np.zeros(n_syn, bool))
+    return clicks, concat_examples([attributed, synthetic_conv_examples(unattributed)])
+
+
+def _ranker_rows(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> ExampleSet:
+    """The downstream ranker's own rows for ``users``: attributed conversion-stream rows, ranker tasks."""
+    user = np.repeat(users, cfg.ranker_examples_per_user)
+    return ranker_examples(_attributed_rows(cfg, world, item_ids, user, _request_times(cfg, len(user), rng), rng))
 
 
 def generate(cfg: SyntheticConfig) -> SyntheticDataset:
@@ -218,13 +243,14 @@ def generate(cfg: SyntheticConfig) -> SyntheticDataset:
     streams, activity = _events(cfg, world, rng)
     schema = cfg.schema()
     region = np.argmax(world.shared @ rng.normal(size=(cfg.trait_dim, 8)), axis=1)
-    static_sparse = np.stack([USER_ID_BASE + np.arange(cfg.num_users), region, rng.integers(0, 3, cfg.num_users)], 1)
+    age_bucket = np.digitize(world.shared[:, -1] + rng.normal(size=cfg.num_users), [-1.5, -0.5, 0.5, 1.5])
+    static_sparse = np.stack([age_bucket, region, rng.integers(0, 3, cfg.num_users)], 1)
     tenure = rng.exponential(1.0, cfg.num_users)
     spend = world.conv[:, 0] * 0.5 + rng.normal(size=cfg.num_users)
     static_dense = np.stack([np.log(activity), tenure, spend], 1).astype(np.float32)
     table = EventTable(
         schema=schema,
-        user_ids=static_sparse[:, 0].astype(np.int64),
+        user_ids=(USER_ID_BASE + np.arange(cfg.num_users)).astype(np.int64),
         static_sparse=static_sparse.astype(np.int64),
         static_dense=static_dense,
         streams={name: _stream_events(parts, item_ids, cfg.num_users) for name, parts in streams.items()},
@@ -235,4 +261,6 @@ def generate(cfg: SyntheticConfig) -> SyntheticDataset:
     click_train, conv_train = _examples(cfg, world, item_ids, train_users, rng)
     click_val, conv_val = _examples(cfg, world, item_ids, val_users, rng)
     click_train = downsample_negatives(click_train, cfg.downsample_rate, cfg.seed)
-    return SyntheticDataset(schema, table, click_train, click_val, conv_train, conv_val, world)
+    ranker_train = _ranker_rows(cfg, world, item_ids, train_users, rng)
+    ranker_val = _ranker_rows(cfg, world, item_ids, val_users, rng)
+    return SyntheticDataset(schema, table, click_train, click_val, conv_train, conv_val, world, ranker_train, ranker_val)

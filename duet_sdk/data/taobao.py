@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from duet_sdk.data.events import MAX_TIMESTAMP, EventTable, ExampleSet, StreamEvents
+from duet_sdk.data.events import MAX_TIMESTAMP, EventDataset, EventTable, ExampleSet, StreamEvents
 from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, concat_examples, downsample_negatives, synthetic_conv_examples
 from duet_sdk.data.schema import EventSchema, StreamSpec
 from duet_sdk.errors import ConfigError, DataError
@@ -102,15 +102,9 @@ class LoadReport:
 
 
 @dataclass
-class TaobaoDataset:
-    """Every user's streams (``table``) and the click/conv examples of train and validation users."""
+class TaobaoDataset(EventDataset):
+    """An event log's dataset plus the loader's report of what it read."""
 
-    schema: EventSchema
-    table: EventTable
-    click_train: ExampleSet
-    click_val: ExampleSet
-    conv_train: ExampleSet
-    conv_val: ExampleSet
     report: LoadReport
 
 

@@ -30,7 +30,8 @@ def embedding_key(name: str) -> str:
 
 
 class Ranker(nn.Module):
-    """Static user features + decoded, projected user embeddings + candidate features -> DCNv2 -> heads.
+    """DLRM: feature vectors of static user features, decoded and projected user embeddings and the
+    candidate; their pairwise dot products; then RMSNorm -> DCNv2 -> overarch -> heads.
 
     Args:
         batch: dict as in the module docstring. Returns logits (U, N, K), K = len(config.tasks).
@@ -57,8 +58,10 @@ class Ranker(nn.Module):
         self.item_sparse_proj = nn.Linear(config.hashing.dim, d)
         self.item_dense = nn.Linear(len(schema.item_dense), d) if schema.item_dense else None
         num_user = len(schema.static_sparse) + (1 if schema.static_dense else 0) + len(config.embeddings)
-        num_item = len(schema.item_sparse) + (1 if schema.item_dense else 0)
-        width = (num_user + num_item) * d
+        num_tokens = num_user + len(schema.item_sparse) + (1 if schema.item_dense else 0)
+        pairs = torch.triu_indices(num_tokens, num_tokens, offset=1)
+        self.register_buffer("pair_index", pairs[0] * num_tokens + pairs[1], persistent=False)  # (P,)
+        width = num_tokens * d + pairs.shape[1]
         self.norm = RMSNorm(width)
         self.interaction = CrossNetV2(width, config.dcn_layers)
         self.overarch = MLP((width, *config.overarch_hidden))
@@ -71,25 +74,27 @@ class Ranker(nn.Module):
         return batch[embedding_key(name)]
 
     def user_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(U, num_user * d): computed once per user."""
+        """(U, num_user, d) feature vectors: computed once per user."""
         tokens = [self.user_sparse_proj(self.user_sparse(batch[keys.STATIC_SPARSE]))]  # (U, S, d)
         if self.user_dense is not None:
             tokens.append(self.user_dense(batch[keys.STATIC_DENSE]).unsqueeze(1))  # (U, 1, d)
         for name, projection in self.projections.items():
             tokens.append(projection(self.user_embedding(batch, name)).unsqueeze(1))  # (U, 1, d)
-        return torch.cat(tokens, dim=1).flatten(1)
+        return torch.cat(tokens, dim=1)
 
     def item_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(U, N, num_item * d)."""
+        """(U, N, num_item, d) feature vectors."""
         tokens = [self.item_sparse_proj(self.item_sparse(batch[keys.ITEM_SPARSE]))]  # (U, N, I, d)
         if self.item_dense is not None:
             tokens.append(self.item_dense(batch[keys.ITEM_DENSE]).unsqueeze(2))  # (U, N, 1, d)
-        return torch.cat(tokens, dim=2).flatten(2)
+        return torch.cat(tokens, dim=2)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        user = self.user_features(batch)  # (U, Fu)
-        items = self.item_features(batch)  # (U, N, Fi)
-        x = torch.cat([user.unsqueeze(1).expand(-1, items.shape[1], -1), items], dim=-1)  # (U, N, Fu + Fi)
+        user = self.user_features(batch)  # (U, n_u, d)
+        items = self.item_features(batch)  # (U, N, n_i, d)
+        tokens = torch.cat([user.unsqueeze(1).expand(-1, items.shape[1], -1, -1), items], dim=2)  # (U, N, n, d)
+        dots = torch.matmul(tokens, tokens.transpose(-1, -2)).flatten(-2).index_select(-1, self.pair_index)  # (U, N, P)
+        x = torch.cat([tokens.flatten(-2), dots], dim=-1)  # (U, N, n*d + P)
         hidden = self.overarch(self.interaction(self.norm(x)))  # (U, N, H)
         return self.heads(torch.relu(hidden))  # (U, N, K)
 

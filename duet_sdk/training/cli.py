@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from duet_sdk.checkpoint import Checkpoint
-from duet_sdk.data.routing import ranker_examples
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.data.taobao import TaobaoOptions
 from duet_sdk.errors import DataError, DuetError
@@ -72,14 +71,14 @@ def _print_checkpoint(label: str, ckpt: Checkpoint, decision: GateDecision) -> N
 
 def run_encoder(args: argparse.Namespace, data: LoadedData, train_config: TrainConfig) -> bool:
     outcome = train_upstream(args.model, data, args.out, args.preset, train_config, GatePolicy(args.gate_threshold))
-    print(f"{args.model}: trained {outcome.result.steps} steps in {outcome.seconds:.1f}s (best epoch {outcome.result.best_epoch})")
+    print(f"{args.model}: trained {outcome.result.steps} steps in {outcome.result.seconds:.1f}s (best epoch {outcome.result.best_epoch})")
     _print_checkpoint(args.model, outcome.checkpoint, outcome.decision)
     return outcome.decision.accepted
 
 
 def run_rankers(args: argparse.Namespace, data: LoadedData, train_config: TrainConfig) -> bool:
     ds = data.dataset
-    train_rows, val_rows = ranker_examples(ds.conv_train), ranker_examples(ds.conv_val)
+    train_rows, val_rows = ds.ranker_rows()
     side = SideConfig(levels=args.levels, codebook_size=args.codebook_size, seed=args.seed)
     upstream = {}
     for name in sorted({n for v in args.variants for n in RANKER_VARIANTS[v]}):
@@ -93,7 +92,7 @@ def run_rankers(args: argparse.Namespace, data: LoadedData, train_config: TrainC
     for variant in args.variants:
         outcome = train_ranker(variant, ds.table, train_rows, val_rows, features, upstream, args.out, data.description,
                                train_config, GatePolicy(args.gate_threshold), args.embedding_input)
-        print(f"ranker {variant}: trained {outcome.result.steps} steps in {outcome.seconds:.1f}s")
+        print(f"ranker {variant}: trained {outcome.result.steps} steps in {outcome.result.seconds:.1f}s")
         _print_checkpoint(variant, outcome.checkpoint, outcome.decision)
         accepted &= outcome.decision.accepted
     return accepted

@@ -5,27 +5,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from duet_sdk import serialization
-from duet_sdk.data.events import EventTable, ExampleSet
-from duet_sdk.data.schema import EventSchema
+from duet_sdk.data.events import EventDataset
 from duet_sdk.data.synthetic import SyntheticConfig, generate
 from duet_sdk.data.taobao import TaobaoOptions, load_taobao
 from duet_sdk.errors import ConfigError, DataError
 
 EVENT_FORMATS = ("taobao",)
-
-
-class EventDataset(Protocol):
-    """What training needs: the event table and routed train/val examples of both streams."""
-
-    schema: EventSchema
-    table: EventTable
-    click_train: ExampleSet
-    click_val: ExampleSet
-    conv_train: ExampleSet
-    conv_val: ExampleSet
 
 
 @dataclass

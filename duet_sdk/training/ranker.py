@@ -6,7 +6,6 @@ codes are integers and the ranker's decoders hold the codebooks as buffers.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -89,11 +88,12 @@ def ranker_checkpoint_config(config: RankerConfig) -> dict:
 
 @dataclass
 class RankerOutcome:
+    """A trained, saved and gated ranker variant."""
+
     variant: str
     checkpoint: Checkpoint
     decision: GateDecision
     result: TrainResult
-    seconds: float
 
 
 def registry_name(variant: str, embedding_input: str = "codes") -> str:
@@ -118,24 +118,14 @@ def train_ranker(
     config = ranker_config(variant, table.schema, upstream, embedding_input)
     torch.manual_seed(train_config.seed)  # the initialisation depends on the seed alone
     ranker = build_ranker(config, upstream)
-    start = time.perf_counter()
     result = train(
         Pointwise(ranker), {t.name: t.weight for t in config.tasks}, config.primary_task,
         RankerBatches(table, train_set, features[0]), RankerBatches(table, val_set, features[1]), train_config,
     )
-    seconds = time.perf_counter() - start
     registry = CheckpointRegistry(Path(out) / "registry", registry_name(variant, embedding_input))
     predecessor = registry.latest_accepted()
     used = {name: upstream[name] for name in RANKER_VARIANTS[variant]}
-    metrics = {
-        "val_ne": result.val_ne,
-        "primary_task": config.primary_task,
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "train_rows": len(train_set),
-        "val_rows": len(val_set),
-        "train_seconds": round(seconds, 2),
-    }
+    metrics = result.metrics(config.primary_task, train_set, val_set)
     lineage = {
         "predecessor": predecessor.digest if predecessor else None,
         "data": data_description,
@@ -149,4 +139,4 @@ def train_ranker(
     state = result.model.ranker.state_dict()
     name = f"{registry.model}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
     checkpoint = save_checkpoint(Path(out) / "ranker", name, state, ranker_checkpoint_config(config), metrics, lineage)
-    return RankerOutcome(variant, checkpoint, registry.submit(checkpoint, policy), result, seconds)
+    return RankerOutcome(variant, checkpoint, registry.submit(checkpoint, policy), result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -49,7 +50,22 @@ class TrainResult:
     val_ne: dict[str, float]
     best_epoch: int
     steps: int
+    seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+
+    def metrics(self, primary_task: str, train_set: ExampleSet, val_set: ExampleSet) -> dict:
+        """``metrics.json`` of the checkpoint this run produces."""
+        return {
+            "val_ne": self.val_ne,
+            "primary_task": primary_task,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "train_rows": len(train_set),
+            "val_rows": len(val_set),
+            "val_positive_rate": val_set.positive_rate(),
+            "train_downsample_rate": train_set.downsample_rate,
+            "train_seconds": round(self.seconds, 2),
+        }
 
 
 class BatchSource(Protocol):
@@ -116,6 +132,7 @@ def train(
 ) -> TrainResult:
     """Train ``model`` (batch dict -> (B, K) logits) on ``train_source``; keep the best epoch by val NE."""
     train_set = train_source.examples
+    start = time.perf_counter()
     torch.manual_seed(config.seed)
     weights = torch.tensor([task_weights[t] for t in train_set.tasks], dtype=torch.float32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -144,4 +161,4 @@ def train(
             best = (score, epoch + 1, copy.deepcopy(model.state_dict()), val_ne)
     assert best is not None
     model.load_state_dict(best[2])
-    return TrainResult(model=model, val_ne=best[3], best_epoch=best[1], steps=step, history=history)
+    return TrainResult(model=model, val_ne=best[3], best_epoch=best[1], steps=step, seconds=time.perf_counter() - start, history=history)

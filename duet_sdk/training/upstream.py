@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +25,6 @@ class TrainOutcome:
     checkpoint: Checkpoint
     decision: GateDecision
     result: TrainResult
-    seconds: float
 
 
 def registry_for(out: Path, kind: str) -> CheckpointRegistry:
@@ -46,26 +44,14 @@ def train_upstream(
     config = upstream_config(kind, data.dataset.schema, preset)
     ds = data.dataset
     train_set, val_set = (ds.click_train, ds.click_val) if kind == "click" else (ds.conv_train, ds.conv_val)
-    start = time.perf_counter()
     torch.manual_seed(train_config.seed)  # the initialisation depends on the seed alone
     result = train(
         UpstreamNet(config), {t.name: t.weight for t in config.tasks}, config.primary_task,
         EventBatches(ds.table, train_set), EventBatches(ds.table, val_set), train_config,
     )
-    seconds = time.perf_counter() - start
     registry = registry_for(out, kind)
     predecessor = registry.latest_accepted()
-    metrics = {
-        "val_ne": result.val_ne,
-        "primary_task": config.primary_task,
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "train_rows": len(train_set),
-        "val_rows": len(val_set),
-        "val_positive_rate": val_set.positive_rate(),
-        "train_downsample_rate": train_set.downsample_rate,
-        "train_seconds": round(seconds, 2),
-    }
+    metrics = result.metrics(config.primary_task, train_set, val_set)
     lineage = {
         "predecessor": predecessor.digest if predecessor else None,
         "data": data.description,
@@ -77,4 +63,4 @@ def train_upstream(
     name = f"{kind}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
     checkpoint = save_checkpoint(Path(out) / kind, name, result.model.state_dict(), upstream_checkpoint_config(config), metrics, lineage)
     decision = registry.submit(checkpoint, policy)
-    return TrainOutcome(checkpoint, decision, result, seconds)
+    return TrainOutcome(checkpoint, decision, result)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from duet_sdk.checkpoint import load_checkpoint
 from duet_sdk.data.routing import recalibrate
@@ -12,7 +13,8 @@ from duet_sdk.data.taobao import TaobaoOptions, load_taobao
 from duet_sdk.gate import CheckpointRegistry
 from duet_sdk.metrics import normalized_entropy
 from duet_sdk.models.config import RANKER_VARIANTS
-from duet_sdk.models.loading import load_upstream
+from duet_sdk.models.loading import load_ranker, load_upstream
+from duet_sdk.side import load_side_codec
 from duet_sdk.training.cli import EXIT_REJECTED, main
 from duet_sdk.training.ranker import registry_name
 from duet_sdk.training.trainer import EventBatches, predict
@@ -85,6 +87,10 @@ def test_ranker_trains_the_four_variants_on_accepted_encoders_behind_the_gate(tm
         lineage = load_checkpoint(Path(decision.checkpoint)).lineage
         assert set(lineage["upstream"]) == set(RANKER_VARIANTS[variant])
     assert len(list((tmp_path / "side").glob("*/side-*"))) == 2  # one codec per encoder, trained once
+    duet = CheckpointRegistry(tmp_path / "registry", registry_name("duet")).latest_accepted()
+    ranker = load_ranker(duet)
+    codec = load_side_codec(load_checkpoint(next((tmp_path / "side" / "conv").glob("side-*"))))
+    assert torch.equal(ranker.decoders["conv"].codebooks, codec.codebooks)  # the frozen codebooks travel with the ranker
 
 
 def test_ranker_without_accepted_encoders_exits_2_naming_the_missing_step(tmp_path, capsys):

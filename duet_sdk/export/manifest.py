@@ -1,0 +1,71 @@
+"""``<out>/manifest.json``: every artifact with its interface, parity figures, size and sources.
+
+Written atomically (``atomic_write_json``); artifacts of models not exported this time are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from duet_sdk.checkpoint import atomic_write_json
+from duet_sdk.export.signature import ModelSignature
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class ArtifactRecord:
+    """One verified artifact. ``path`` is relative to the output directory."""
+
+    model: str
+    format: str
+    path: str
+    signature: ModelSignature
+    precision: str
+    max_abs_diff: dict[str, float]
+    max_rel_diff: dict[str, float]
+    near_ties: dict[str, int]
+    bytes: int
+    source_checkpoints: list[dict]
+    files: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    verified_rows: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        io = self.signature.to_dict()
+        return {
+            "model": self.model, "format": self.format, "path": self.path, "files": self.files,
+            "inputs": io["inputs"], "outputs": io["outputs"], "dims": io["dims"], "precision": self.precision,
+            "max_abs_diff": max(self.max_abs_diff.values(), default=0.0),
+            "max_rel_diff": max(self.max_rel_diff.values(), default=0.0),
+            "per_output": {n: {"max_abs_diff": self.max_abs_diff.get(n), "max_rel_diff": self.max_rel_diff.get(n),
+                               "near_ties": self.near_ties.get(n)} for n in self.signature.output_names},
+            "tolerance": {n: self.signature.tolerance(n, self.precision).to_dict() for n in self.signature.output_names},
+            "verified_rows": self.verified_rows, "bytes": self.bytes, "timings_s": self.timings_s,
+            "source_checkpoints": self.source_checkpoints, "warnings": self.warnings,
+        }
+
+
+def read_manifest(out: Path) -> dict:
+    path = Path(out) / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"artifacts": []}
+
+
+def write_manifest(out: Path, records: list[ArtifactRecord], extraction: dict, warnings: list[str]) -> dict:
+    """Merge ``records`` into ``out/manifest.json`` (same model+format replaced) and write it atomically."""
+    previous = read_manifest(out)
+    new = [r.to_dict() for r in records]
+    replaced = {(a["model"], a["format"]) for a in new}
+    artifacts = [a for a in previous.get("artifacts", []) if (a["model"], a["format"]) not in replaced] + new
+    manifest = {
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "artifacts": sorted(artifacts, key=lambda a: (a["model"], a["format"])),
+        "extraction": {**previous.get("extraction", {}), **extraction},
+        "warnings": warnings,
+    }
+    atomic_write_json(Path(out) / MANIFEST, manifest)
+    return manifest

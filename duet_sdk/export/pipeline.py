@@ -1,0 +1,174 @@
+"""The export run: select checkpoints, extract serving modules, convert, verify, publish, manifest.
+
+Each artifact is written into a temporary directory inside ``out`` and renamed to
+``out/artifacts/<model>/<format>/`` only after it passed verification, so no half-written or
+unverified artifact is ever visible.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from duet_sdk.errors import CheckpointError
+from duet_sdk.export import _compat
+from duet_sdk.export.extract import ServingModel, extract_encoder, extract_ranker
+from duet_sdk.export.manifest import ArtifactRecord, write_manifest
+from duet_sdk.export.sources import Selection, Source, select_all
+from duet_sdk.export.spec import ExportSpec
+from duet_sdk.export.verify import Case, example_inputs, verify_artifact
+
+FILENAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "tensorrt": "model.plan"}
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(f"[duet-export {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def build_serving(selection: Selection, spec: ExportSpec) -> dict[str, ServingModel]:
+    """Extract every selected model (no conversion)."""
+    from duet_sdk.models.loading import load_ranker, load_upstream
+    from duet_sdk.side import load_side_codec
+
+    shapes = spec.shapes
+    models: dict[str, ServingModel] = {}
+    for model, sources in selection.sources.items():
+        if model == "ranker":
+            ranker = load_ranker(sources[0].checkpoint)
+            for codec_source in sources[1:]:
+                name = codec_source.model.removeprefix("side-")
+                books = load_side_codec(codec_source.checkpoint).codebooks
+                if name in ranker.decoders and not torch.equal(ranker.decoders[name].codebooks, books):
+                    raise CheckpointError(f"{sources[0].checkpoint.path}: decoder codebooks of {name!r} differ "
+                                          f"from codec {codec_source.checkpoint.path}")
+            models[model] = extract_ranker(ranker, shapes.max_batch, shapes.opt_batch, shapes.max_candidates, shapes.opt_candidates)
+        else:
+            encoder, codec = sources
+            name = model.removesuffix("_encoder")
+            net = load_upstream(encoder.checkpoint)
+            models[model] = extract_encoder(net, load_side_codec(codec.checkpoint), name, shapes.max_batch, shapes.opt_batch)
+    return models
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Replace ``final`` by ``tmp`` with renames (the old one, if any, is moved away first)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
+        os.rename(final, old / final.name)
+    os.rename(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _runner(fmt: str, path: Path, serving: ServingModel):
+    if fmt == "torchscript":
+        from duet_sdk.export.torch2torchscript import torchscript_runner
+        return torchscript_runner(path, serving.signature)
+    if fmt == "onnx":
+        from duet_sdk.export.torch2onnx import onnxruntime_runner
+        return onnxruntime_runner(path)
+    from duet_sdk.export.onnx2trt import tensorrt_runner
+    return tensorrt_runner(path, serving.signature)
+
+
+def convert(serving: ServingModel, fmt: str, directory: Path, spec: ExportSpec, onnx_path: Path | None = None) -> Path:
+    """Write the ``fmt`` artifact of ``serving`` into ``directory``; returns the model file."""
+    path = directory / FILENAMES[fmt]
+    example = example_inputs(serving.signature)
+    if fmt == "torchscript":
+        from duet_sdk.export.torch2torchscript import check_standalone, export_torchscript
+        from duet_sdk.export.verify import sample_inputs
+        export_torchscript(serving, example, path)
+        check_standalone(path, serving, sample_inputs(serving.signature, Case(2, "short", "mixed"), seed=99))
+    elif fmt == "onnx":
+        from duet_sdk.export.torch2onnx import export_onnx
+        export_onnx(serving, example, path, spec.opset)
+    else:
+        from duet_sdk.export.onnx2trt import build_engine
+        if onnx_path is None:
+            from duet_sdk.export.torch2onnx import export_onnx
+            onnx_path = export_onnx(serving, example, directory / ".model.onnx", spec.opset)
+        build_engine(onnx_path, serving.signature, path, spec.precision, spec.workspace_mib << 20)
+        for extra in directory.glob(".model.onnx*"):
+            extra.unlink()
+    return path
+
+
+def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: ExportSpec, sources: list[Source],
+                        progress: Progress = _quiet, cases: tuple[Case, ...] | None = None,
+                        onnx_path: Path | None = None) -> ArtifactRecord:
+    """Convert, verify and publish one artifact; returns its manifest record. TensorRT is built from
+    ``onnx_path`` (the ONNX artifact exported in the same run) or from a fresh ONNX export."""
+    out = Path(out)
+    final = out / "artifacts" / serving.name / fmt
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{serving.name}-{fmt}-", dir=out))
+    try:
+        started = time.perf_counter()
+        path = convert(serving, fmt, tmp, spec, onnx_path)
+        converted = time.perf_counter()
+        precision = spec.precision if fmt == "tensorrt" else "fp32"
+        kwargs = {} if cases is None else {"cases": cases}
+        result = verify_artifact(serving, _runner(fmt, path, serving), precision, failures_dir=out / "failures",
+                                 tag=f"{serving.name}-{fmt}", **kwargs)
+        verified = time.perf_counter()
+        files = sorted(p.name for p in tmp.iterdir())
+        size = sum(p.stat().st_size for p in tmp.iterdir())
+        _publish(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    record = ArtifactRecord(
+        model=serving.name, format=fmt, path=str((final / FILENAMES[fmt]).relative_to(out)), signature=serving.signature,
+        precision=precision, max_abs_diff=result.max_abs_diff, max_rel_diff=result.max_rel_diff,
+        near_ties=result.near_ties, bytes=size, files=files, verified_rows=result.rows,
+        source_checkpoints=[s.to_dict() for s in sources], warnings=[s.warning for s in sources if s.warning],
+        timings_s={"convert": round(converted - started, 2), "verify": round(verified - converted, 2)},
+    )
+    worst_abs, _ = result.overall()
+    ties = sum(result.near_ties.values())
+    progress(f"{serving.name} {fmt}: converted in {converted - started:.1f}s, verified {result.rows} rows in "
+             f"{verified - converted:.1f}s, max abs diff {worst_abs:.2g}, near ties {ties}, {size / 2**20:.2f} MiB")
+    return record
+
+
+def export_all(spec: ExportSpec, out: Path, force: bool = False, explicit: dict[str, Path] | None = None,
+               progress: Progress = _quiet, cases: tuple[Case, ...] | None = None) -> dict:
+    """Export every model of ``spec`` in every format into ``out``; returns the manifest written."""
+    if "tensorrt" in spec.formats:
+        _compat.require_tensorrt()  # fail before any work, naming the extra
+    if "onnx" in spec.formats or "tensorrt" in spec.formats:
+        _compat.require_onnx()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    selection = select_all(spec.checkpoints, spec.encoders, spec.ranker, force, explicit)
+    for warning in selection.warnings:
+        progress(f"WARNING {warning}")
+    models = build_serving(selection, spec)
+    records = []
+    order = [f for f in ("onnx", "torchscript", "tensorrt") if f in spec.formats]  # TensorRT reuses the ONNX
+    total, done = len(models) * len(order), 0
+    for name, serving in models.items():
+        progress(f"{name}: extracted; {serving.report.summary()}")
+        for fmt in order:
+            done += 1
+            progress(f"[{done}/{total}] {name} {fmt} ...")
+            onnx_path = next((out / r.path for r in records if r.model == name and r.format == "onnx"), None)
+            records.append(export_model_format(serving, fmt, out, spec, selection.sources[name], progress, cases, onnx_path))
+    extraction = {name: serving.report.to_dict() for name, serving in models.items()}
+    manifest = write_manifest(out, records, extraction, selection.warnings)
+    progress(f"wrote {out / 'manifest.json'} ({len(records)} artifacts)")
+    return manifest
