@@ -1,6 +1,7 @@
-"""The main job on the embedded default: train both demo encoders behind the gate and print val NE.
+"""The main job on the embedded default: train both encoders, their SIDE codecs and the DUET ranker
+behind the gate, export the serving modules to TorchScript and ONNX with verified parity, print results.
 
-Run as ``python -m duet_sdk.demo`` (``make demo``).
+Run as ``python -m duet_sdk.demo`` (``make demo``). Serving on Triton is not built yet.
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ from pathlib import Path
 import torch
 
 from duet_sdk.data.synthetic import SyntheticConfig
+from duet_sdk.export.pipeline import export_all, stderr_progress
+from duet_sdk.export.spec import ExportSpec
+from duet_sdk.side import SideConfig
 from duet_sdk.training.datasets import synthetic_data
+from duet_sdk.training.features import prepare_upstream, row_features
 from duet_sdk.training.presets import DEFAULT_EPOCHS
+from duet_sdk.training.ranker import train_ranker
 from duet_sdk.training.trainer import TrainConfig
 from duet_sdk.training.upstream import train_upstream
 
@@ -22,26 +28,48 @@ ENCODERS = {"click": "ClickAUN -> ClickAUE", "conv": "ConvAUN -> ConvAUE"}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m duet_sdk.demo", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="training output (checkpoints, registries)")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="export output")
+    parser.add_argument("--spec", type=Path, default=Path("export/cpu.toml"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     start = time.perf_counter()
     data = synthetic_data(SyntheticConfig(seed=args.seed))
+    ds = data.dataset
     print(data.report)
-    rows = []
+    rows, encoders = [], {}
     for kind, label in ENCODERS.items():
         print(f"training {label} ...")
-        outcome = train_upstream(kind, data, args.out, "demo", TrainConfig(epochs=DEFAULT_EPOCHS[kind], seed=args.seed))
-        ckpt = outcome.checkpoint
-        rows.append((label, ckpt.primary_task, ckpt.primary_ne, outcome.result.seconds, outcome.decision))
-        print(f"  checkpoint {ckpt.path}")
-    print(f"\n{'encoder':<22} {'primary task':<24} {'val NE':>7} {'train s':>8}  gate")
-    for label, task, ne, seconds, decision in rows:
+        encoders[kind] = train_upstream(kind, data, args.out, "demo", TrainConfig(epochs=DEFAULT_EPOCHS[kind], seed=args.seed))
+        rows.append((label, encoders[kind]))
+    encoder_seconds = time.perf_counter() - start
+    print("training SIDE codecs and the DUET ranker ...")
+    train_rows, val_rows = ds.ranker_rows()
+    side = SideConfig(seed=args.seed)
+    upstream = {k: prepare_upstream(k, o.checkpoint, ds.table, train_rows, val_rows, args.out, side) for k, o in encoders.items()}
+    features = (row_features(upstream, ds.table, train_rows), row_features(upstream, ds.table, val_rows))
+    ranker = train_ranker("duet", ds.table, train_rows, val_rows, features, upstream, args.out, data.description,
+                          TrainConfig(epochs=DEFAULT_EPOCHS["ranker"], seed=args.seed))
+    rows.append(("DUET ranker (SIDE codes)", ranker))
+    print(f"exporting ({args.spec}) ...")
+    spec = ExportSpec.from_toml(args.spec).with_overrides(checkpoints=args.out)
+    manifest = export_all(spec, args.repository, progress=stderr_progress)
+
+    print(f"\n{'model':<26} {'primary task':<24} {'val NE':>7} {'train s':>8}  gate")
+    for label, outcome in rows:
+        ckpt, decision = outcome.checkpoint, outcome.decision
         verdict = "accepted" if decision.accepted else f"REJECTED: {decision.reason}"
-        print(f"{label:<22} {task:<24} {ne:>7.4f} {seconds:>8.1f}  {verdict}")
-    print(f"\ndemo wall time {time.perf_counter() - start:.1f}s")
-    return 0 if all(row[4].accepted for row in rows) else 3
+        print(f"{label:<26} {ckpt.primary_task:<24} {ckpt.primary_ne:>7.4f} {outcome.result.seconds:>8.1f}  {verdict}")
+    for name, upstream_features in upstream.items():
+        m = upstream_features.codec_checkpoint.metrics
+        print(f"SIDE {name}: {m['compression_ratio_vs_fp16']:.0f}x vs FP16, relative MSE {m['relative_mse']:.5f}, mean cosine {m['mean_cosine']:.5f}")
+    print(f"\n{'artifact':<36} {'max abs diff':>13} {'tolerance':>10}")
+    for artifact in manifest["artifacts"]:
+        print(f"{artifact['model'] + ' ' + artifact['format']:<36} {artifact['max_abs_diff']:>13.2e} {str(artifact['tolerance']):>10}")
+    print(f"\nmanifest: {args.repository / 'manifest.json'}")
+    print(f"encoders trained in {encoder_seconds:.1f}s; demo wall time {time.perf_counter() - start:.1f}s")
+    return 0 if all(outcome.decision.accepted for _, outcome in rows) else 3
 
 
 if __name__ == "__main__":

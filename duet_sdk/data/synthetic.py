@@ -3,14 +3,18 @@
 Every user has three latent traits: ``shared`` (s), ``click`` (c) and ``conv`` (v). Items carry the
 same three latent parts, grouped by author, and semantic-ID codes that quantize their latent vector.
 
-* Click behaviour follows ``s·a_s + c·a_c``: impressions turn into clicks (the dense ``click`` stream).
-* Conversion behaviour follows ``s·a_s + v·a_v`` (plus a little click affinity): clicked items turn,
-  after a delay of hours to days, into offsite conversions, link clicks and button clicks, and some
-  conversions happen without any click (unattributed). These form the sparse ``conv`` stream.
+* Click behaviour follows ``w s·a_s + c·a_c`` (``w = shared_weight``): impressions turn into clicks
+  (the dense ``click`` stream).
+* Conversion behaviour follows ``w s·a_s + v·a_v``, offsite conversions partly click affinity too:
+  clicked items turn, after a delay of hours to days, into offsite conversions, link clicks and
+  button clicks, and some conversions happen without any click (unattributed). These form the
+  sparse ``conv`` stream.
 
 So the two streams are driven by overlapping but different traits. Labels of training examples are
 drawn from the same latent model at request times after most of the history, so an encoder must
-infer the traits from the events to predict them.
+infer the traits from the events to predict them. The ranker's offsite-conversion label depends most
+on conversion affinity, which makes baseline < +ClickAUE < +ConvAUE < DUET the expected ordering.
+Static user IDs are coarse attributes (age bucket, region, device), not a per-user ID.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ class SyntheticConfig:
 
 @dataclass
 class World:
-    """Latent truth: user traits (U, k) each, item latents (N, 3k), item popularity (N,)."""
+    """Latent truth: user traits (U, k) each, item latents (N, 3k), item popularity (N,), the shared-trait weight."""
 
     shared: np.ndarray
     click: np.ndarray
@@ -87,7 +91,6 @@ class World:
     item_author: np.ndarray
     popularity: np.ndarray
     item_quality: np.ndarray
-
     shared_weight: float
 
     def _affinity(self, own: np.ndarray, part: int, user: np.ndarray, item: np.ndarray) -> np.ndarray:

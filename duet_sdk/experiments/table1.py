@@ -18,7 +18,7 @@ from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.data.taobao import TaobaoOptions
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.metrics import relative_ne_gain
-from duet_sdk.models.ranker import codes_key
+from duet_sdk.models.ranker import codes_key, embedding_key
 from duet_sdk.side import SideConfig
 from duet_sdk.training.datasets import LoadedData, event_log_data, synthetic_data
 from duet_sdk.training.features import prepare_upstream, row_features
@@ -104,7 +104,7 @@ def run_seed(config: Table1Config, seed: int, out: Path) -> SeedRun:
         ranker_ne={variant: o.checkpoint.primary_ne for variant, o in rankers.items()},
         duet_float_ne=duet_float.checkpoint.primary_ne,
         codec={name: {k: v for k, v in u.codec_checkpoint.metrics.items() if k != "code_usage"} for name, u in upstream.items()},
-        embeddings={name: features[1][f"{name}_embedding"][first_row] for name in ENCODERS},
+        embeddings={name: features[1][embedding_key(name)][first_row] for name in ENCODERS},
         projected=projected,
     )
 

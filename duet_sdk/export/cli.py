@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from duet_sdk.errors import DuetError
-from duet_sdk.export.pipeline import _quiet, export_all, stderr_progress
+from duet_sdk.export.pipeline import export_all, quiet_progress, stderr_progress
 from duet_sdk.export.spec import FORMATS, ExportSpec
 
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoints=args.checkpoints, formats=_split(args.formats), encoders=_split(args.encoders),
             ranker=args.ranker, precision=args.precision,
         )
-        export_all(spec, args.out, args.force, explicit, _quiet if args.no_progress else stderr_progress)
+        export_all(spec, args.out, args.force, explicit, quiet_progress if args.no_progress else stderr_progress)
     except DuetError as exc:
         print(f"duet-export: error: {exc}", file=sys.stderr)
         return 2

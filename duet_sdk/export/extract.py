@@ -77,8 +77,10 @@ def with_named_forward(cls: type, names: Sequence[str]) -> type:
 class EncoderServing(nn.Module):
     """Positional ``UserEncoder`` + fused greedy/beam SIDE encode.
 
+    ``with_named_forward`` gives it ``forward(request_time, static_sparse, ...)``; ``run`` takes the tuple.
+
     Args:
-        *inputs: tensors in ``input_names`` order (request_time (B,), static_sparse (B, S),
+        inputs: tensors in ``input_names`` order (request_time (B,), static_sparse (B, S),
             static_dense (B, D), then per stream ``_ids`` (B, T, F), ``_ts`` (B, T), ``_len`` (B,)).
     Returns:
         (codes (B, L) int64, embedding (B, E) float32).

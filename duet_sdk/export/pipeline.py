@@ -33,7 +33,7 @@ def stderr_progress(message: str) -> None:
     print(f"[duet-export {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _quiet(message: str) -> None:
+def quiet_progress(message: str) -> None:
     pass
 
 
@@ -109,7 +109,7 @@ def convert(serving: ServingModel, fmt: str, directory: Path, spec: ExportSpec, 
 
 
 def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: ExportSpec, sources: list[Source],
-                        progress: Progress = _quiet, cases: tuple[Case, ...] | None = None,
+                        progress: Progress = quiet_progress, cases: tuple[Case, ...] | None = None,
                         onnx_path: Path | None = None) -> ArtifactRecord:
     """Convert, verify and publish one artifact; returns its manifest record. TensorRT is built from
     ``onnx_path`` (the ONNX artifact exported in the same run) or from a fresh ONNX export."""
@@ -146,7 +146,7 @@ def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: Export
 
 
 def export_all(spec: ExportSpec, out: Path, force: bool = False, explicit: dict[str, Path] | None = None,
-               progress: Progress = _quiet, cases: tuple[Case, ...] | None = None) -> dict:
+               progress: Progress = quiet_progress, cases: tuple[Case, ...] | None = None) -> dict:
     """Export every model of ``spec`` in every format into ``out``; returns the manifest written."""
     if "tensorrt" in spec.formats:
         _compat.require_tensorrt()  # fail before any work, naming the extra
