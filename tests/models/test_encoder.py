@@ -37,6 +37,8 @@ def _config(name):
         "mla": {"attention": mla},
         "mla_pyramid": {"attention": mla, "pyramid": (6, 3)},
         "both_streams": {"streams": ("click", "conv")},
+        "click_stream_only": {"streams": ("click",)},
+        "conv_stream_only": {"streams": ("conv",)},
     }
     return dataclasses.replace(cfg, **variants[variant])
 
@@ -264,8 +266,8 @@ def test_only_configured_streams_are_read():
     def click_event(batch):
         batch[keys.ids_key("click")][0, -1, 0] += 1
 
-    assert _diff("click", world, conv_event)[0] == 0  # ClickAUN reads only the click stream
-    assert _diff("conv", world, click_event)[0] == 0  # ConvAUN reads only the conv stream
+    assert _diff("click-click_stream_only", world, conv_event)[0] == 0  # configured for the click stream alone
+    assert _diff("conv-conv_stream_only", world, click_event)[0] == 0  # configured for the conv stream alone
     assert _diff("click-both_streams", world, conv_event)[0] > 1e-4
 
 

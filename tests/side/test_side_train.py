@@ -7,6 +7,7 @@ import torch
 
 from duet_sdk.errors import DataError
 from duet_sdk.side import SideCodec, SideConfig, train_side_codec
+from duet_sdk.side.kmeans import code_counts, nearest, reseed_dead_codes
 
 SMALL = SideConfig(levels=2, codebook_size=16)
 
@@ -57,19 +58,26 @@ def test_reconstruction_error_decreases_as_levels_are_added(clustered):
 
 def near_duplicates() -> torch.Tensor:
     """400 points at only 4 places (half exact copies, half within 1e-3), for 16 codes a level: k-means
-    alone leaves codes empty (seed 0), yet 200 distinct points can give every code one."""
+    alone tends to leave codes empty, yet 200 distinct points can give every code one."""
     g = torch.Generator().manual_seed(0)
     x = (5 * torch.randn(4, 8, generator=g)).repeat_interleave(100, 0)
     x[::2] += 1e-3 * torch.randn(200, 8, generator=g)
     return x
 
 
-def test_reseeding_leaves_no_code_dead_where_plain_k_means_does():
+def test_reseeding_revives_codes_that_no_point_uses():
+    # Deterministic dead codes: 8 of 16 centroids sit far away from every point.
     x = near_duplicates()
-    config = SideConfig(levels=2, codebook_size=16, min_code_usage=1)
-    plain = usage_counts(train_side_codec(x, dataclasses.replace(config, min_code_usage=0)), x)
-    reseeded = usage_counts(train_side_codec(x, config), x)
-    assert (plain < 1).any(), "the data no longer leaves codes dead: this test would prove nothing"
+    g = torch.Generator().manual_seed(1)
+    centroids = torch.cat([x[torch.randperm(len(x), generator=g)[:8]], 1e3 + torch.randn(8, 8, generator=g)])
+    assert (code_counts(nearest(x, centroids)[0], 16) == 0).sum() >= 8  # dead before
+    revived = reseed_dead_codes(x, centroids, min_usage=1)
+    assert (code_counts(nearest(x, revived)[0], 16) >= 1).all()  # 200 distinct points can give every code one
+
+
+def test_trained_codec_leaves_no_code_dead_on_near_duplicate_data():
+    x = near_duplicates()
+    reseeded = usage_counts(train_side_codec(x, SideConfig(levels=2, codebook_size=16, min_code_usage=1)), x)
     assert (reseeded >= 1).all(), reseeded
 
 

@@ -28,7 +28,7 @@ def test_a_task_with_no_applicable_rows_adds_no_loss():
 
 @pytest.fixture(scope="module")
 def small_world():
-    return generate(SyntheticConfig(num_users=800, examples_per_user=8, seed=3))
+    return generate(SyntheticConfig(num_users=1200, examples_per_user=8, ranker_examples_per_user=1, seed=3))
 
 
 def test_short_training_run_lowers_validation_ne(small_world):
@@ -39,7 +39,7 @@ def test_short_training_run_lowers_validation_ne(small_world):
     val = EventBatches(small_world.table, val_set)
     before = evaluate(model, val, train_set.downsample_rate)[config.primary_task]
     result = train(model, {t.name: t.weight for t in config.tasks}, config.primary_task,
-                   EventBatches(small_world.table, train_set), val, TrainConfig(epochs=2, progress=False))
+                   EventBatches(small_world.table, train_set), val, TrainConfig(epochs=1, progress=False))
     after = result.val_ne[config.primary_task]
     assert after < before - 0.02, (before, after)
     assert after < 1.0
