@@ -69,7 +69,7 @@ def check_standalone(path: Path, serving: ServingModel, inputs: dict[str, torch.
     with tempfile.TemporaryDirectory() as tmp:
         save_file({n: inputs[n].contiguous() for n in names}, f"{tmp}/in.safetensors")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        proc = subprocess.run([sys.executable, "-I", "-c", _CHECK, str(path), f"{tmp}/in.safetensors",
+        proc = subprocess.run([sys.executable, "-I", "-c", _CHECK, str(Path(path).resolve()), f"{tmp}/in.safetensors",
                                f"{tmp}/out.safetensors", ",".join(names)],
                               capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
         if proc.returncode != 0:

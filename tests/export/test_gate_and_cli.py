@@ -94,3 +94,12 @@ def test_importing_the_export_package_imports_no_onnx_or_tensorrt():
             "print(sorted(m for m in ('onnx', 'onnxscript', 'onnxruntime', 'tensorrt') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_export_to_a_relative_out_path_verifies_torchscript_in_a_clean_process(runs, tmp_path, monkeypatch):
+    # The standalone TorchScript check runs in another working directory: relative paths must still resolve.
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path / "spec.toml", runs, formats=["torchscript"], ranker="")
+    assert main(["--spec", str(spec), "--out", "relative_repo", "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "relative_repo" / "manifest.json").read_text())
+    assert [(a["model"], a["format"]) for a in manifest["artifacts"]] == [("click_encoder", "torchscript")]
