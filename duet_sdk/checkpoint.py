@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from duet_sdk.errors import CheckpointError, ConfigError
+from duet_sdk.validation import require_int
 
 WEIGHTS = "model.safetensors"
 JSON_FILES = ("config.json", "metrics.json", "lineage.json")
@@ -245,8 +246,8 @@ def _check_lineage(lineage: dict) -> dict:
     if not isinstance(lineage.get("predecessor", 0), (str, type(None))):
         raise ConfigError("lineage.predecessor", "a digest str or None", lineage.get("predecessor", "<missing>"))
     _require_mapping(lineage.get("data"), "lineage.data")
-    _require_int(lineage.get("step"), "lineage.step", minimum=0)
-    _require_int(lineage.get("seed"), "lineage.seed")
+    require_int("lineage.step", lineage.get("step"), minimum=0)
+    require_int("lineage.seed", lineage.get("seed"))
     try:
         datetime.fromisoformat(lineage["created_at"])
     except (TypeError, ValueError) as exc:
@@ -257,11 +258,6 @@ def _check_lineage(lineage: dict) -> dict:
 def _require_mapping(value: Any, field: str) -> None:
     if not isinstance(value, dict):
         raise ConfigError(field, "a mapping", value)
-
-
-def _require_int(value: Any, field: str, minimum: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
-        raise ConfigError(field, "an int" if minimum is None else f"an int >= {minimum}", value)
 
 
 def _refuse_existing(target: Path) -> None:

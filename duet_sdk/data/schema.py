@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from duet_sdk.errors import ConfigError
+from duet_sdk.validation import require_int
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -55,8 +56,7 @@ class StreamSpec:
 
     def __post_init__(self) -> None:
         _check_names("StreamSpec.name", (self.name,))
-        if not isinstance(self.max_len, int) or self.max_len < 1:
-            raise ConfigError(f"StreamSpec({self.name}).max_len", "an int >= 1", self.max_len)
+        require_int(f"StreamSpec({self.name}).max_len", self.max_len, 1)
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,7 @@ class EventSchema:
             _check_names(f"EventSchema.{field}", names)
         _check_names("EventSchema.static_dense", self.static_dense)
         _check_names("EventSchema.item_dense", self.item_dense)
-        if not isinstance(self.num_semantic_codes, int) or self.num_semantic_codes < 0:
-            raise ConfigError("EventSchema.num_semantic_codes", "an int >= 0", self.num_semantic_codes)
+        require_int("EventSchema.num_semantic_codes", self.num_semantic_codes, 0)
 
     @property
     def event_fields(self) -> tuple[str, ...]:

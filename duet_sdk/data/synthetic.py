@@ -27,6 +27,7 @@ from duet_sdk.data.events import EventDataset, EventTable, ExampleSet, StreamEve
 from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, concat_examples, downsample_negatives, ranker_examples, synthetic_conv_examples
 from duet_sdk.data.schema import EventSchema, StreamSpec
 from duet_sdk.errors import ConfigError
+from duet_sdk.validation import require_int
 
 DAY = 86_400
 START_TIME = 1_700_000_000
@@ -59,9 +60,7 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_users", "num_items", "num_authors", "trait_dim", "examples_per_user", "ranker_examples_per_user", "max_click_len", "max_conv_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"SyntheticConfig.{name}", "an int >= 1", value)
+            require_int(f"SyntheticConfig.{name}", getattr(self, name), 1)
         if self.days < 4:
             raise ConfigError("SyntheticConfig.days", "an int >= 4", self.days)
         if not self.shared_weight >= 0.0:

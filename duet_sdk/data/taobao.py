@@ -25,6 +25,7 @@ from duet_sdk.data.events import MAX_TIMESTAMP, EventDataset, EventTable, Exampl
 from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, concat_examples, downsample_negatives, synthetic_conv_examples
 from duet_sdk.data.schema import EventSchema, StreamSpec
 from duet_sdk.errors import ConfigError, DataError
+from duet_sdk.validation import require_int
 
 COLUMNS = ("user_id", "item_id", "category_id", "behavior_type", "timestamp")
 BEHAVIORS = ("pv", "cart", "fav", "buy")  # event field ``behavior`` holds the index
@@ -58,9 +59,7 @@ class TaobaoOptions:
 
     def __post_init__(self) -> None:
         for name, low in _INT_FIELDS.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"TaobaoOptions.{name}", f"an int >= {low}", value)
+            require_int(f"TaobaoOptions.{name}", getattr(self, name), low)
         for name, (ok, expected) in _FRACTIONS.items():
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):

@@ -23,16 +23,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from duet_sdk.errors import ConfigError
+from duet_sdk.validation import require_int
 from duet_sdk.export.signature import PRECISIONS
 
 FORMATS = ("torchscript", "onnx", "tensorrt")
 TARGETS = ("cpu", "gpu")
 ENCODERS = ("click", "conv")
-
-
-def _int(field_name: str, value: object, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(field_name, f"an int >= {minimum}", value)
 
 
 @dataclass(frozen=True)
@@ -46,7 +42,7 @@ class ShapeSpec:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _int(f"shapes.{f.name}", getattr(self, f.name))
+            require_int(f"shapes.{f.name}", getattr(self, f.name), 1)
         if self.opt_batch > self.max_batch:
             raise ConfigError("shapes.opt_batch", f"<= max_batch ({self.max_batch})", self.opt_batch)
         if self.opt_candidates > self.max_candidates:
@@ -86,8 +82,8 @@ class ExportSpec:
         if self.precision not in PRECISIONS:
             raise ConfigError("precision", f"one of {PRECISIONS}", self.precision)
         if self.opset is not None:
-            _int("opset", self.opset, 18)
-        _int("workspace_mib", self.workspace_mib)
+            require_int("opset", self.opset, 18)
+        require_int("workspace_mib", self.workspace_mib, 1)
         if not isinstance(self.shapes, ShapeSpec):
             raise ConfigError("shapes", "a [shapes] table", self.shapes)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from duet_sdk.data.schema import EventSchema
 from duet_sdk.errors import ConfigError
+from duet_sdk.validation import require_int
 
 BLOCK_KINDS = ("self", "cross")
 ATTENTION_KINDS = ("mha", "mla")
@@ -15,8 +16,7 @@ MODEL_KINDS = ("click", "conv")
 
 def _positive(owner: str, **values: int) -> None:
     for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{owner}.{name}", "an int >= 1", value)
+        require_int(f"{owner}.{name}", value, 1)
 
 
 def _hidden(field_name: str, dims: tuple[int, ...]) -> None:

@@ -5,11 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from duet_sdk.errors import ConfigError
-
-
-def _int_at_least(field: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"SideConfig.{field}", f"an int >= {minimum}", value)
+from duet_sdk.validation import require_int
 
 
 @dataclass(frozen=True)
@@ -28,11 +24,8 @@ class SideConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _int_at_least("levels", self.levels, 1)
-        _int_at_least("codebook_size", self.codebook_size, 2)
-        _int_at_least("kmeans_iters", self.kmeans_iters, 1)
-        _int_at_least("beam_width", self.beam_width, 1)
-        _int_at_least("min_code_usage", self.min_code_usage, 0)
-        _int_at_least("seed", self.seed, 0)
+        for name, minimum in (("levels", 1), ("codebook_size", 2), ("kmeans_iters", 1), ("beam_width", 1),
+                              ("min_code_usage", 0), ("seed", 0)):
+            require_int(f"SideConfig.{name}", getattr(self, name), minimum)
         if self.seed >= 2**32:
             raise ConfigError("SideConfig.seed", "an int < 2**32", self.seed)

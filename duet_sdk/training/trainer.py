@@ -18,6 +18,7 @@ from duet_sdk.data.batching import Batch, iterate_batches
 from duet_sdk.data.events import EventTable, ExampleSet
 from duet_sdk.data.routing import recalibrate
 from duet_sdk.errors import ConfigError
+from duet_sdk.validation import require_int
 from duet_sdk.metrics import normalized_entropy
 
 
@@ -36,8 +37,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"TrainConfig.{name}", "an int >= 1", getattr(self, name))
+            require_int(f"TrainConfig.{name}", getattr(self, name), 1)
         if not self.lr > 0:
             raise ConfigError("TrainConfig.lr", "a float > 0", self.lr)
 
