@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((label, encoders[kind]))
     encoder_seconds = time.perf_counter() - start
     print("training SIDE codecs and the DUET ranker ...")
-    train_rows, val_rows = ds.ranker_rows()
+    train_rows, val_rows = ds.ranker_train, ds.ranker_val
     side = SideConfig(seed=args.seed)
     upstream = {k: prepare_upstream(k, o.checkpoint, ds.table, train_rows, val_rows, args.out, side) for k, o in encoders.items()}
     features = (row_features(upstream, ds.table, train_rows), row_features(upstream, ds.table, val_rows))

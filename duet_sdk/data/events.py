@@ -155,7 +155,8 @@ class ExampleSet:
 
 @dataclass
 class EventDataset:
-    """Every user's streams (``table``) and the routed train/validation examples of both training streams."""
+    """Every user's streams (``table``), the routed train/validation examples of both training streams,
+    and the downstream ranker's train/validation rows."""
 
     schema: EventSchema
     table: EventTable
@@ -163,9 +164,5 @@ class EventDataset:
     click_val: ExampleSet
     conv_train: ExampleSet
     conv_val: ExampleSet
-
-    def ranker_rows(self) -> tuple[ExampleSet, ExampleSet]:
-        """(train, val) rows of the downstream ranker: by default the attributed conversion-stream rows."""
-        from duet_sdk.data.routing import ranker_examples  # routing builds on this module
-
-        return ranker_examples(self.conv_train), ranker_examples(self.conv_val)
+    ranker_train: ExampleSet
+    ranker_val: ExampleSet

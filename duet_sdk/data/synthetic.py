@@ -109,14 +109,9 @@ class World:
 
 @dataclass
 class SyntheticDataset(EventDataset):
-    """The synthetic dataset plus the latent truth it was drawn from and the ranker's own rows."""
+    """The synthetic dataset (with its own ranker rows) plus the latent truth it was drawn from."""
 
     world: World
-    ranker_train: ExampleSet
-    ranker_val: ExampleSet
-
-    def ranker_rows(self) -> tuple[ExampleSet, ExampleSet]:
-        return self.ranker_train, self.ranker_val
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -265,4 +260,4 @@ def generate(cfg: SyntheticConfig) -> SyntheticDataset:
     click_train = downsample_negatives(click_train, cfg.downsample_rate, cfg.seed)
     ranker_train = _ranker_rows(cfg, world, item_ids, train_users, rng)
     ranker_val = _ranker_rows(cfg, world, item_ids, val_users, rng)
-    return SyntheticDataset(schema, table, click_train, click_val, conv_train, conv_val, world, ranker_train, ranker_val)
+    return SyntheticDataset(schema, table, click_train, click_val, conv_train, conv_val, ranker_train, ranker_val, world)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from duet_sdk.data.events import MAX_TIMESTAMP, EventDataset, EventTable, ExampleSet, StreamEvents
-from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, concat_examples, downsample_negatives, synthetic_conv_examples
+from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, concat_examples, downsample_negatives, ranker_examples, synthetic_conv_examples
 from duet_sdk.data.schema import EventSchema, StreamSpec
 from duet_sdk.errors import ConfigError, DataError
 from duet_sdk.validation import require_int
@@ -347,5 +347,7 @@ def load_taobao(path: str | PathLike, options: TaobaoOptions | None = None) -> T
         click_val=click_val,
         conv_train=conv_train,
         conv_val=conv_val,
+        ranker_train=ranker_examples(conv_train),  # the attributed conversion-stream rows
+        ranker_val=ranker_examples(conv_val),
         report=report,
     )

@@ -81,7 +81,7 @@ def run_seed(config: Table1Config, seed: int, out: Path) -> SeedRun:
     for name, outcome in encoders.items():
         if not outcome.decision.accepted:
             raise DuetError(f"seed {seed}: the {name} encoder was rejected by the gate: {outcome.decision.reason}")
-    train_rows, val_rows = ds.ranker_rows()
+    train_rows, val_rows = ds.ranker_train, ds.ranker_val
     side = SideConfig(**{**config.side.__dict__, "seed": seed})
     upstream = {name: prepare_upstream(name, o.checkpoint, ds.table, train_rows, val_rows, out, side) for name, o in encoders.items()}
     features = (row_features(upstream, ds.table, train_rows), row_features(upstream, ds.table, val_rows))

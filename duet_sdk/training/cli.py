@@ -78,7 +78,7 @@ def run_encoder(args: argparse.Namespace, data: LoadedData, train_config: TrainC
 
 def run_rankers(args: argparse.Namespace, data: LoadedData, train_config: TrainConfig) -> bool:
     ds = data.dataset
-    train_rows, val_rows = ds.ranker_rows()
+    train_rows, val_rows = ds.ranker_train, ds.ranker_val
     side = SideConfig(levels=args.levels, codebook_size=args.codebook_size, seed=args.seed)
     upstream = {}
     for name in sorted({n for v in args.variants for n in RANKER_VARIANTS[v]}):
