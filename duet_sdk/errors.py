@@ -27,3 +27,7 @@ class GateRejected(DuetError):
     def __init__(self, decision: object) -> None:
         self.decision = decision
         super().__init__(str(decision))
+
+
+class StoreError(DuetError):
+    """Online storage failed: a Redis or SQLite backend, or a ``redis-server`` that would not start."""

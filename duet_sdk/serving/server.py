@@ -1,0 +1,223 @@
+"""A real ``tritonserver`` process: find it, start it on loopback, wait until ready, swap versions, stop.
+
+The binary is ``tritonserver`` from PATH (e.g. the NGC container), else the one shipped in the
+``nvidia-pytriton`` wheel. For the wheel's binary a private backend directory is assembled with the
+Python backend and the stub built for this interpreter, which Triton requires beside
+``libtriton_python.so``; the stub runs this interpreter's environment (its ``bin`` leads PATH).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from duet_sdk.errors import DuetError
+
+LOOPBACK = "127.0.0.1"
+BENIGN = ("CudaDriverHelper", "CUDA driver version", "NVML", "DCGM")  # logged by every start without a GPU
+
+
+class TritonServerError(DuetError):
+    """tritonserver is missing, exited, or did not become ready; the message carries its log tail."""
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Where the binary is, and (for the wheel) the backend directory and libraries it needs."""
+
+    binary: Path
+    backends: Path | None = None
+    libraries: Path | None = None
+
+
+def find_tritonserver() -> Installation:
+    """``tritonserver`` on PATH, else the nvidia-pytriton wheel's; TritonServerError if neither exists."""
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return Installation(Path(on_path))
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise TritonServerError("tritonserver: not on PATH and nvidia-pytriton is not installed "
+                          "(pip install nvidia-pytriton, or use the NGC tritonserver container)") from exc
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    binary = root / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise TritonServerError(f"tritonserver: expected the binary at {binary}")
+    return Installation(binary, root / "backends", Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs")
+
+
+def prepare_backends(installation: Installation, directory: Path) -> Path:
+    """Copy the wheel's backends into ``directory`` with the Python stub of this interpreter beside
+    ``libtriton_python.so``; returns the backend directory."""
+    assert installation.backends is not None
+    target = Path(directory) / "backends"
+    shutil.copytree(installation.backends, target, ignore=shutil.ignore_patterns("__pycache__"))
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = installation.backends.parent / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonServerError(f"tritonserver: no Python backend stub for Python {version} at {stub}")
+    shutil.copy2(stub, target / "python" / "triton_python_backend_stub")
+    return target
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    host: str
+    grpc: int
+    http: int
+    metrics: int
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http}"
+
+    def describe(self) -> str:
+        return (f"gRPC {self.grpc_url}  HTTP http://{self.http_url}  "
+                f"metrics http://{self.host}:{self.metrics}/metrics")
+
+
+class TritonServer:
+    """``with TritonServer(repo) as server:`` starts tritonserver, waits until every model is ready.
+
+    Args:
+        repository: the model repository.
+        models: models to load at start (explicit model control); default all (``*``).
+        host: address to bind; loopback unless told otherwise.
+        grpc_port, http_port, metrics_port: 0 picks a free port.
+        log: file receiving the server's output (default: a file in the private work directory).
+    """
+
+    def __init__(self, repository: Path, models: Sequence[str] = ("*",), host: str = LOOPBACK, grpc_port: int = 0,
+                 http_port: int = 0, metrics_port: int = 0, log: Path | None = None, startup_timeout_s: float = 120.0,
+                 exit_timeout_s: int = 30) -> None:
+        self.repository = Path(repository).resolve()
+        self.models = tuple(models)
+        self.endpoints = Endpoints(host, grpc_port or free_port(host), http_port or free_port(host),
+                                   metrics_port or free_port(host))
+        self.startup_timeout_s = startup_timeout_s
+        self.exit_timeout_s = exit_timeout_s
+        self._workdir = Path(tempfile.mkdtemp(prefix="duet-triton-"))
+        self.log = Path(log) if log else self._workdir / "tritonserver.log"
+        self._process: subprocess.Popen | None = None
+
+    def command(self, installation: Installation) -> list[str]:
+        e = self.endpoints
+        cmd = [str(installation.binary), f"--model-repository={self.repository}", "--model-control-mode=explicit",
+               f"--grpc-address={e.host}", f"--grpc-port={e.grpc}", f"--http-address={e.host}", f"--http-port={e.http}",
+               f"--metrics-address={e.host}", f"--metrics-port={e.metrics}", f"--exit-timeout-secs={self.exit_timeout_s}",
+               "--strict-readiness=true", "--log-verbose=0",
+               # a unique shared-memory prefix lets several servers share one machine
+               f"--backend-config=python,shm-region-prefix-name=duet{os.getpid()}x{e.grpc}"]
+        cmd += [f"--load-model={m}" for m in self.models]
+        if installation.backends is not None:
+            cmd.append(f"--backend-directory={prepare_backends(installation, self._workdir)}")
+        return cmd
+
+    def _environment(self, installation: Installation) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        if installation.libraries is not None:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (env.get("LD_LIBRARY_PATH"), str(installation.libraries)) if p)
+        return env
+
+    def start(self) -> TritonServer:
+        installation = find_tritonserver()
+        with open(self.log, "ab") as log:
+            self._process = subprocess.Popen(self.command(installation), stdout=log, stderr=subprocess.STDOUT,
+                                             env=self._environment(installation), start_new_session=True)
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def client(self):
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(self.endpoints.grpc_url)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The server's error lines (without the GPU-less machine's CUDA noise) and the last lines of its log."""
+        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+        errors = [line for line in text.splitlines() if line.startswith("E") and not any(n in line for n in BENIGN)]
+        return "\n".join([*errors[-lines:], *text.splitlines()[-5:]])
+
+    def wait_ready(self) -> None:
+        """Until the server and every loaded model answer ready; TritonServerError on exit or timeout."""
+        deadline = time.monotonic() + self.startup_timeout_s
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                if self._process is None or self._process.poll() is not None:
+                    code = None if self._process is None else self._process.returncode
+                    raise TritonServerError(f"tritonserver exited with status {code} before it was ready:\n{self.log_tail()}")
+                try:
+                    if client.is_server_ready():
+                        return
+                except Exception:  # not listening yet
+                    pass
+                time.sleep(0.2)
+        raise TritonServerError(f"tritonserver not ready after {self.startup_timeout_s:.0f}s:\n{self.log_tail()}")
+
+    def swap(self, models: Sequence[str], version: int, timeout_s: float = 120.0) -> None:
+        """Zero-downtime move of ``models`` (in order: components before ensembles) to ``version``.
+
+        For each model Triton loads the new version while the old one keeps serving, marks it ready,
+        then unloads the old one (version policy ``latest: 1``); this waits for that per model.
+        """
+        from tritonclient.utils import InferenceServerException
+
+        with self.client() as client:
+            for model in models:
+                try:
+                    client.load_model(model)
+                except InferenceServerException as exc:
+                    raise TritonServerError(f"loading {model} version {version} failed: {exc.message()}\n{self.log_tail()}") from exc
+                deadline = time.monotonic() + timeout_s
+                while not client.is_model_ready(model, str(version)):
+                    if time.monotonic() > deadline:
+                        raise TritonServerError(f"{model} version {version} not ready after {timeout_s:.0f}s")
+                    time.sleep(0.1)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> int | None:
+        """SIGINT (Triton drains in-flight requests), then SIGKILL after the exit timeout; returns the status."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(self.exit_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+        return None if process is None else process.returncode
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

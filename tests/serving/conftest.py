@@ -1,0 +1,147 @@
+"""A tiny DUET deployment for serving tests: both encoders and a DUET ranker (random weights, real
+checkpoint, gate, export and publish code), one real tritonserver shared by the session."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from duet_sdk.checkpoint import save_checkpoint
+from duet_sdk.data.synthetic import SyntheticConfig
+from duet_sdk.gate import CheckpointRegistry
+from duet_sdk.models.config import HashConfig, RankerConfig, TaskSpec, UserEmbeddingInput
+from duet_sdk.models.loading import upstream_checkpoint_config
+from duet_sdk.models.ranker import Ranker
+from duet_sdk.models.upstream import UpstreamNet
+from duet_sdk.side import SideCodec, SideConfig, save_side_codec
+from duet_sdk.training.presets import upstream_config
+from duet_sdk.training.ranker import ranker_checkpoint_config
+
+SCHEMA = SyntheticConfig(max_click_len=8, max_conv_len=4).schema()
+LEVELS, CODEBOOK = 3, 16
+TASKS = ("offsite_conversion", "link_click")
+
+
+def _lineage(**extra) -> dict:
+    return {"predecessor": None, "data": {"rows": 1}, "step": 1, "seed": 0, **extra}
+
+
+def tiny_upstream(kind: str, seed: int) -> UpstreamNet:
+    config = dataclasses.replace(
+        upstream_config(kind, SCHEMA, "demo"), d_model=16, hashing=HashConfig(num_hashes=2, table_size=64, dim=8),
+        tower_out_dim=16, embedding_dim=16 if kind == "click" else 8, item_hidden=(16,), overarch_hidden=(16,))
+    config = dataclasses.replace(config, blocks=config.blocks[:1])
+    torch.manual_seed(seed)
+    net = UpstreamNet(config).eval()
+    with torch.no_grad():
+        for module in net.modules():
+            if hasattr(module, "null"):
+                module.null.normal_()
+    return net
+
+
+def make_runs(root: Path, seed: int = 0) -> Path:
+    """A training output dir with accepted click and conv encoders, their codecs and a DUET ranker."""
+    embeddings, lineage = [], {}
+    codecs = {}
+    for i, kind in enumerate(("click", "conv")):
+        net = tiny_upstream(kind, seed + i)
+        task = net.config.primary_task
+        encoder = save_checkpoint(root / kind, f"{kind}-{seed:04d}", net.state_dict(), upstream_checkpoint_config(net.config),
+                                  {"val_ne": {task: 0.9}, "primary_task": task}, _lineage())
+        assert CheckpointRegistry(root / "registry", kind).submit(encoder).accepted
+        g = torch.Generator().manual_seed(seed + 10 + i)
+        codec = SideCodec(SideConfig(levels=LEVELS, codebook_size=CODEBOOK),
+                          torch.randn(LEVELS, CODEBOOK, net.config.embedding_dim, generator=g) * 0.3)
+        codec_ckpt = save_side_codec(root / "side" / kind, f"side-{kind}-{seed:04d}", codec, {},
+                                     _lineage(data={"encoder": encoder.digest, "encoder_kind": kind}))
+        codecs[kind] = codec
+        embeddings.append(UserEmbeddingInput(kind, dim=net.config.embedding_dim, levels=LEVELS, codebook_size=CODEBOOK))
+        lineage[kind] = {"encoder": encoder.digest, "encoder_val_ne": {}, "codec": codec_ckpt.digest}
+    config = RankerConfig(schema=SCHEMA, tasks=tuple(TaskSpec(t) for t in TASKS), primary_task=TASKS[0],
+                          embeddings=tuple(embeddings), d_feature=8, projection_hidden=(16,),
+                          hashing=HashConfig(num_hashes=2, table_size=64, dim=8), overarch_hidden=(16,))
+    torch.manual_seed(seed + 20)
+    ranker = Ranker(config).eval()
+    for kind, codec in codecs.items():
+        ranker.decoders[kind].codebooks.copy_(codec.codebooks)
+    checkpoint = save_checkpoint(root / "ranker", f"ranker-duet-{seed:04d}", ranker.state_dict(), ranker_checkpoint_config(config),
+                                 {"val_ne": {TASKS[0]: 0.8}, "primary_task": TASKS[0]}, _lineage(upstream=lineage))
+    assert CheckpointRegistry(root / "registry", "ranker-duet").submit(checkpoint).accepted
+    return root
+
+
+def export_runs(runs: Path, out: Path, formats: tuple[str, ...] = ("onnx",)) -> Path:
+    """A real duet-export of ``runs`` (small cases to keep it quick); returns ``out``."""
+    from duet_sdk.export.pipeline import export_all
+    from duet_sdk.export.spec import ExportSpec, ShapeSpec
+    from duet_sdk.export.verify import Case
+
+    spec = ExportSpec(checkpoints=runs, formats=formats, encoders=("click", "conv"), ranker="duet",
+                      shapes=ShapeSpec(opt_batch=4, max_batch=16, opt_candidates=4, max_candidates=16))
+    export_all(spec, out, cases=(Case(3, "short", "mixed"),))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> Path:
+    return make_runs(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_runs, tmp_path_factory) -> Path:
+    return export_runs(tiny_runs, tmp_path_factory.mktemp("export"), ("onnx", "torchscript"))
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(tiny_export, tmp_path_factory) -> Path:
+    from duet_sdk.serving.repository import publish
+
+    repo = tmp_path_factory.mktemp("repository")
+    publish(tiny_export, repo, "cpu")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def triton(cpu_repository):
+    """One real tritonserver on the cpu repository for the whole session."""
+    from duet_sdk.serving.server import TritonServer
+
+    with TritonServer(cpu_repository) as server:
+        yield server
+
+
+@pytest.fixture()
+def repository_copy(cpu_repository, tmp_path) -> Path:
+    """A private copy of the published repository, for tests that publish into it."""
+    return Path(shutil.copytree(cpu_repository, tmp_path / "repository"))
+
+
+def random_users(interface, n: int, seed: int = 0, lengths: dict[str, list[int]] | None = None):
+    """``n`` (UserHistory, Candidates) pairs: stream lengths cycle through empty, 1, full and longer than
+    max_len (the client keeps the most recent) unless ``lengths`` says; candidate counts vary too."""
+    import numpy as np
+
+    from duet_sdk.client.types import Candidates, Event, UserHistory
+
+    rng = np.random.default_rng(seed)
+    users = []
+    for u in range(n):
+        request_time = 1_700_000_000 + int(rng.integers(0, 10**6))
+        streams = {}
+        for name, info in interface.streams.items():
+            cycle = (lengths or {}).get(name) or [0, 1, info.max_len, info.max_len + 3, int(rng.integers(0, info.max_len + 1))]
+            count = cycle[u % len(cycle)]
+            ts = np.sort(request_time - rng.integers(0, 30 * 86_400, count))
+            streams[name] = [Event(int(t), tuple(int(x) for x in rng.integers(0, 10**9, info.event_fields))) for t in ts]
+        history = UserHistory(f"user-{seed}-{u}", request_time, [int(x) for x in rng.integers(0, 50, interface.static_sparse)],
+                              [float(x) for x in rng.normal(size=interface.static_dense)], streams)
+        k = 1 + u % 7
+        candidates = Candidates([[int(x) for x in rng.integers(0, 10**6, interface.item_sparse)] for _ in range(k)],
+                                [[float(x) for x in rng.normal(size=interface.item_dense)] for _ in range(k)])
+        users.append((history, candidates))
+    return users
