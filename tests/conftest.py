@@ -1,6 +1,7 @@
 """Fixtures shared by all test packages."""
 
 import pytest
+import redis
 
 from duet_sdk.online.redis_server import RedisServer
 
@@ -11,3 +12,12 @@ def redis_server():
     Needs the binary: ``apt-get install redis-server``."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The session server's URL, its db flushed for this test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    client.close()
+    return redis_server.url

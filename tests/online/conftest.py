@@ -14,15 +14,6 @@ from duet_sdk.online import (EtiConfig, EtiWorker, FeatureStore, HistoryStore, I
 from eti_proc import STREAMS, fake_embed
 
 
-@pytest.fixture
-def redis_url(redis_server):
-    """The session server's URL, its db flushed for this test."""
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushdb()
-    client.close()
-    return redis_server.url
-
-
 @dataclass
 class Online:
     """One deployment of the ETI parts: workers made by ``worker`` share queue, throttle, history, store."""
