@@ -1,14 +1,21 @@
 # Two entry points: `make demo` (the main job on the embedded default) and `make test` (the whole suite).
-# Both set up a local virtual environment first; that step is skipped once done.
+# Both set up a local virtual environment (torch, tritonserver via nvidia-pytriton, ...) and Debian's
+# redis-server first; those steps are skipped once done.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP := $(VENV)/.setup-done
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup redis-server demo test clean
 
-setup: $(SETUP)
+setup: $(SETUP) redis-server
+
+# A real redis-server for the demo and the tests (Debian's package; skipped when one is on PATH).
+redis-server:
+	@command -v redis-server >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
 $(SETUP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +24,10 @@ $(SETUP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(SETUP)
 
-demo: $(SETUP)
+demo: $(SETUP) redis-server
 	$(PY) -m duet_sdk.demo --out $(DEMO_OUT)
 
-test: $(SETUP)
+test: $(SETUP) redis-server
 	$(PY) -m pytest -q
 
 clean:

@@ -1,7 +1,9 @@
 """The main job on the embedded default: train both encoders, their SIDE codecs and the DUET ranker
-behind the gate, export the serving modules to TorchScript and ONNX with verified parity, print results.
+behind the gate, export the serving modules to TorchScript and ONNX with verified parity, publish them
+as a Triton model repository, serve it on a real tritonserver, call all three ensembles and compare
+with in-process PyTorch, run event-triggered inference into a real Redis, print scores, stop.
 
-Run as ``python -m duet_sdk.demo`` (``make demo``). Serving on Triton is not built yet.
+Run as ``python -m duet_sdk.demo`` (``make demo``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import torch
 
 from duet_sdk.data.synthetic import SyntheticConfig
+from duet_sdk.demo_serving import serve_and_check
 from duet_sdk.export.pipeline import export_all, stderr_progress
 from duet_sdk.export.spec import ExportSpec
 from duet_sdk.side import SideConfig
@@ -29,7 +32,8 @@ ENCODERS = {"click": "ClickAUN -> ClickAUE", "conv": "ConvAUN -> ConvAUE"}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m duet_sdk.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="training output (checkpoints, registries)")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="export output")
+    parser.add_argument("--export", type=Path, default=None, help="export output (default: <out>/export)")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     parser.add_argument("--spec", type=Path, default=Path("export/cpu.toml"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -54,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("DUET ranker (SIDE codes)", ranker))
     print(f"exporting ({args.spec}) ...")
     spec = ExportSpec.from_toml(args.spec).with_overrides(checkpoints=args.out)
-    manifest = export_all(spec, args.repository, progress=stderr_progress)
+    export_dir = args.export or args.out / "export"
+    manifest = export_all(spec, export_dir, progress=stderr_progress)
 
     print(f"\n{'model':<26} {'primary task':<24} {'val NE':>7} {'train s':>8}  gate")
     for label, outcome in rows:
@@ -67,9 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'artifact':<36} {'max abs diff':>13} {'tolerance':>10}")
     for artifact in manifest["artifacts"]:
         print(f"{artifact['model'] + ' ' + artifact['format']:<36} {artifact['max_abs_diff']:>13.2e} {str(artifact['tolerance']):>10}")
-    print(f"\nmanifest: {args.repository / 'manifest.json'}")
-    print(f"encoders trained in {encoder_seconds:.1f}s; demo wall time {time.perf_counter() - start:.1f}s")
-    return 0 if all(outcome.decision.accepted for _, outcome in rows) else 3
+    print(f"\nmanifest: {export_dir / 'manifest.json'}")
+    accepted = all(outcome.decision.accepted for _, outcome in rows)
+    served = serve_and_check(args.out, export_dir, args.repository, ds)  # the gate's accepted checkpoints
+    print(f"\nencoders trained in {encoder_seconds:.1f}s; demo wall time {time.perf_counter() - start:.1f}s")
+    return 1 if not served else 0 if accepted else 3
 
 
 if __name__ == "__main__":

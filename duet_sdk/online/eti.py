@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from duet_sdk.client.types import Embedding, UserHistory
 from duet_sdk.errors import ConfigError, DataError
@@ -122,6 +122,14 @@ class EtiMetrics:
     failed_batches: int = 0
     batch_sizes: Counter = field(default_factory=Counter)
     staleness_s: Summary = field(default_factory=Summary)
+
+    def to_dict(self) -> dict:
+        """JSON-able: the counters, ``batch_sizes`` by size, staleness count/mean/p50/p95/max."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("batch_sizes", "staleness_s")}
+        s = self.staleness_s
+        return out | {"batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+                      "staleness_s": {"count": s.count, "mean": round(s.mean, 3), "p50": s.percentile(50),
+                                      "p95": s.percentile(95), "max": s.max}}
 
 
 class EtiWorker:

@@ -1,0 +1,42 @@
+"""Shared flags and wiring of the client programs: where Triton, Redis and the feature store are, and
+the synthetic population that loadgen.py replays and score.py asks about."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from duet_sdk.data.synthetic import SyntheticConfig
+from duet_sdk.online import RedisHistory, open_store
+from duet_sdk.training.datasets import synthetic_data
+
+
+def add_connection_flags(parser: argparse.ArgumentParser, triton: bool = True) -> None:
+    if triton:
+        parser.add_argument("--triton", default="127.0.0.1:8001", help="Triton gRPC endpoint (duet-serve)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis: trigger queue, histories, throttle")
+    parser.add_argument("--store", help="feature store URL: redis://... or sqlite:///path (default: --redis)")
+
+
+def add_population_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--users", type=int, default=200, help="synthetic users to simulate")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed (same in loadgen.py and score.py)")
+
+
+def population(args: argparse.Namespace):
+    """The synthetic dataset loadgen.py replays (its users and events are the online traffic)."""
+    return synthetic_data(SyntheticConfig(num_users=max(args.users, 50), seed=args.seed)).dataset
+
+
+def stores(args: argparse.Namespace, max_len: dict[str, int]):
+    """(history store, feature store) of ``args``."""
+    return RedisHistory(args.redis, max_len), open_store(args.store or args.redis)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
