@@ -34,12 +34,14 @@ RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torchscript"}
 class ServingPolicy:
     """How each model is scheduled and how many versions are served and kept on disk.
 
+    ``batching``: Triton's dynamic batcher on (off: one request per execution, for comparison);
     ``max_queue_delay_us``: how long the dynamic batcher waits to fill a batch; ``instances``: model
     instances per device; ``threads``: runtime threads per cpu instance; ``serve_versions``: the
     version policy (latest N); ``keep_versions``: versions kept on disk (>= serve_versions).
     """
 
     max_queue_delay_us: int = 2000
+    batching: bool = True
     instances: int = 1
     threads: int = 1
     serve_versions: int = 1
@@ -48,7 +50,7 @@ class ServingPolicy:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if f.name != "warmup":
+            if f.name not in ("warmup", "batching"):
                 require_int(f"policy.{f.name}", getattr(self, f.name), 0 if f.name == "max_queue_delay_us" else 1)
         if self.keep_versions < self.serve_versions:
             raise ConfigError("policy.keep_versions", f">= serve_versions ({self.serve_versions})", self.keep_versions)
@@ -100,10 +102,11 @@ def _scheduled(name: str, record: dict, max_batch: int, policy: ServingPolicy, k
         input=[model_input(s, ragged) for s in record["inputs"]],
         output=[model_output(s) for s in record["outputs"]],
         instance_group=[pb.ModelInstanceGroup(kind=kind, count=policy.instances)],
-        dynamic_batching=pb.ModelDynamicBatching(preferred_batch_size=[opt] if opt < max_batch else [],
-                                                 max_queue_delay_microseconds=policy.max_queue_delay_us),
         version_policy=pb.ModelVersionPolicy(latest=pb.ModelVersionPolicy.Latest(num_versions=policy.serve_versions)),
     )
+    if policy.batching:
+        config.dynamic_batching.CopyFrom(pb.ModelDynamicBatching(
+            preferred_batch_size=[opt] if opt < max_batch else [], max_queue_delay_microseconds=policy.max_queue_delay_us))
     if policy.warmup:
         config.model_warmup.append(_warmup(record["inputs"]))
     return config
