@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from duet_sdk.client import AsyncDuetClient
+from duet_sdk.client import AsyncDuetClient, DuetClient
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.online.replay import ranker_requests
 from duet_sdk.serving.config import ServingPolicy
@@ -32,7 +32,6 @@ async def _load(url: str, histories, concurrency: int) -> tuple[float, list[floa
     """Seconds for all requests and each request's latency."""
     async with AsyncDuetClient(url, timeout_s=120) as client:
         await client.connect()
-        await client.embed(histories[:concurrency])  # warm
         pending = iter(histories)
         latencies: list[float] = []
 
@@ -50,14 +49,17 @@ async def _load(url: str, histories, concurrency: int) -> tuple[float, list[floa
 def measure(export: Path, policy: ServingPolicy, histories, concurrency: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         publish(export, Path(tmp) / "repo", "cpu", policy)
-        with TritonServer(Path(tmp) / "repo") as server:
+        with TritonServer(Path(tmp) / "repo") as server, server.client() as c:
+            with DuetClient(server.endpoints.grpc_url, timeout_s=120) as warm:
+                warm.embed(histories[:concurrency])
+            before = c.get_inference_statistics("click_encoder").model_stats[0]
             seconds, latencies = asyncio.run(_load(server.endpoints.grpc_url, histories, concurrency))
-            with server.client() as c:
-                stats = c.get_inference_statistics("click_encoder").model_stats[0]
+            after = c.get_inference_statistics("click_encoder").model_stats[0]
     ms = np.array(latencies) * 1e3
+    executions = after.execution_count - before.execution_count
     return {"batching": policy.batching, "users_per_s": len(histories) / seconds, "seconds": seconds,
             "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "mean_batch": stats.inference_count / max(stats.execution_count, 1)}
+            "mean_batch": (after.inference_count - before.inference_count) / max(executions, 1)}
 
 
 def main() -> None:

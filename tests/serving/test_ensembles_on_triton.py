@@ -118,3 +118,19 @@ def test_bad_tensor_is_refused_by_the_runner_with_a_message(triton, client):
         tensors.append(t)
     with triton.client() as c, pytest.raises(InferenceServerException, match="click_len must be in"):
         c.infer("click_encoder", tensors)
+
+
+def test_async_client_answers_like_the_sync_client(triton, client):
+    from duet_sdk.client import AsyncDuetClient
+
+    users = random_users(client.interface, 20, seed=6)  # 20 > max_batch: concurrent requests
+
+    async def run():
+        async with AsyncDuetClient(triton.endpoints.grpc_url, timeout_s=30) as aclient:
+            return await aclient.embed([h for h, _ in users]), await aclient.score_fresh([FreshRequest(h, c) for h, c in users])
+
+    embedded, fresh = asyncio.run(run())
+    assert [e.codes for e in embedded] == [e.codes for e in client.embed([h for h, _ in users])]
+    sync_fresh = client.score_fresh([FreshRequest(h, c) for h, c in users])
+    for a, s in zip(fresh, sync_fresh):
+        np.testing.assert_allclose(np.array(a.scores.scores), np.array(s.scores.scores), atol=1e-6)
