@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import threading
-import time
 
 from _common import add_connection_flags, stop_on_signals, stores
+
 from duet_sdk.client import DuetClient
 from duet_sdk.online import EtiConfig, EtiWorker, RedisStreamQueue, RedisThrottle
 from duet_sdk.online.queue import default_consumer

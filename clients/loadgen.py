@@ -14,8 +14,8 @@ import sys
 import time
 
 import numpy as np
-
 from _common import add_connection_flags, add_population_flags, population, stop_on_signals
+
 from duet_sdk.online import RedisHistory, RedisStreamQueue
 from duet_sdk.online.replay import live_events, preload, replay
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from _common import add_connection_flags, add_population_flags, population, stores
+
 from duet_sdk.client import DuetClient
 from duet_sdk.online.replay import ranker_requests
 from duet_sdk.online.scorer import Scorer

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SIDE {name}: {m['compression_ratio_vs_fp16']:.0f}x vs FP16, relative MSE {m['relative_mse']:.5f}, mean cosine {m['mean_cosine']:.5f}")
     print(f"\n{'artifact':<36} {'max abs diff':>13} {'tolerance':>10}")
     for artifact in manifest["artifacts"]:
-        print(f"{artifact['model'] + ' ' + artifact['format']:<36} {artifact['max_abs_diff']:>13.2e} {str(artifact['tolerance']):>10}")
+        print(f"{artifact['model'] + ' ' + artifact['format']:<36} {artifact['max_abs_diff']:>13.2e} {artifact['tolerance']!s:>10}")
     print(f"\nmanifest: {export_dir / 'manifest.json'}")
     accepted = all(outcome.decision.accepted for _, outcome in rows)
     served = serve_and_check(args.out, export_dir, args.repository, ds)  # the gate's accepted checkpoints

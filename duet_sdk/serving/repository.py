@@ -20,21 +20,19 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from duet_sdk.checkpoint import atomic_write_json
 from duet_sdk.errors import CheckpointError, ConfigError
 from duet_sdk.export.manifest import read_manifest
 from duet_sdk.serving import interface as api
-from duet_sdk.serving.config import ServingPolicy, Step, ensemble_config, platform_config, runner_config, write_config
+from duet_sdk.serving.config import ServingPolicy, platform_config, runner_config, write_config
+from duet_sdk.serving.wiring import RANKER, build_interface, ensembles, pad_sides
 
 RUNNER = Path(__file__).parent / "runner" / "model.py"
 REPOSITORY_FILE = "repository.json"
 TARGETS = {"cpu": ("onnx", "torchscript"), "gpu": ("tensorrt", "onnx", "torchscript")}  # format preference
-RANKER = "ranker"
-# Histories are left-padded (most recent event last); candidates are padded at the end.
-SEQUENCE_SIDE, CANDIDATE_SIDE = "left", "right"
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,11 @@ def _select(manifest: dict, target: str, prefer: tuple[str, ...] | None = None) 
         if fmt is None:
             raise ConfigError(f"{model} artifacts", f"one of {prefer} for target {target}", sorted(formats))
         chosen[model] = formats[fmt]
-    if RANKER not in chosen or not any(m.endswith("_encoder") for m in chosen):
-        raise ConfigError("manifest.artifacts", "at least one encoder and the ranker", sorted(chosen))
+    if RANKER not in chosen:
+        raise ConfigError("manifest.artifacts", "the ranker and the encoders whose codes it reads", sorted(chosen))
+    for spec in chosen[RANKER]["inputs"]:
+        if spec["name"].endswith("_codes") and spec["name"].removesuffix("_codes") + "_encoder" not in chosen:
+            raise ConfigError("manifest.artifacts", f"an encoder producing the ranker's input {spec['name']}", sorted(chosen))
     return chosen
 
 
@@ -82,74 +83,6 @@ def _require_accepted(records: dict[str, dict]) -> None:
             if source["role"] != "codec" and source.get("accepted") is not True:
                 raise CheckpointError(f"{model}: source checkpoint {source['path']} was not accepted by the gate; "
                                       "only gated checkpoints are published")
-
-
-def _pad_sides(record: dict) -> dict[str, str]:
-    """Padding side of every non-batch symbolic dim of ``record``."""
-    dims = {d for spec in (*record["inputs"], *record["outputs"]) for d in spec["shape"][1:] if isinstance(d, str)}
-    return {d: CANDIDATE_SIDE if d == "candidates" else SEQUENCE_SIDE for d in sorted(dims)}
-
-
-def _tasks(ranker: dict) -> tuple[str, ...]:
-    """Task names of the ranker, from its source checkpoint's config."""
-    source = next(s for s in ranker["source_checkpoints"] if s["role"] == "ranker")
-    config = json.loads((Path(source["path"]) / "config.json").read_text(encoding="utf-8"))
-    return tuple(t["name"] for t in config["model"]["tasks"])
-
-
-def build_interface(records: dict[str, dict], version: int) -> api.ServingInterface:
-    """The ``ServingInterface`` of the published models, read off their tensor specs."""
-    ranker = records[RANKER]
-    specs = {s["name"]: s for r in records.values() for s in (*r["inputs"], *r["outputs"])}
-    encoders = [r for m, r in records.items() if m.endswith("_encoder")]
-    streams = {}
-    for record in encoders:
-        for spec in record["inputs"]:
-            if spec["name"].endswith("_ids"):
-                length_dim = spec["shape"][1]
-                streams[spec["name"].removesuffix("_ids")] = api.StreamInfo(record["dims"][length_dim]["max"], spec["shape"][2])
-    embeddings = {}
-    for record in encoders:
-        name = record["model"].removesuffix("_encoder")
-        codes = specs[f"{name}_codes"]
-        high = next((s.get("range", [0, 0])[1] for s in ranker["inputs"] if s["name"] == codes["name"]), 0)
-        embeddings[name] = api.EmbeddingInfo(codes["shape"][1], high, specs[f"{name}_embedding"]["shape"][1])
-    return api.ServingInterface(
-        streams=streams, embeddings=embeddings,
-        static_sparse=specs["static_sparse"]["shape"][1], static_dense=specs["static_dense"]["shape"][1],
-        item_sparse=specs["item_sparse"]["shape"][2], item_dense=specs["item_dense"]["shape"][2],
-        tasks=_tasks(ranker), max_batch=min(r["dims"]["batch"]["max"] for r in records.values()),
-        max_candidates=ranker["dims"]["candidates"]["max"], version=str(version))
-
-
-def _unique(specs: list[dict]) -> list[dict]:
-    seen: dict[str, dict] = {}
-    for spec in specs:
-        seen.setdefault(spec["name"], spec)
-    return list(seen.values())
-
-
-def ensembles(records: dict[str, dict], interface: api.ServingInterface) -> list:
-    """The configs of duet_upstream, duet_downstream and duet_fresh."""
-    encoders = {m: r for m, r in records.items() if m.endswith("_encoder")}
-    ranker = records[RANKER]
-    identity = lambda specs: {s["name"]: s["name"] for s in specs}  # noqa: E731
-    encoder_steps = [Step(m, identity(r["inputs"]), identity(r["outputs"])) for m, r in encoders.items()]
-    up_inputs = _unique([s for r in encoders.values() for s in r["inputs"]])
-    up_outputs = [s for r in encoders.values() for s in r["outputs"]]
-    produced = {s["name"] for s in up_outputs}
-    codes = [s for s in up_outputs if s["name"] in {i["name"] for i in ranker["inputs"]}]
-    ranker_step = Step(RANKER, identity(ranker["inputs"]), identity(ranker["outputs"]))
-    fresh_encoder_steps = [Step(m, identity(r["inputs"]), identity([s for s in r["outputs"] if s["name"].endswith("_codes")]))
-                           for m, r in encoders.items()]
-    max_batch = interface.max_batch
-    params = {api.PARAMETER: interface.to_json()}
-    return [
-        ensemble_config(api.UPSTREAM, up_inputs, up_outputs, encoder_steps, max_batch, params),
-        ensemble_config(api.DOWNSTREAM, ranker["inputs"], ranker["outputs"], [ranker_step], max_batch, params),
-        ensemble_config(api.FRESH, _unique(up_inputs + [s for s in ranker["inputs"] if s["name"] not in produced]),
-                        [*ranker["outputs"], *codes], [*fresh_encoder_steps, ranker_step], max_batch, params),
-    ]
 
 
 @dataclass
@@ -181,7 +114,7 @@ def _stage_model(repo: Path, model: str, record: dict, export_dir: Path, target:
     source = (export_dir / record["path"]).parent
     for name in record["files"]:
         shutil.copy2(source / name, stage.staging / name)
-    signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": _pad_sides(record)}
+    signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record)}
     (stage.staging / "signature.json").write_text(json.dumps(signature, indent=2), encoding="utf-8")
     if target == "cpu":
         shutil.copy2(RUNNER, stage.staging / "model.py")
@@ -200,7 +133,7 @@ def prune(repo: Path, keep: int) -> list[Path]:
     return removed
 
 
-def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPolicy = ServingPolicy(),
+def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPolicy | None = None,
             precision: str = "fp16", formats: tuple[str, ...] | None = None) -> Published:
     """Publish the artifacts of ``export_dir/manifest.json`` into ``repo`` as one new version.
 
@@ -209,14 +142,14 @@ def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPo
 
     Components are written before the ensembles that use them; ``repository.json`` is updated last.
     """
-    export_dir, repo = Path(export_dir), Path(repo)
+    export_dir, repo, policy = Path(export_dir), Path(repo), policy or ServingPolicy()
     manifest = read_manifest(export_dir)
     records = _select(manifest, target, formats)
     _require_accepted(records)
     repo.mkdir(parents=True, exist_ok=True)
     version = max(existing_versions(repo), default=0) + 1
     interface = build_interface(records, version)
-    published_at = datetime.now(timezone.utc).isoformat()
+    published_at = datetime.now(UTC).isoformat()
     lineage = {"version": version, "target": target, "published_at": published_at,
                "export_manifest": str((export_dir / "manifest.json").resolve()), "export_created_at": manifest.get("created_at")}
     staged: list[_Staged] = []

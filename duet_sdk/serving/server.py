@@ -8,6 +8,7 @@ Python backend and the stub built for this interpreter, which Triton requires be
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -165,17 +166,17 @@ class TritonServer:
 
     def wait_ready(self) -> None:
         """Until the server and every loaded model answer ready; TritonServerError on exit or timeout."""
+        from tritonclient.utils import InferenceServerException
+
         deadline = time.monotonic() + self.startup_timeout_s
         with self.client() as client:
             while time.monotonic() < deadline:
                 if self._process is None or self._process.poll() is not None:
                     code = None if self._process is None else self._process.returncode
                     raise TritonServerError(f"tritonserver exited with status {code} before it was ready:\n{self.log_tail()}")
-                try:
+                with contextlib.suppress(InferenceServerException):  # not listening yet
                     if client.is_server_ready():
                         return
-                except Exception:  # not listening yet
-                    pass
                 time.sleep(0.2)
         raise TritonServerError(f"tritonserver not ready after {self.startup_timeout_s:.0f}s:\n{self.log_tail()}")
 

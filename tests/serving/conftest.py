@@ -115,6 +115,24 @@ def triton(cpu_repository):
         yield server
 
 
+@pytest.fixture(scope="session")
+def client(triton):
+    """A connected DuetClient of the session's server."""
+    from duet_sdk.client import DuetClient
+
+    with DuetClient(triton.endpoints.grpc_url, timeout_s=30) as c:
+        c.connect()
+        yield c
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_runs, client):
+    """In-process PyTorch for the tiny deployment."""
+    from duet_sdk.serving.reference import InProcessDuet
+
+    return InProcessDuet(tiny_runs, client.interface)
+
+
 @pytest.fixture()
 def repository_copy(cpu_repository, tmp_path) -> Path:
     """A private copy of the published repository, for tests that publish into it."""

@@ -8,27 +8,14 @@ import pytest
 import tritonclient.grpc.aio as grpcaio
 from conftest import random_users
 
-from duet_sdk.client import DuetClient
+from duet_sdk.client import AsyncDuetClient
 from duet_sdk.client.calls import embed_calls
 from duet_sdk.client.types import FreshRequest, ScoreRequest
 from duet_sdk.serving.interface import ENSEMBLES
-from duet_sdk.serving.reference import InProcessDuet
 
 # fp32 ONNX Runtime vs eager: ~1e-7 observed; stated as in the export manifest.
 EMBEDDING_ATOL, PROBABILITY_ATOL = 1e-4, 1e-5
 MODELS = ("click_encoder", "conv_encoder", "ranker", *ENSEMBLES)
-
-
-@pytest.fixture(scope="module")
-def client(triton):
-    with DuetClient(triton.endpoints.grpc_url, timeout_s=30) as c:
-        c.connect()
-        yield c
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_runs, client):
-    return InProcessDuet(tiny_runs, client.interface)
 
 
 def test_every_model_and_ensemble_is_ready_at_version_1(triton):
@@ -94,7 +81,7 @@ def test_concurrent_requests_of_different_lengths_are_batched_together(triton, c
     outs, before, after = asyncio.run(send_all())
     shapes = {call.inputs["click_ids"].shape[1] for call in calls}
     assert len(shapes) == 4  # the requests really differ in length
-    stats = lambda s: (s.model_stats[0].inference_count, s.model_stats[0].execution_count)  # noqa: E731
+    stats = lambda s: (s.model_stats[0].inference_count, s.model_stats[0].execution_count)
     (inf0, exe0), (inf1, exe1) = stats(before), stats(after)
     assert inf1 - inf0 == len(users)
     assert exe1 - exe0 < len(users), "no two requests were batched together"
@@ -121,7 +108,6 @@ def test_bad_tensor_is_refused_by_the_runner_with_a_message(triton, client):
 
 
 def test_async_client_answers_like_the_sync_client(triton, client):
-    from duet_sdk.client import AsyncDuetClient
 
     users = random_users(client.interface, 20, seed=6)  # 20 > max_batch: concurrent requests
 

@@ -14,27 +14,14 @@ import numpy as np
 import pytest
 from conftest import random_users
 
-from duet_sdk.client import DuetClient, InvalidRequest
+from duet_sdk.client import InvalidRequest
 from duet_sdk.client.types import Event
 from duet_sdk.online import EtiConfig, EtiWorker, RedisHistory, RedisStore, RedisStreamQueue, RedisThrottle, StoredCodes
 from duet_sdk.online.scorer import Scorer
-from duet_sdk.serving.reference import InProcessDuet
 
 NOW = 1_702_000_000  # after every event random_users draws
 PROBABILITY_ATOL = 1e-5
 HERE = Path(__file__).parent
-
-
-@pytest.fixture(scope="module")
-def client(triton):
-    with DuetClient(triton.endpoints.grpc_url, timeout_s=30) as c:
-        c.connect()
-        yield c
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_runs, client):
-    return InProcessDuet(tiny_runs, client.interface)
 
 
 def _online(redis_url, client, n, seed):

@@ -46,7 +46,7 @@ def test_ensembles_wire_the_components_and_carry_the_interface(cpu_repository):
     configs = {name: read_config(cpu_repository / name / "config.pbtxt") for name in ENSEMBLES}
     for config in configs.values():
         assert config.platform == "ensemble"
-    steps = lambda name: [s.model_name for s in configs[name].ensemble_scheduling.step]  # noqa: E731
+    steps = lambda name: [s.model_name for s in configs[name].ensemble_scheduling.step]
     assert steps(UPSTREAM) == ["click_encoder", "conv_encoder"]
     assert steps(DOWNSTREAM) == ["ranker"]
     assert steps(FRESH) == ["click_encoder", "conv_encoder", "ranker"]
@@ -105,7 +105,7 @@ def test_versions_increase_older_ones_are_pruned_and_lineage_is_recorded(tiny_ex
 
 
 def test_a_failed_publish_leaves_no_partial_version(tiny_export, tmp_path, monkeypatch):
-    import duet_sdk.serving.repository as repository
+    from duet_sdk.serving import repository
 
     repo = tmp_path / "repo"
     publish(tiny_export, repo, "cpu")

@@ -1,0 +1,90 @@
+"""How the published models fit together: the interface clients read, the ensembles' wiring, and the
+padding side of every dynamic dim the cpu runner pads.
+
+Records are export-manifest artifact entries: ``{"model", "inputs", "outputs", "dims", ...}`` with
+tensor specs ``{"name", "dtype", "shape"}`` (batch first, symbolic dims named).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from duet_sdk.serving import interface as api
+from duet_sdk.serving.config import Step, ensemble_config
+
+RANKER = "ranker"
+# Histories are left-padded (most recent event last); candidates are padded at the end.
+SEQUENCE_SIDE, CANDIDATE_SIDE = "left", "right"
+
+
+def pad_sides(record: dict) -> dict[str, str]:
+    """Padding side of every non-batch symbolic dim of ``record``."""
+    dims = {d for spec in (*record["inputs"], *record["outputs"]) for d in spec["shape"][1:] if isinstance(d, str)}
+    return {d: CANDIDATE_SIDE if d == "candidates" else SEQUENCE_SIDE for d in sorted(dims)}
+
+
+def _tasks(ranker: dict) -> tuple[str, ...]:
+    """Task names of the ranker, from its source checkpoint's config."""
+    source = next(s for s in ranker["source_checkpoints"] if s["role"] == "ranker")
+    config = json.loads((Path(source["path"]) / "config.json").read_text(encoding="utf-8"))
+    return tuple(t["name"] for t in config["model"]["tasks"])
+
+
+def build_interface(records: dict[str, dict], version: int) -> api.ServingInterface:
+    """The ``ServingInterface`` of the published models, read off their tensor specs."""
+    ranker = records[RANKER]
+    specs = {s["name"]: s for r in records.values() for s in (*r["inputs"], *r["outputs"])}
+    encoders = [r for m, r in records.items() if m.endswith("_encoder")]
+    streams = {}
+    for record in encoders:
+        for spec in record["inputs"]:
+            if spec["name"].endswith("_ids"):
+                length_dim = spec["shape"][1]
+                streams[spec["name"].removesuffix("_ids")] = api.StreamInfo(record["dims"][length_dim]["max"], spec["shape"][2])
+    embeddings = {}
+    for record in encoders:
+        name = record["model"].removesuffix("_encoder")
+        codes = specs[f"{name}_codes"]
+        high = next((s.get("range", [0, 0])[1] for s in ranker["inputs"] if s["name"] == codes["name"]), 0)
+        embeddings[name] = api.EmbeddingInfo(codes["shape"][1], high, specs[f"{name}_embedding"]["shape"][1])
+    return api.ServingInterface(
+        streams=streams, embeddings=embeddings,
+        static_sparse=specs["static_sparse"]["shape"][1], static_dense=specs["static_dense"]["shape"][1],
+        item_sparse=specs["item_sparse"]["shape"][2], item_dense=specs["item_dense"]["shape"][2],
+        tasks=_tasks(ranker), max_batch=min(r["dims"]["batch"]["max"] for r in records.values()),
+        max_candidates=ranker["dims"]["candidates"]["max"], version=str(version))
+
+
+def _unique(specs: list[dict]) -> list[dict]:
+    seen: dict[str, dict] = {}
+    for spec in specs:
+        seen.setdefault(spec["name"], spec)
+    return list(seen.values())
+
+
+def identity(specs: list[dict]) -> dict[str, str]:
+    """Step map of tensors that keep their names inside the ensemble."""
+    return {s["name"]: s["name"] for s in specs}
+
+
+def ensembles(records: dict[str, dict], interface: api.ServingInterface) -> list:
+    """The configs of duet_upstream, duet_downstream and duet_fresh."""
+    encoders = {m: r for m, r in records.items() if m.endswith("_encoder")}
+    ranker = records[RANKER]
+    encoder_steps = [Step(m, identity(r["inputs"]), identity(r["outputs"])) for m, r in encoders.items()]
+    up_inputs = _unique([s for r in encoders.values() for s in r["inputs"]])
+    up_outputs = [s for r in encoders.values() for s in r["outputs"]]
+    produced = {s["name"] for s in up_outputs}
+    codes = [s for s in up_outputs if s["name"] in {i["name"] for i in ranker["inputs"]}]
+    ranker_step = Step(RANKER, identity(ranker["inputs"]), identity(ranker["outputs"]))
+    fresh_encoder_steps = [Step(m, identity(r["inputs"]), identity([s for s in r["outputs"] if s["name"].endswith("_codes")]))
+                           for m, r in encoders.items()]
+    max_batch = interface.max_batch
+    params = {api.PARAMETER: interface.to_json()}
+    return [
+        ensemble_config(api.UPSTREAM, up_inputs, up_outputs, encoder_steps, max_batch, params),
+        ensemble_config(api.DOWNSTREAM, ranker["inputs"], ranker["outputs"], [ranker_step], max_batch, params),
+        ensemble_config(api.FRESH, _unique(up_inputs + [s for s in ranker["inputs"] if s["name"] not in produced]),
+                        [*ranker["outputs"], *codes], [*fresh_encoder_steps, ranker_step], max_batch, params),
+    ]
