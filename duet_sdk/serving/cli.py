@@ -37,16 +37,24 @@ def swap_order(entry: dict) -> list[str]:
 
 
 def watch(server: TritonServer, stop: threading.Event, interval_s: float) -> None:
-    """Swap the server to every version published while it runs."""
+    """Swap the server to every version published while it runs. A version that fails to load is
+    reported and skipped; Triton keeps serving the version it had."""
     entry = latest_publish(server.repository)
-    current = entry["version"] if entry else 0
+    seen = serving = entry["version"] if entry else 0
     while not stop.wait(interval_s):
         entry = latest_publish(server.repository)
-        if entry and entry["version"] > current:
-            print(f"duet-serve: version {entry['version']} published; swapping ...", flush=True)
-            server.swap(swap_order(entry), entry["version"])
-            current = entry["version"]
-            print(f"duet-serve: now serving version {current}", flush=True)
+        if not entry or entry["version"] <= seen:
+            continue
+        seen = entry["version"]
+        print(f"duet-serve: version {seen} published; swapping ...", flush=True)
+        try:
+            server.swap(swap_order(entry), seen)
+        except DuetError as exc:
+            print(f"duet-serve: error: swap to version {seen} failed, still serving version {serving}: {exc}",
+                  file=sys.stderr, flush=True)
+            continue
+        serving = seen
+        print(f"duet-serve: now serving version {serving}", flush=True)
 
 
 def serve_main(argv: list[str] | None = None) -> int:

@@ -112,3 +112,15 @@ def test_a_repository_that_fails_to_load_raises_with_the_server_log(tiny_export,
     (repo / "ranker" / "1" / "model.onnx").write_bytes(b"not an onnx graph")
     with pytest.raises(TritonServerError, match="ranker"):
         TritonServer(repo, startup_timeout_s=60).start()
+
+
+def test_a_broken_new_version_fails_its_swap_and_the_old_version_keeps_serving(repository_copy, tiny_export):
+    with TritonServer(repository_copy) as server, DuetClient(server.endpoints.grpc_url, timeout_s=60) as client:
+        published = publish(tiny_export, repository_copy, "cpu")
+        (repository_copy / "ranker" / "2" / "model.onnx").write_bytes(b"not an onnx graph")
+        with pytest.raises(TritonServerError, match="ranker"):
+            server.swap(["click_encoder", "conv_encoder", "ranker"], published.version)
+        with server.client() as c:
+            assert c.is_model_ready("ranker", "1") and not c.is_model_ready("ranker", "2")
+        users = random_users(client.connect(), 2, seed=9)
+        assert len(client.score_fresh([FreshRequest(h, c) for h, c in users])) == 2
