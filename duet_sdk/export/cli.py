@@ -1,4 +1,5 @@
-"""``duet-export --spec export/<name>.toml --out model_repository/``: flags override the spec.
+"""``duet-export --spec export/<name>.toml --out runs/export/``: flags override the spec; ``duet-publish``
+turns the output into a Triton model repository.
 
 Exit status: 0 on success; 2 on a DuetError (config, checkpoint, gate, verification, missing extra).
 """
