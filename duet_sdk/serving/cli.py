@@ -85,10 +85,8 @@ def serve_main(argv: list[str] | None = None) -> int:
     entry = latest_publish(args.model_repository)
     print(f"duet-serve: ready, version {entry['version'] if entry else '?'}: {server.endpoints.describe()}", flush=True)
     print(f"duet-serve: ensembles {', '.join(ENSEMBLES)}; log {server.log}", flush=True)
-    watcher = None
     if args.watch > 0:
-        watcher = threading.Thread(target=watch, args=(server, stop, args.watch), daemon=True)
-        watcher.start()
+        threading.Thread(target=watch, args=(server, stop, args.watch), daemon=True).start()
     try:
         while not stop.wait(0.5):
             if not server.running:
