@@ -7,6 +7,7 @@ from duet_sdk.online.eti import EtiConfig, EtiMetrics, EtiWorker
 from duet_sdk.online.history import HistoryStore, InMemoryHistory, RedisHistory
 from duet_sdk.online.queue import InProcessQueue, RedisStreamQueue, Trigger, TriggerQueue
 from duet_sdk.online.redis_server import RedisServer
+from duet_sdk.online.scorer import Scorer, ScorerMetrics
 from duet_sdk.online.store import FeatureStore, RedisStore, SqliteStore, open_store
 from duet_sdk.online.throttle import InMemoryThrottle, RedisThrottle, Throttle
 from duet_sdk.online.types import StoredCodes
@@ -14,5 +15,5 @@ from duet_sdk.online.types import StoredCodes
 __all__ = [
     "EtiConfig", "EtiMetrics", "EtiWorker", "FeatureStore", "HistoryStore", "InMemoryHistory", "InMemoryThrottle",
     "InProcessQueue", "RedisHistory", "RedisServer", "RedisStore", "RedisStreamQueue", "RedisThrottle",
-    "SqliteStore", "StoredCodes", "Throttle", "Trigger", "TriggerQueue", "open_store",
+    "Scorer", "ScorerMetrics", "SqliteStore", "StoredCodes", "Throttle", "Trigger", "TriggerQueue", "open_store",
 ]
