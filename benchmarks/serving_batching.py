@@ -5,7 +5,9 @@
 Publishes the same export twice (dynamic batching with ragged inputs; no batching), serves each on
 its own tritonserver in turn, and sends the same ``--requests`` single-user ``duet_upstream`` requests
 (real validation users, mixed history lengths) from ``--concurrency`` concurrent asyncio callers.
-Reports users/s, latency percentiles and the mean executed batch size, and the throughput ratio.
+With ``--repeats R`` the two configurations alternate R times (on, off, on, off, ...), so drift on a
+shared machine hits both. Reports users/s, latency percentiles and the mean executed batch size per
+run, and the per-repeat throughput ratio with its median.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def main() -> None:
     p.add_argument("--export", type=Path, default=Path("runs/demo/export"))
     p.add_argument("--requests", type=int, default=512)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3, help="alternating on/off pairs")
     p.add_argument("--seed", type=int, default=0, help="synthetic data seed (the one the export was trained on)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
@@ -74,14 +77,16 @@ def main() -> None:
     histories = [h for h, _ in ranker_requests(dataset, args.requests, 1)]
     lengths = {s: [len(h.streams[s]) for h in histories] for s in histories[0].streams}
     print(f"{len(histories)} users; history lengths " + ", ".join(f"{s} {min(v)}..{max(v)}" for s, v in lengths.items()))
-    rows = [measure(args.export, ServingPolicy(batching=b), histories, args.concurrency) for b in (True, False)]
+    rows = [measure(args.export, ServingPolicy(batching=b), histories, args.concurrency)
+            for _ in range(args.repeats) for b in (True, False)]
     print(f"\n{'dynamic batching':<17} {'users/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'mean batch':>11}")
     for r in rows:
         print(f"{'on' if r['batching'] else 'off':<17} {r['users_per_s']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['mean_batch']:>11.2f}")
-    print(f"\nthroughput ratio on/off: {rows[0]['users_per_s'] / rows[1]['users_per_s']:.2f}x "
+    ratios = [on["users_per_s"] / off["users_per_s"] for on, off in zip(rows[::2], rows[1::2])]
+    print(f"\nthroughput ratio on/off per repeat: {', '.join(f'{r:.2f}x' for r in ratios)}; median {np.median(ratios):.2f}x "
           f"(concurrency {args.concurrency}, {len(histories)} single-user requests)")
     if args.json:
-        args.json.write_text(json.dumps({"concurrency": args.concurrency, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"concurrency": args.concurrency, "rows": rows, "ratios": ratios}, indent=2))
 
 
 if __name__ == "__main__":
