@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from duet_sdk.client.errors import TRANSIENT
-from duet_sdk.errors import ConfigError
+from duet_sdk.validation import require_int, require_number
 
 R = TypeVar("R")
 
@@ -32,12 +32,9 @@ class RetryPolicy:
     max_backoff_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigError("retries", "an int >= 0", self.retries)
-        if not self.backoff_s >= 0:
-            raise ConfigError("backoff_s", "a number >= 0", self.backoff_s)
-        if not self.max_backoff_s >= self.backoff_s:
-            raise ConfigError("max_backoff_s", f"a number >= backoff_s {self.backoff_s}", self.max_backoff_s)
+        require_int("retries", self.retries, 0)
+        require_number("backoff_s", self.backoff_s)
+        require_number("max_backoff_s", self.max_backoff_s, self.backoff_s, f"a number >= backoff_s {self.backoff_s}")
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt ``attempt`` (0-based): in [d/2, d], d doubling up to the cap."""

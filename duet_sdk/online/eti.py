@@ -32,12 +32,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 from duet_sdk.client.types import Embedding, UserHistory
-from duet_sdk.errors import ConfigError, DataError
+from duet_sdk.errors import DataError
 from duet_sdk.online.history import HistoryStore
 from duet_sdk.online.queue import Trigger, TriggerQueue
 from duet_sdk.online.store import FeatureStore
 from duet_sdk.online.throttle import Throttle
 from duet_sdk.online.types import StoredCodes
+from duet_sdk.validation import require_int, require_number
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,9 @@ class EtiConfig:
     error_backoff_s: float = 0.5
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch <= 0:
-            raise ConfigError("max_batch", "a positive int", self.max_batch)
+        require_int("max_batch", self.max_batch, 1)
         for name in ("max_wait_s", "reclaim_idle_s", "reclaim_every_s", "error_backoff_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(name, "a non-negative number of seconds", value)
+            require_number(name, getattr(self, name), 0.0, "a non-negative number of seconds")
 
 
 @dataclass

@@ -31,6 +31,7 @@ from typing import Any
 
 from duet_sdk.errors import ConfigError, DataError
 from duet_sdk.online._redis import connect, redis_errors, text
+from duet_sdk.validation import require_int
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,7 @@ def _check_publish(user_id: str, stream: str, event_ts: int) -> None:
         raise ConfigError("user_id", "a non-empty str", user_id)
     if not isinstance(stream, str) or not stream:
         raise ConfigError("stream", "a non-empty str", stream)
-    if not isinstance(event_ts, int) or isinstance(event_ts, bool):
-        raise ConfigError("event_ts", "int Unix seconds", event_ts)
-
-
-def _check_count(count: int, field: str = "count") -> None:
-    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
-        raise ConfigError(field, "a positive int", count)
+    require_int("event_ts", event_ts)
 
 
 class TriggerQueue(ABC):
@@ -114,7 +109,7 @@ class RedisStreamQueue(TriggerQueue):
     def __init__(self, client_or_url: Any, stream: str = "duet:triggers", group: str = "eti",
                  consumer: str | None = None, maxlen: int | None = 1_000_000) -> None:
         if maxlen is not None:
-            _check_count(maxlen, "maxlen")
+            require_int("maxlen", maxlen, 1)
         self._owns_client = isinstance(client_or_url, str)
         self._redis = connect(client_or_url, "queue")
         self.stream, self.group, self.maxlen = stream, group, maxlen
@@ -138,7 +133,7 @@ class RedisStreamQueue(TriggerQueue):
 
     @redis_errors
     def read(self, count: int, block_ms: int) -> list[Trigger]:
-        _check_count(count)
+        require_int("count", count, 1)
         block = int(block_ms) if block_ms and block_ms > 0 else None  # BLOCK 0 would wait forever
         reply = self._redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block)
         if isinstance(reply, dict):  # RESP3 clients
@@ -164,7 +159,7 @@ class RedisStreamQueue(TriggerQueue):
 
     @redis_errors
     def reclaim(self, min_idle_ms: int, count: int) -> list[Trigger]:
-        _check_count(count)
+        require_int("count", count, 1)
         claimed: list[Trigger] = []
         start = "0-0"
         while len(claimed) < count:
@@ -223,7 +218,7 @@ class InProcessQueue(TriggerQueue):
         return entry_id
 
     def read(self, count: int, block_ms: int) -> list[Trigger]:
-        _check_count(count)
+        require_int("count", count, 1)
         b = self._b
         with b.cond:
             if not b.ready and block_ms and block_ms > 0:
@@ -241,7 +236,7 @@ class InProcessQueue(TriggerQueue):
             return sum(self._b.pending.pop(i, None) is not None for i in entry_ids)
 
     def reclaim(self, min_idle_ms: int, count: int) -> list[Trigger]:
-        _check_count(count)
+        require_int("count", count, 1)
         b = self._b
         with b.cond:
             now = b.clock()
