@@ -18,10 +18,10 @@ from torch import nn
 
 from duet_sdk.data import schema as keys
 from duet_sdk.errors import ConfigError
+from duet_sdk.export.signature import ModelSignature, TensorSpec
 from duet_sdk.models.ranker import Ranker, codes_key
 from duet_sdk.models.upstream import UpstreamNet, UserEncoder
 from duet_sdk.side import SideCodec, SideEncoder
-from duet_sdk.export.signature import ModelSignature, TensorSpec
 
 DROPPED_UPSTREAM = ("item_branch", "overarch", "heads")
 BATCH = "batch"

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from duet_sdk.errors import ConfigError
-from duet_sdk.validation import require_int
 from duet_sdk.export.signature import PRECISIONS
+from duet_sdk.validation import require_int
 
 FORMATS = ("torchscript", "onnx", "tensorrt")
 TARGETS = ("cpu", "gpu")

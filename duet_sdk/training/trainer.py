@@ -18,8 +18,8 @@ from duet_sdk.data.batching import Batch, iterate_batches
 from duet_sdk.data.events import EventTable, ExampleSet
 from duet_sdk.data.routing import recalibrate
 from duet_sdk.errors import ConfigError
-from duet_sdk.validation import require_int
 from duet_sdk.metrics import normalized_entropy
+from duet_sdk.validation import require_int
 
 
 @dataclass(frozen=True)
