@@ -13,7 +13,7 @@ import numpy as np
 from duet_sdk.client import DuetClient, FreshRequest, ScoreRequest
 from duet_sdk.data.events import EventDataset
 from duet_sdk.online import EtiConfig, EtiWorker, RedisHistory, RedisServer, RedisStore, RedisStreamQueue, RedisThrottle
-from duet_sdk.online.replay import ranker_requests
+from duet_sdk.online.replay import ranker_requests, store_histories
 from duet_sdk.online.scorer import Scorer
 from duet_sdk.serving.reference import InProcessDuet
 from duet_sdk.serving.repository import publish
@@ -71,11 +71,7 @@ def _eti_round(client: DuetClient, redis_url: str, requests, reference: InProces
     store. Returns (worker metrics, requests per path, worst |scores - PyTorch|)."""
     interface = client.interface
     history = RedisHistory(redis_url, {s: info.max_len for s, info in interface.streams.items()})
-    for h, _ in requests:
-        history.set_profile(h.user_id, h.static_sparse, h.static_dense)
-        for stream, events in h.streams.items():
-            if events:
-                history.append(h.user_id, stream, events)
+    store_histories(history, (h for h, _ in requests))
     queue = RedisStreamQueue(redis_url, consumer="demo-events")
     for h, _ in requests[::2]:
         for _ in range(3):  # a burst of qualifying events: the throttle window coalesces it

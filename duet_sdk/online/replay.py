@@ -8,8 +8,8 @@ spacing but is shifted to end ``now``; a live event is stamped with the wall-clo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -52,16 +52,21 @@ def ranker_requests(dataset: EventDataset, count: int, max_candidates: int) -> l
     return requests
 
 
+def store_histories(history: HistoryStore, users: Iterable[UserHistory]) -> None:
+    """Each user's profile and events into ``history`` (online storage, as ETI reads it)."""
+    for user in users:
+        history.set_profile(user.user_id, user.static_sparse, user.static_dense)
+        for stream, events in user.streams.items():
+            if events:
+                history.append(user.user_id, stream, events)
+
+
 def preload(table: EventTable, users: Sequence[int], history: HistoryStore, split: int, now: int) -> None:
     """Profiles and the events before ``split`` of ``users``, shifted by ``now - split``."""
     shift = now - split
-    for u in users:
-        uid = user_id(table, u)
-        history.set_profile(uid, [int(x) for x in table.static_sparse[u]], [float(x) for x in table.static_dense[u]])
-        for stream in table.streams:
-            events = [Event(e.ts + shift, e.ids) for e in stream_events(table, stream, u, split)]
-            if events:
-                history.append(uid, stream, events)
+    shifted = (replace(u, streams={s: [Event(e.ts + shift, e.ids) for e in events] for s, events in u.streams.items()})
+               for u in (user_history(table, u, split) for u in users))
+    store_histories(history, shifted)
 
 
 @dataclass(frozen=True)

@@ -52,12 +52,11 @@ class Scorer:
         self.default_scores = None if default_scores is None else tuple(float(x) for x in default_scores)
         self.metrics = ScorerMetrics()
 
-    def _default(self, user: str, candidates: Candidates, version: str) -> Scores:
-        interface = self.client.connect()
+    def _default(self, user: str, candidates: Candidates, interface) -> Scores:
         per_task = self.default_scores or (0.0,) * len(interface.tasks)
         if len(per_task) != len(interface.tasks):
             raise ConfigError("default_scores", f"one score per task {interface.tasks}", per_task)
-        return Scores(user, tuple(per_task for _ in range(len(candidates))), "default", version)
+        return Scores(user, tuple(per_task for _ in range(len(candidates))), "default", interface.version)
 
     def score(self, requests: Sequence[tuple[str, Candidates]]) -> list[Scores]:
         interface = self.client.connect()
@@ -71,7 +70,7 @@ class Scorer:
             record = stored.get(user)
             if user not in profiles:
                 self.metrics.missing_profile += 1
-                results[i] = self._default(user, candidates, interface.version)
+                results[i] = self._default(user, candidates, interface)
             elif record is not None and record.model_version == interface.version:
                 hits.append(i)
             else:
@@ -79,14 +78,14 @@ class Scorer:
                 self.metrics.stale_version += record is not None
                 misses.append(i)
         if hits:
-            scored = self.client.score([ScoreRequest(requests[i][0], profiles[requests[i][0]].static_sparse,
-                                                     profiles[requests[i][0]].static_dense, stored[requests[i][0]].codes,
-                                                     requests[i][1]) for i in hits])
+            scored = self.client.score([
+                ScoreRequest(user, profiles[user].static_sparse, profiles[user].static_dense, stored[user].codes, candidates)
+                for user, candidates in (requests[i] for i in hits)])
             for i, result in zip(hits, scored):
                 results[i] = result
         if misses and self.fallback == "default":
             for i in misses:
-                results[i] = self._default(requests[i][0], requests[i][1], interface.version)
+                results[i] = self._default(*requests[i], interface)
         elif misses:
             fresh = self.client.score_fresh([FreshRequest(profiles[requests[i][0]], requests[i][1]) for i in misses])
             for i, result in zip(misses, fresh):

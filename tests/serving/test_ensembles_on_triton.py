@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcaio
-from conftest import random_users
+from request_samples import random_users
 
 from duet_sdk.client import AsyncDuetClient
 from duet_sdk.client.calls import embed_calls

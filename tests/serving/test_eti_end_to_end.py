@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_users
+from request_samples import random_users
 
 from duet_sdk.client import InvalidRequest
 from duet_sdk.client.types import Event
 from duet_sdk.online import EtiConfig, EtiWorker, RedisHistory, RedisStore, RedisStreamQueue, RedisThrottle, StoredCodes
+from duet_sdk.online.replay import store_histories
 from duet_sdk.online.scorer import Scorer
 
 NOW = 1_702_000_000  # after every event random_users draws
@@ -28,14 +29,9 @@ def _online(redis_url, client, n, seed):
     """Users with profiles and histories in Redis; returns (history store, [(history at NOW, candidates)])."""
     interface = client.interface
     history = RedisHistory(redis_url, {s: info.max_len for s, info in interface.streams.items()})
-    users = []
-    for h, candidates in random_users(interface, n, seed=seed):
-        history.set_profile(h.user_id, h.static_sparse, h.static_dense)
-        for stream, events in h.streams.items():
-            if events:
-                history.append(h.user_id, stream, events)
-        users.append((replace(h, request_time=NOW), candidates))
-    return history, users
+    users = random_users(interface, n, seed=seed)
+    store_histories(history, (h for h, _ in users))
+    return history, [(replace(h, request_time=NOW), c) for h, c in users]
 
 
 def _worker(redis_url, client, history, consumer="w1", **config):

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import random_users
+from request_samples import random_users
 
 from duet_sdk.client import DuetClient
 from duet_sdk.client.types import FreshRequest
