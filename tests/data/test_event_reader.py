@@ -144,3 +144,19 @@ def test_bad_parquet_rows_name_their_row_group_and_row(tmp_path):
     assert "item_id:token" in report.bad_rows[0][1] and "-4" in report.bad_rows[0][1]
     assert "user_id:token" in report.bad_rows[1][1] and "null" in report.bad_rows[1][1]
     assert "rating:float" in report.bad_rows[2][1]
+
+
+@pytest.mark.parametrize("short_row", [False, True])
+def test_line_numbers_stay_exact_across_many_record_batches(tmp_path, monkeypatch, short_row):
+    from duet_sdk.data import reader
+
+    monkeypatch.setattr(reader, "_CSV_BLOCK", 2048)  # ~70 rows per batch: dozens of batches
+    lines = [f"{k % 17},{k},{k % 5},pv,{1511539200 + k}" for k in range(3000)]
+    bad = {1500: "1,2,3,pv,soon", 2999: "1,2,3,purchase,1511539200"} | ({40: "1,2,3"} if short_row else {})
+    for number in sorted(bad):
+        lines.insert(number - 1, bad[number])
+    path = tmp_path / "many.csv"
+    path.write_text("\n".join(lines) + "\n")
+    columns, report = reader.read_event_log(path, preset("taobao"))
+    assert [w for w, _ in report.bad_rows] == [f"line {n}" for n in sorted(bad)]
+    assert len(columns) == 3000 and columns.item.tolist() == list(range(3000))
