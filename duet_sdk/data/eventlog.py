@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("user", "global")
 SETS = ("click_train", "click_val", "conv_train", "conv_val", "ranker_train", "ranker_val")
-_INT_FIELDS = {"min_events": 1, "negatives_per_positive": 0, "seed": 0, "block_events": 1}
+_INT_FIELDS = {"min_events": 1, "min_val_history": 0, "negatives_per_positive": 0, "seed": 0, "block_events": 1}
 _FRACTIONS = {
     "history_fraction": (lambda v: 0.0 < v < 1.0, "a number in (0, 1)"),
     "val_fraction": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
@@ -58,11 +58,13 @@ class EventLogOptions:
     splitmix hash below ``val_fraction`` validate. ``split="global"``: train on events before T1,
     validate on the labels in [T1, T2); T1/T2 are ``train_end``/``val_end`` (Unix s) or else the
     ``train_end_quantile``/``val_end_quantile`` of event times. Users with fewer than ``min_events``
-    events (before T1 for the global split) give no training rows.
+    events (before T1 for the global split) give no training rows; users with fewer than
+    ``min_val_history`` events before T1 are not validated (0: cold-start users validate too).
     """
 
     history_fraction: float = 0.8
     min_events: int = 5
+    min_val_history: int = 1
     val_fraction: float = 0.1
     negatives_per_positive: int = 4
     downsample_rate: float = 0.5
@@ -104,6 +106,7 @@ class LoadReport:
     items_total: int = 0
     split: str = "user"
     split_times: tuple[int, int] | None = None
+    cold_users_not_validated: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     side_table_missing: dict[str, int] = field(default_factory=dict)
 
@@ -111,7 +114,8 @@ class LoadReport:
         lines = [self.read.summary(), f"{self.users_total} users ({self.users_eligible} with enough events to train on), {self.items_total} items"]
         if self.split_times:
             t1, t2 = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") for t in self.split_times)
-            lines.append(f"global temporal split: train on events before {t1}, validate on labels in [{t1}, {t2}) UTC")
+            lines.append(f"global temporal split: train on events before {t1}, validate on labels in [{t1}, {t2}) UTC; "
+                         f"{self.cold_users_not_validated} users without enough history before T1 not validated")
         else:
             lines.append("per-user time split")
         lines.append("rows: " + ", ".join(f"{k}={v}" for k, v in self.rows.items()))
@@ -257,7 +261,9 @@ def load_event_log(path: str | PathLike, spec: EventLogSpec, options: EventLogOp
         windows: tuple[Windows, Windows | None] = (user_windows(events, options.history_fraction, options.min_events), None)
     else:
         report.split_times = _split_times(events, options)
-        windows = global_windows(events, *report.split_times, options.history_fraction, options.min_events)
+        windows = global_windows(events, *report.split_times, options.history_fraction, options.min_events, options.min_val_history)
+        first_event = events.ts[events.offsets[:-1]]
+        report.cold_users_not_validated = int(np.sum(~windows[1].eligible & (first_event < report.split_times[1])))
     report.users_eligible = int(windows[0].eligible.sum())
     streams, popularity, history_counts = _streams(events, spec, windows[0].request, root)
     _stage("streams")

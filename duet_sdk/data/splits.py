@@ -7,8 +7,8 @@ it), the window end e_u (label events lie in [r_u, e_u)), and whether the user i
   ``floor(history_fraction * n_u)``; e_u is unbounded; users with at least ``min_events`` events are
   eligible. Train and validation users are then told apart by ``validation_users`` (a hash of the raw id).
 * ``global_windows`` (global temporal split, what production sees): training uses only events before
-  T1 (the per-user split applied to them, windows end at T1); validation requests every user at T1
-  and labels with the events in [T1, T2).
+  T1 (the per-user split applied to them, windows end at T1); validation requests every user with
+  history before T1 at T1 and labels with the events in [T1, T2).
 """
 
 from __future__ import annotations
@@ -55,11 +55,14 @@ def user_windows(events: SortedEvents, history_fraction: float, min_events: int)
     return Windows(request, np.full(events.num_users, MAX_TIMESTAMP, dtype=np.int64), counts >= min_events)
 
 
-def global_windows(events: SortedEvents, t1: int, t2: int, history_fraction: float, min_events: int) -> tuple[Windows, Windows]:
-    """(train, validation) windows of the global temporal split at T1 < T2."""
+def global_windows(
+    events: SortedEvents, t1: int, t2: int, history_fraction: float, min_events: int, min_val_history: int = 1
+) -> tuple[Windows, Windows]:
+    """(train, validation) windows of the global temporal split at T1 < T2; users with fewer than
+    ``min_val_history`` events before T1 are not validated (0 validates cold-start users too)."""
     before = _counts_before(events, t1)
     train = Windows(_cutoffs(events, before, history_fraction, t1), np.full(events.num_users, t1, dtype=np.int64), before >= min_events)
-    val = Windows(np.full(events.num_users, t1, dtype=np.int64), np.full(events.num_users, t2, dtype=np.int64), np.ones(events.num_users, dtype=bool))
+    val = Windows(np.full(events.num_users, t1, dtype=np.int64), np.full(events.num_users, t2, dtype=np.int64), before >= min_val_history)
     return train, val
 
 

@@ -78,8 +78,10 @@ def test_global_split_trains_before_t1_and_validates_on_labels_in_t1_t2(global_s
     assert ds.report.split_times == (t1, t2) and "global temporal split" in ds.report.summary()
     # validation: every user requested at T1, positives exactly the pairs rated in [T1, T2)
     assert set(ds.click_val.request_time.tolist()) == {t1} and set(ds.conv_val.request_time.tolist()) == {t1}
-    val_expected = {(u, i): [1.0, float(r >= 4)] for u, events in by_user.items() for t, i, r in events if t1 <= t < t2}
+    warm = {u for u, events in by_user.items() if events[0][0] < t1}  # users with history before T1
+    val_expected = {(u, i): [1.0, float(r >= 4)] for u, events in by_user.items() for t, i, r in events if t1 <= t < t2 and u in warm}
     assert _positives(ds, "click_val") == val_expected
+    assert warm == set(by_user) and ds.report.cold_users_not_validated == 0
     conv = _positives(ds, "conv_val")
     assert {p: labels[0] for p, labels in conv.items() if labels[0] == 1} == {p: 1.0 for p, (_, liked) in val_expected.items() if liked}
     # training: labels only from events before T1, each user's window starting at their cutoff
@@ -93,6 +95,19 @@ def test_global_split_trains_before_t1_and_validates_on_labels_in_t1_t2(global_s
     assert ds.click_train.request_time.max() < t1 and ds.conv_train.request_time.max() < t1
     both = set(ds.click_train.user_index.tolist()) & set(ds.click_val.user_index.tolist())
     assert both  # one user trains and validates: time, not users, separates the sets
+
+
+def test_cold_start_users_validate_only_when_asked(tmp_path):
+    t1, t2 = _times("global")
+    path = tmp_path / "with_cold.inter"
+    cold_rows = [f"{900 + u}\t{i}\t5\t{t1 + 60 * i}" for u in range(2) for i in range(1, 4)]  # first events after T1
+    path.write_text(MOVIELENS.read_text() + "\n".join(cold_rows) + "\n")
+    warm = load_event_log(path, SPEC, EventLogOptions(split="global", train_end=t1, val_end=t2))
+    assert warm.report.cold_users_not_validated == 2 and "2 users without enough history" in warm.report.summary()
+    assert not {900, 901} & set(warm.table.user_ids[warm.click_val.user_index].tolist())
+    everyone = load_event_log(path, SPEC, EventLogOptions(split="global", train_end=t1, val_end=t2, min_val_history=0))
+    assert {900, 901} <= set(everyone.table.user_ids[everyone.click_val.user_index].tolist())
+    assert everyone.report.cold_users_not_validated == 0
 
 
 def test_global_split_histories_hold_only_events_before_the_request(global_split):
