@@ -41,7 +41,7 @@ class ArraySink:
         if self._file is None:
             self._blocks.append(block)
         else:
-            self._file.write(block.tobytes())
+            self._file.write(memoryview(block.reshape(-1)).cast("B"))  # no copy
 
     def finish(self) -> np.ndarray:
         """The whole array: in memory, or a read-only memory map of the spill file."""
