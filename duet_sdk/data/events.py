@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from duet_sdk.data.schema import EventSchema
+from duet_sdk.data.spill import release
 from duet_sdk.errors import DataError
 
 MAX_TIMESTAMP = 2**32  # timestamps are Unix seconds in [0, 2**32)
@@ -45,6 +46,7 @@ class StreamEvents:
             _require(bool(ts.min() >= 0 and ts.max() < MAX_TIMESTAMP), f"{name}.timestamps: expected Unix seconds in [0, 2**32)")
             descending = lo + np.flatnonzero(np.diff(ts) < 0)
             _require(bool(np.isin(descending, ends).all()), f"{name}.timestamps: expected sorted by time within each user")
+        release(self.timestamps)  # a memory-mapped stream keeps no pages resident for this check
 
     @classmethod
     def from_lists(cls, per_user: list[list[tuple[int, list[int]]]], num_fields: int) -> "StreamEvents":
