@@ -70,12 +70,3 @@ def release(*arrays: np.ndarray) -> None:
         handle = getattr(base, "_mmap", None)
         if handle is not None:
             handle.madvise(mmap.MADV_DONTNEED)
-
-
-def spill_dir(root: Path | None, name: str) -> Path | None:
-    """``root/name`` created (None stays None: in memory)."""
-    if root is None:
-        return None
-    path = Path(root) / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path

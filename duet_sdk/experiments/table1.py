@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.data.eventlog import EventLogOptions
+from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.metrics import relative_ne_gain
 from duet_sdk.models.ranker import codes_key, embedding_key

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from duet_sdk.checkpoint import Checkpoint
-from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.data.eventlog import SPLITS, EventLogOptions
+from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.errors import DataError, DuetError
 from duet_sdk.gate import GateDecision, GatePolicy
 from duet_sdk.models.config import EMBEDDING_INPUTS, RANKER_VARIANTS
