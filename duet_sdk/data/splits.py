@@ -7,8 +7,10 @@ it), the window end e_u (label events lie in [r_u, e_u)), and whether the user i
   ``floor(history_fraction * n_u)``; e_u is unbounded; users with at least ``min_events`` events are
   eligible. Train and validation users are then told apart by ``validation_users`` (a hash of the raw id).
 * ``global_windows`` (global temporal split, what production sees): training uses only events before
-  T1 (the per-user split applied to them, windows end at T1); validation requests every user with
-  history before T1 at T1 and labels with the events in [T1, T2).
+  T1 (the per-user split applied to them, windows end at T1); validation labels with the events in
+  [T1, T2), requesting each user with history before T1 at their first event in it: the history is
+  exactly the events before T1, and the time since the last event is measured as in training (where
+  a request is at the first label event too), not from T1.
 """
 
 from __future__ import annotations
@@ -62,7 +64,11 @@ def global_windows(
     ``min_val_history`` events before T1 are not validated (0 validates cold-start users too)."""
     before = _counts_before(events, t1)
     train = Windows(_cutoffs(events, before, history_fraction, t1), np.full(events.num_users, t1, dtype=np.int64), before >= min_events)
-    val = Windows(np.full(events.num_users, t1, dtype=np.int64), np.full(events.num_users, t2, dtype=np.int64), before >= min_val_history)
+    first = events.offsets[:-1] + before  # each user's first event at/after T1, if any
+    has = first < events.offsets[1:]
+    request = np.full(events.num_users, t1, dtype=np.int64)
+    request[has] = events.ts[first[has]]
+    val = Windows(request, np.full(events.num_users, t2, dtype=np.int64), before >= min_val_history)
     return train, val
 
 

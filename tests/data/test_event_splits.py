@@ -76,8 +76,11 @@ def test_global_split_trains_before_t1_and_validates_on_labels_in_t1_t2(global_s
     ds, t1, t2 = global_split
     by_user = _by_user()
     assert ds.report.split_times == (t1, t2) and "global temporal split" in ds.report.summary()
-    # validation: every user requested at T1, positives exactly the pairs rated in [T1, T2)
-    assert set(ds.click_val.request_time.tolist()) == {t1} and set(ds.conv_val.request_time.tolist()) == {t1}
+    # validation: each user requested at their first event in [T1, T2), positives exactly the pairs rated in it
+    first = {u: min(t for t, _, _ in events if t >= t1) for u, events in by_user.items() if events[-1][0] >= t1}
+    for name in ("click_val", "conv_val"):
+        examples = getattr(ds, name)
+        assert np.array_equal(examples.request_time, [first[u] for u in ds.table.user_ids[examples.user_index]])
     warm = {u for u, events in by_user.items() if events[0][0] < t1}  # users with history before T1
     val_expected = {(u, i): [1.0, float(r >= 4)] for u, events in by_user.items() for t, i, r in events if t1 <= t < t2 and u in warm}
     assert _positives(ds, "click_val") == val_expected
@@ -114,6 +117,10 @@ def test_global_split_histories_hold_only_events_before_the_request(global_split
     ds, t1, _ = global_split
     by_user = _by_user()
     for name in ("click_train", "click_val", "conv_val"):
+        if name != "click_train":  # validation histories are exactly the events before T1
+            examples = getattr(ds, name)
+            ends = ds.table.history_end("click", examples.user_index, examples.request_time)
+            assert np.array_equal(ends, ds.table.history_end("click", examples.user_index, np.full(len(examples), t1)))
         examples = getattr(ds, name)
         batch = collate(ds.table, examples, np.arange(len(examples)))
         request = batch["request_time"].numpy()
