@@ -159,8 +159,9 @@ def _judge(candidate: Checkpoint, baseline: Checkpoint | None, policy: GatePolic
     if not math.isfinite(ne):
         return False, f"primary val NE ({candidate.primary_task}) is not finite: {ne}"
     if policy.max_primary_ne is not None and ne >= policy.max_primary_ne:
+        what = "no better than the base rate" if policy.max_primary_ne >= 1.0 else "not below the configured NE limit"
         return False, (
-            f"no better than the base rate: primary val NE ({candidate.primary_task}) {ne:.6g} >= {policy.max_primary_ne:g} "
+            f"{what}: primary val NE ({candidate.primary_task}) {ne:.6g} >= {policy.max_primary_ne:g} "
             "(NE 1.0 is what predicting the validation positive rate scores)"
         )
     if baseline is None:

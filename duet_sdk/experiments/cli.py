@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ from duet_sdk.errors import DuetError
 from duet_sdk.experiments.figures import cosine_distances, plot_cosine_distances, plot_pca
 from duet_sdk.experiments.table1 import Table1Config, run_seed, summarize, to_markdown
 from duet_sdk.side import SideConfig
-from duet_sdk.training.datasets import EVENT_FORMATS
+from duet_sdk.training.datasets import EVENT_FORMATS, SYNTHETIC_DATASETS
+from duet_sdk.training.recipe_args import add_recipe_arguments, gate_policy_from_args, train_config_from_args
 
 
 def run_table1(config: Table1Config, out: Path) -> dict:
@@ -47,27 +49,31 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table1", help="ranker NE: baseline / +ClickAUE / +ConvAUE / DUET, SIDE vs float, Figure 5")
     t.add_argument("--out", type=Path, default=Path("runs/table1"))
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    t.add_argument("--events", type=Path, help="event log (default: synthetic benchmark)")
+    t.add_argument("--events", type=Path, help="event log (default: --dataset)")
     t.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
+    t.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="synthetic", help="synthetic benchmark without --events")
     t.add_argument("--num-users", type=int, default=3000, help="synthetic data: number of users")
-    t.add_argument("--encoder-epochs", type=int, help="default: per model (ClickAUN 3, ConvAUN 1)")
-    t.add_argument("--ranker-epochs", type=int, default=3)
+    t.add_argument("--encoder-epochs", type=int, help="default: 1 on an event log or longtail, else per model (ClickAUN 3, ConvAUN 1)")
+    t.add_argument("--ranker-epochs", type=int, help="default: 1 on an event log or longtail, else 3")
     t.add_argument("--levels", type=int, default=4, help="SIDE levels L")
     t.add_argument("--codebook-size", type=int, default=256, help="SIDE codewords per level K")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--progress", action="store_true")
+    add_recipe_arguments(t)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         config = Table1Config(
-            seeds=tuple(args.seeds), num_users=args.num_users, encoder_epochs=args.encoder_epochs,
+            seeds=tuple(args.seeds), num_users=args.num_users, dataset=args.dataset, encoder_epochs=args.encoder_epochs,
             ranker_epochs=args.ranker_epochs, side=SideConfig(levels=args.levels, codebook_size=args.codebook_size),
-            events=args.events, event_format=args.event_format, progress=args.progress,
+            events=args.events, event_format=args.event_format, train=train_config_from_args(args, 1, 0, args.progress),
+            table_size=args.hash_table_size, policy=gate_policy_from_args(args), progress=args.progress,
         )
         summary = run_table1(config, args.out)
     except DuetError as exc:

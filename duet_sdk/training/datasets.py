@@ -9,10 +9,12 @@ from pathlib import Path
 from duet_sdk import serialization
 from duet_sdk.data.events import EventDataset
 from duet_sdk.data.synthetic import SyntheticConfig, generate
+from duet_sdk.data.synthetic_longtail import LongTailConfig, describe, generate_longtail
 from duet_sdk.data.taobao import TaobaoOptions, load_taobao
 from duet_sdk.errors import ConfigError, DataError
 
 EVENT_FORMATS = ("taobao",)
+SYNTHETIC_DATASETS = ("synthetic", "longtail")
 
 
 @dataclass
@@ -36,6 +38,15 @@ def synthetic_data(config: SyntheticConfig) -> LoadedData:
     data = generate(config)
     report = f"synthetic: {config.num_users} users, {len(data.click_train)} click / {len(data.conv_train)} conv training rows"
     return LoadedData(data, {"source": "synthetic", "config": serialization.to_dict(config)}, report)
+
+
+def longtail_data(config: LongTailConfig) -> LoadedData:
+    """The harder long-tail synthetic benchmark (global temporal split)."""
+    data = generate_longtail(config)
+    shape = ", ".join(f"{k} {v:.3g}" for k, v in describe(data, config).items())
+    report = (f"longtail: {config.num_users} users, {config.num_items} items, {len(data.click_train)} click / "
+              f"{len(data.conv_train)} conv / {len(data.ranker_train)} ranker training rows; {shape}")
+    return LoadedData(data, {"source": "longtail", "config": serialization.to_dict(config)}, report)
 
 
 def event_log_data(path: Path, event_format: str, options: TaobaoOptions) -> LoadedData:

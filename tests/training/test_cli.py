@@ -61,6 +61,15 @@ def test_a_regressed_checkpoint_is_rejected_and_reported(tmp_path, capsys):
     assert load_checkpoint(Path(rejected.checkpoint)).lineage["predecessor"] == first.digest
 
 
+def test_a_checkpoint_at_or_above_the_ne_limit_is_rejected_and_reported(tmp_path, capsys):
+    assert _train(tmp_path, "--gate-max-ne", "0.5") == EXIT_REJECTED  # the fixture's model is far from NE 0.5
+    captured = capsys.readouterr()
+    assert "gate: REJECTED" in captured.out and "NE limit" in captured.out
+    assert "the gate rejected a checkpoint" in captured.err
+    decision = registry_for(tmp_path, "click").decisions()[-1]
+    assert not decision.accepted and decision.baseline_digest is None  # rejected without any predecessor
+
+
 def test_missing_event_file_exits_2_with_a_message_naming_it(tmp_path, capsys):
     code = main(["click", "--events", str(tmp_path / "nope.csv"), "--out", str(tmp_path)])
     assert code == 2
@@ -74,10 +83,13 @@ def test_console_script_is_installed():
 
 
 def test_ranker_trains_the_four_variants_on_accepted_encoders_behind_the_gate(tmp_path, capsys):
+    # 30 users cannot beat the base rate on every task: this test is about the plumbing, so the
+    # base-rate rule is off here (it has its own tests below and in tests/test_gate.py)
+    off = ("--gate-max-ne", "off")
     for model in ("click", "conv"):
-        assert main([model, "--events", str(EVENTS), "--out", str(tmp_path), "--no-progress", "--epochs", "1"]) == 0
+        assert main([model, "--events", str(EVENTS), "--out", str(tmp_path), "--no-progress", "--epochs", "1", *off]) == 0
     code = main(["ranker", "--events", str(EVENTS), "--out", str(tmp_path), "--no-progress", "--epochs", "1",
-                 "--levels", "2", "--codebook-size", "8"])
+                 "--levels", "2", "--codebook-size", "8", *off])
     assert code in (0, EXIT_REJECTED)
     out = capsys.readouterr().out
     for variant in ("baseline", "click", "conv", "duet"):
