@@ -13,7 +13,10 @@ import torch
 from duet_sdk.checkpoint import atomic_write_json
 from duet_sdk.errors import DuetError
 from duet_sdk.experiments.figures import cosine_distances, plot_cosine_distances, plot_pca
-from duet_sdk.experiments.table1 import Table1Config, run_seed, summarize, to_markdown
+from duet_sdk.errors import ConfigError
+from duet_sdk.experiments.sweep import MODELS, SETTINGS, run_setting
+from duet_sdk.experiments.sweep import to_markdown as sweep_markdown
+from duet_sdk.experiments.table1 import Table1Config, load_data, run_seed, summarize, to_markdown
 from duet_sdk.side import SideConfig
 from duet_sdk.training.datasets import EVENT_FORMATS, SYNTHETIC_DATASETS
 from duet_sdk.training.recipe_args import add_recipe_arguments, gate_policy_from_args, train_config_from_args
@@ -60,11 +63,50 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--progress", action="store_true")
     add_recipe_arguments(t)
+    w = sub.add_parser("sweep", help="training-recipe settings: primary val NE of ClickAUN, ConvAUN and the baseline ranker per setting")
+    w.add_argument("--out", type=Path, default=Path("runs/sweep"))
+    w.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=["previous", "default"])
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--events", type=Path, help="event log (default: --dataset)")
+    w.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
+    w.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="longtail")
+    w.add_argument("--num-users", type=int, default=3000)
+    w.add_argument("--hash-table-size", type=int)
+    w.add_argument("--threads", type=int, default=0)
     return p
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Each setting into ``out/<setting>/``; ``sweep.md`` / ``sweep.json`` in ``out``. The ``previous``
+    setting sees the raw user ID as a static feature on the long-tail benchmark, as the old recipe did."""
+    if args.out.exists():
+        raise ConfigError("out", "a directory that does not exist yet (results are never overwritten)", str(args.out))
+    rows = []
+    for name in args.settings:
+        user_id = name == "previous"
+        config = Table1Config(seeds=(args.seed,), num_users=args.num_users, dataset=args.dataset, events=args.events,
+                              event_format=args.event_format, static_user_id=user_id)
+        data = load_data(config, args.seed)
+        rows.append(run_setting(name, data, args.out, args.seed, args.hash_table_size))
+        print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]['ne']:.4f}" for m in MODELS), flush=True)
+    source = str(args.events) if args.events else args.dataset
+    markdown = sweep_markdown(rows, f"Recipe sweep on {source}, seed {args.seed}: primary val NE (best step / steps run)")
+    atomic_write_json(args.out / "sweep.json", {"source": source, "seed": args.seed, "rows": rows})
+    (args.out / "sweep.md").write_text(markdown)
+    print(markdown)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.experiment == "sweep":
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
+            return run_sweep(args)
+        except DuetError as exc:
+            print(f"duet-experiment: error: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)

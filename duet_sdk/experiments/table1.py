@@ -55,6 +55,7 @@ class Table1Config:
     event_format: str = "taobao"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(progress=False))
     table_size: int | None = None
+    static_user_id: bool = False  # longtail: give models the raw user ID (opt-in)
     policy: GatePolicy = field(default_factory=GatePolicy)
     progress: bool = False
 
@@ -89,11 +90,12 @@ class SeedRun:
     projected: dict[str, np.ndarray]  # per encoder: the DUET ranker's projection of the decoded codes
 
 
-def _load(config: Table1Config, seed: int) -> LoadedData:
+def load_data(config: Table1Config, seed: int) -> LoadedData:
+    """The experiment's data for ``seed``: the event log, or the synthetic benchmark drawn with ``seed``."""
     if config.events is not None:
         return event_log_data(config.events, config.event_format, TaobaoOptions(seed=seed))
     if config.dataset == "longtail":
-        return longtail_data(LongTailConfig(num_users=config.num_users, seed=seed))
+        return longtail_data(LongTailConfig(num_users=config.num_users, static_user_id=config.static_user_id, seed=seed))
     return synthetic_data(SyntheticConfig(num_users=config.num_users, seed=seed))
 
 
@@ -101,7 +103,7 @@ def run_seed(config: Table1Config, seed: int, out: Path) -> SeedRun:
     """Train everything for ``seed`` into the new directory ``out``."""
     if out.exists():
         raise ConfigError("out", "a directory that does not exist yet (results are never overwritten)", str(out))
-    data = _load(config, seed)
+    data = load_data(config, seed)
     ds = data.dataset
     encoders = {name: train_upstream(name, data, out, "demo", config.recipe(name, seed), config.policy, config.table_size) for name in ENCODERS}
     for name, outcome in encoders.items():
