@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from duet_sdk.checkpoint import atomic_write_json
-from duet_sdk.errors import DuetError
+from duet_sdk.data.eventlog import SPLITS
+from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.experiments.figures import cosine_distances, plot_cosine_distances, plot_pca
-from duet_sdk.errors import ConfigError
 from duet_sdk.experiments.sweep import MODELS, SETTINGS, run_setting
 from duet_sdk.experiments.sweep import to_markdown as sweep_markdown
 from duet_sdk.experiments.table1 import Table1Config, load_data, run_seed, summarize, to_markdown
@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=Path("runs/table1"))
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     t.add_argument("--events", type=Path, help="event log (default: --dataset)")
-    t.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
+    t.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
+    t.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
+    t.add_argument("--split", choices=SPLITS, default="global", help="event logs: global temporal split (default) or per-user time split")
+    t.add_argument("--static-user-id", action="store_true", help="give the models the raw user ID as a static feature (opt-in: lets them memorise users)")
     t.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="synthetic", help="synthetic benchmark without --events")
     t.add_argument("--num-users", type=int, default=3000, help="synthetic data: number of users")
     t.add_argument("--encoder-epochs", type=int, help="default: 1 on an event log or longtail, else per model (ClickAUN 3, ConvAUN 1)")
@@ -69,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--events", type=Path, help="event log (default: --dataset)")
     w.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
+    w.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
+    w.add_argument("--split", choices=SPLITS, default="global", help="event logs: global temporal split (default) or per-user time split")
     w.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="longtail")
     w.add_argument("--num-users", type=int, default=3000)
     w.add_argument("--hash-table-size", type=int)
@@ -78,14 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """Each setting into ``out/<setting>/``; ``sweep.md`` / ``sweep.json`` in ``out``. The ``previous``
-    setting sees the raw user ID as a static feature on the long-tail benchmark, as the old recipe did."""
+    setting sees the raw user ID as a static feature, as the old recipe did."""
     if args.out.exists():
         raise ConfigError("out", "a directory that does not exist yet (results are never overwritten)", str(args.out))
     rows = []
     for name in args.settings:
         user_id = name == "previous"
         config = Table1Config(seeds=(args.seed,), num_users=args.num_users, dataset=args.dataset, events=args.events,
-                              event_format=args.event_format, static_user_id=user_id)
+                              event_format=args.event_format, event_spec=args.event_spec, split=args.split, static_user_id=user_id)
         data = load_data(config, args.seed)
         rows.append(run_setting(name, data, args.out, args.seed, args.hash_table_size))
         print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]['ne']:.4f}" for m in MODELS), flush=True)
@@ -114,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         config = Table1Config(
             seeds=tuple(args.seeds), num_users=args.num_users, dataset=args.dataset, encoder_epochs=args.encoder_epochs,
             ranker_epochs=args.ranker_epochs, side=SideConfig(levels=args.levels, codebook_size=args.codebook_size),
-            events=args.events, event_format=args.event_format, train=train_config_from_args(args, 1, 0, args.progress),
+            events=args.events, event_format=args.event_format, event_spec=args.event_spec, split=args.split,
+            static_user_id=args.static_user_id, train=train_config_from_args(args, 1, 0, args.progress),
             table_size=args.hash_table_size, policy=gate_policy_from_args(args), progress=args.progress,
         )
         summary = run_table1(config, args.out)

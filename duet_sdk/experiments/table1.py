@@ -17,14 +17,14 @@ import numpy as np
 import torch
 
 from duet_sdk.data.synthetic import SyntheticConfig
+from duet_sdk.data.eventlog import EventLogOptions
 from duet_sdk.data.synthetic_longtail import LongTailConfig
-from duet_sdk.data.taobao import TaobaoOptions
 from duet_sdk.errors import ConfigError
 from duet_sdk.gate import GatePolicy
 from duet_sdk.metrics import relative_ne_gain
 from duet_sdk.models.ranker import codes_key, embedding_key
 from duet_sdk.side import SideConfig
-from duet_sdk.training.datasets import SYNTHETIC_DATASETS, LoadedData, event_log_data, longtail_data, synthetic_data
+from duet_sdk.training.datasets import SYNTHETIC_DATASETS, LoadedData, event_log_data, event_spec, longtail_data, synthetic_data
 from duet_sdk.training.features import prepare_upstream, row_features
 from duet_sdk.training.presets import DEFAULT_EPOCHS, EVENT_LOG_EPOCHS
 from duet_sdk.training.ranker import train_ranker
@@ -53,9 +53,11 @@ class Table1Config:
     side: SideConfig = field(default_factory=SideConfig)
     events: Path | None = None
     event_format: str = "taobao"
+    event_spec: Path | None = None
+    split: str = "global"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(progress=False))
     table_size: int | None = None
-    static_user_id: bool = False  # longtail: give models the raw user ID (opt-in)
+    static_user_id: bool = False  # give models the raw user ID (opt-in)
     policy: GatePolicy = field(default_factory=GatePolicy)
     progress: bool = False
 
@@ -93,7 +95,8 @@ class SeedRun:
 def load_data(config: Table1Config, seed: int) -> LoadedData:
     """The experiment's data for ``seed``: the event log, or the synthetic benchmark drawn with ``seed``."""
     if config.events is not None:
-        return event_log_data(config.events, config.event_format, TaobaoOptions(seed=seed))
+        options = EventLogOptions(seed=seed, split=config.split)
+        return event_log_data(config.events, event_spec(config.event_format, config.event_spec), options, config.static_user_id)
     if config.dataset == "longtail":
         return longtail_data(LongTailConfig(num_users=config.num_users, static_user_id=config.static_user_id, seed=seed))
     return synthetic_data(SyntheticConfig(num_users=config.num_users, seed=seed))

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from duet_sdk import serialization
-from duet_sdk.data.events import EventDataset
+from duet_sdk.data.eventlog import EventLogOptions, load_event_log
+from duet_sdk.data.events import EventDataset, EventTable
+from duet_sdk.data.spec import EventLogSpec, preset, preset_names
 from duet_sdk.data.synthetic import SyntheticConfig, generate
 from duet_sdk.data.synthetic_longtail import LongTailConfig, describe, generate_longtail
-from duet_sdk.data.taobao import TaobaoOptions, load_taobao
-from duet_sdk.errors import ConfigError, DataError
 
-EVENT_FORMATS = ("taobao",)
+EVENT_FORMATS = preset_names()  # shipped event-log specs: "movielens", "taobao"
 SYNTHETIC_DATASETS = ("synthetic", "longtail")
 
 
@@ -49,19 +52,49 @@ def longtail_data(config: LongTailConfig) -> LoadedData:
     return LoadedData(data, {"source": "longtail", "config": serialization.to_dict(config)}, report)
 
 
-def event_log_data(path: Path, event_format: str, options: TaobaoOptions) -> LoadedData:
-    """Load an event log of ``event_format`` (only "taobao": the UserBehavior CSV layout)."""
-    if event_format not in EVENT_FORMATS:
-        raise ConfigError("event_format", f"one of {EVENT_FORMATS}", event_format)
-    if not Path(path).is_file():
-        raise DataError(f"events: expected an existing event-log file, got {str(path)!r}")
-    data = load_taobao(path, options)
+def event_spec(event_format: str = "taobao", spec_path: Path | None = None) -> EventLogSpec:
+    """The spec of ``--event-spec FILE`` if given, else the preset named by ``--event-format``."""
+    return EventLogSpec.from_toml(spec_path) if spec_path is not None else preset(event_format)
+
+
+def without_user_id(data: EventDataset) -> EventDataset:
+    """``data`` without the raw ``user_id`` static feature, which lets a model memorise each user.
+
+    Where no other static sparse feature is left, a coarse ``activity_bucket`` takes its place:
+    floor(log2(1 + the user's history events)), from the ``log_<stream>_count`` dense features.
+    """
+    schema = data.schema
+    if "user_id" not in schema.static_sparse:
+        return data
+    keep = [i for i, name in enumerate(schema.static_sparse) if name != "user_id"]
+    names, sparse = tuple(schema.static_sparse[i] for i in keep), data.table.static_sparse[:, keep]
+    if not names:
+        counts = [i for i, name in enumerate(schema.static_dense) if name.startswith("log_") and name.endswith("_count")]
+        events = np.expm1(data.table.static_dense[:, counts].astype(np.float64)).sum(axis=1)
+        names, sparse = ("activity_bucket",), np.floor(np.log2(1.0 + events))[:, None]
+    schema = dataclasses.replace(schema, static_sparse=names)
+    t = data.table
+    table = EventTable(schema, t.user_ids, np.ascontiguousarray(sparse, dtype=np.int64), t.static_dense, t.streams)
+    return dataclasses.replace(data, schema=schema, table=table)
+
+
+def event_log_data(path: Path, spec: EventLogSpec | str, options: EventLogOptions, static_user_id: bool = False) -> LoadedData:
+    """Load the event log at ``path`` described by ``spec`` (an ``EventLogSpec`` or a preset name).
+
+    The raw user ID is a static feature only with ``static_user_id`` (opt-in, see ``without_user_id``).
+    """
+    spec = preset(spec) if isinstance(spec, str) else spec
+    data = load_event_log(path, spec, options)
+    if not static_user_id:
+        data = without_user_id(data)
     description = {
-        "source": event_format,
+        "static_user_id": static_user_id,
+        "source": spec.name,
         "path": str(Path(path).resolve()),
         "sha256": _sha256(Path(path)),
+        "spec": serialization.to_dict(spec),
         "options": serialization.to_dict(options),
-        "rows_ok": data.report.rows_ok,
-        "bad_rows": len(data.report.bad_rows),
+        "rows_ok": data.report.read.rows_ok,
+        "bad_rows": data.report.read.bad_count,
     }
     return LoadedData(data, description, data.report.summary())
