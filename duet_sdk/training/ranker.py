@@ -43,6 +43,9 @@ class RankerBatches:
         for lo in range(0, len(order), batch_size):
             yield collate_ranker(self.table, self.examples, order[lo : lo + batch_size], self.features)
 
+    def subset(self, index: np.ndarray) -> RankerBatches:
+        return RankerBatches(self.table, self.examples.subset(index), {k: v[index] for k, v in self.features.items()})
+
 
 def ranker_config(
     variant: str, schema: EventSchema, upstream: Mapping[str, UpstreamFeatures], embedding_input: str = "codes", table_size: int | None = None,

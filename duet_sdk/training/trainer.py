@@ -32,7 +32,9 @@ class TrainConfig:
 
     Validation runs every ``eval_every`` steps (0: ``evals_per_epoch`` times per epoch) and at the end;
     training stops after ``patience`` evaluations without improvement (0: never early) and the state
-    with the best primary-task val NE is restored. The learning rate warms up linearly over
+    with the best primary-task val NE is restored. Validations during training use a fixed random sample
+    of at most ``eval_rows`` validation rows (0: all); the restored state's val NE is then computed on
+    every validation row. The learning rate warms up linearly over
     ``warmup_steps`` (at most a fifth of the run) and then decays (``lr_schedule``) to
     ``min_lr_ratio * lr``. ``grad_clip`` bounds the gradient norm (0: off). ID-embedding tables get
     their own AdamW decay (``embedding_weight_decay``); rare IDs (fewer than ``rare_id_min_count``
@@ -51,6 +53,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 0
     evals_per_epoch: int = 4
+    eval_rows: int = 20_000
     patience: int = 3
     rare_id_min_count: int = 0
     rare_id_dropout: float = 0.5
@@ -63,7 +66,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "evals_per_epoch"):
             require_int(f"TrainConfig.{name}", getattr(self, name), 1)
-        for name in ("warmup_steps", "eval_every", "patience", "rare_id_min_count"):
+        for name in ("warmup_steps", "eval_every", "eval_rows", "patience", "rare_id_min_count"):
             require_int(f"TrainConfig.{name}", getattr(self, name), 0)
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
             raise ConfigError("TrainConfig.lr", "a float > 0", self.lr)
@@ -115,6 +118,8 @@ class BatchSource(Protocol):
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]: ...
 
+    def subset(self, index: np.ndarray) -> BatchSource: ...
+
 
 @dataclass
 class EventBatches:
@@ -125,6 +130,9 @@ class EventBatches:
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
         return iterate_batches(self.table, self.examples, batch_size, shuffle, seed)
+
+    def subset(self, index: np.ndarray) -> EventBatches:
+        return EventBatches(self.table, self.examples.subset(index))
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -190,12 +198,15 @@ def train(
         optimizer, lambda s: lr_factor(s, warmup, total, config.lr_schedule, config.min_lr_ratio))
     eval_every = config.eval_every or max(1, per_epoch // config.evals_per_epoch)
     transform = _rare_id_transform(train_source, config)
+    probe = val_source
+    if config.eval_rows and len(val_source.examples) > config.eval_rows:
+        probe = val_source.subset(np.sort(np.random.default_rng(config.seed).choice(len(val_source.examples), config.eval_rows, replace=False)))
     stopper = EarlyStopping(config.patience)
     history: list[dict[str, float]] = []
     step, stop = 0, False
 
     def validate(epoch: int) -> bool:
-        val_ne = evaluate(model, val_source, train_set.downsample_rate, config.eval_batch_size)
+        val_ne = evaluate(model, probe, train_set.downsample_rate, config.eval_batch_size)
         history.append({"epoch": epoch, "step": step, **{f"val_ne/{k}": v for k, v in val_ne.items()}})
         logger.info("epoch %d step %d: val NE %s", epoch, step, {k: round(v, 4) for k, v in val_ne.items()})
         halt = stopper.update(val_ne[primary_task], step, model, {"epoch": epoch, "val_ne": val_ne})
@@ -226,8 +237,11 @@ def train(
     if not history or history[-1]["step"] != step:
         stop = validate(epoch) or stop
     stopper.restore(model)
+    val_ne = stopper.best_info["val_ne"]
+    if probe is not val_source:
+        val_ne = evaluate(model, val_source, train_set.downsample_rate, config.eval_batch_size)
     model.eval()
     return TrainResult(
-        model=model, val_ne=stopper.best_info["val_ne"], best_epoch=stopper.best_info["epoch"], steps=step,
+        model=model, val_ne=val_ne, best_epoch=stopper.best_info["epoch"], steps=step,
         seconds=time.perf_counter() - start, history=history, best_step=stopper.best_step, stopped_early=step < total,
     )

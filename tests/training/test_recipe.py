@@ -122,3 +122,13 @@ def test_bad_recipe_settings_raise_config_error_naming_the_field(field, value):
 
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_validation_during_training_uses_a_sample_and_the_result_all_rows():
+    train_source, val_source = _sources(2)
+    val_source.subset = lambda index: ToySource(val_source.x[index], val_source.examples.labels[index, 0])
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.05, warmup_steps=0, eval_every=8, patience=0, eval_rows=100, progress=False)
+    result = train(Toy(), {"y": 1.0}, "y", train_source, val_source, config)
+    full = evaluate(result.model, val_source, 1.0)["y"]
+    assert result.val_ne["y"] == pytest.approx(full, abs=1e-9)  # reported on every row
+    assert all(h["val_ne/y"] != pytest.approx(full, abs=1e-6) for h in result.history)  # the curve came from the sample
