@@ -109,3 +109,20 @@ def test_ranker_trains_the_four_variants_on_accepted_encoders_behind_the_gate(tm
 def test_ranker_without_accepted_encoders_exits_2_naming_the_missing_step(tmp_path, capsys):
     assert main(["ranker", "--events", str(EVENTS), "--out", str(tmp_path), "--no-progress"]) == 2
     assert "duet-train click" in capsys.readouterr().err
+
+
+MOVIELENS = Path(__file__).resolve().parents[1] / "fixtures" / "movielens_small.inter"
+
+
+def test_short_run_on_a_movielens_fixture_with_the_global_split_beats_the_base_rate(tmp_path, capsys):
+    # a few passes with early stopping over ~400 rows: the restored best state is accepted by the
+    # gate, whose default rule rejects anything at or above the base rate (NE 1.0)
+    code = main(["click", "--events", str(MOVIELENS), "--event-format", "movielens", "--split", "global", "--out", str(tmp_path),
+                 "--no-progress", "--epochs", "8", "--batch-size", "32", "--lr", "3e-3", "--eval-every", "4", "--patience", "4"])
+    out = capsys.readouterr().out
+    assert code == 0 and "gate: ACCEPTED" in out
+    checkpoint = registry_for(tmp_path, "click").latest_accepted()
+    assert checkpoint.primary_ne < 1.0
+    history = checkpoint.metrics["history"]
+    assert len(history) >= 2 and checkpoint.metrics["best_step"] in [h["step"] for h in history]
+    assert checkpoint.lineage["data"]["static_user_id"] is False  # the raw user ID is opt-in
