@@ -62,8 +62,8 @@ class LongTailConfig:
     late_user_fraction: float = 0.3
     activity_sigma: float = 1.2
     mean_impressions: float = 60.0
-    mean_rows: float = 8.0
-    mean_ranker_rows: float = 10.0
+    mean_rows: float = 24.0
+    mean_ranker_rows: float = 24.0
     max_rows_per_user: int = 200
     item_effect: float = 0.4
     downsample_rate: float = 0.5
