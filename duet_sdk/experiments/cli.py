@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -16,7 +17,7 @@ from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.experiments.figures import cosine_distances, plot_cosine_distances, plot_pca
 from duet_sdk.experiments.sweep import MODELS, SETTINGS, run_setting
 from duet_sdk.experiments.sweep import to_markdown as sweep_markdown
-from duet_sdk.experiments.table1 import Table1Config, load_data, run_seed, summarize, to_markdown
+from duet_sdk.experiments.table1 import Table1Config, load_data, run_seed, runs_from_summary, summarize, to_markdown
 from duet_sdk.side import SideConfig
 from duet_sdk.training.datasets import EVENT_FORMATS, SYNTHETIC_DATASETS
 from duet_sdk.training.recipe_args import add_recipe_arguments, gate_policy_from_args, train_config_from_args
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--progress", action="store_true")
     add_recipe_arguments(t)
+    m = sub.add_parser("table1-merge", help="one table from table1 runs of different seeds (run as separate processes)")
+    m.add_argument("--out", type=Path, required=True, help="writes OUT/table1.md and OUT/table1.json")
+    m.add_argument("parts", type=Path, nargs="+", help="directories holding a table1.json each")
     w = sub.add_parser("sweep", help="training-recipe settings: primary val NE of ClickAUN, ConvAUN and the baseline ranker per setting")
     w.add_argument("--out", type=Path, default=Path("runs/sweep"))
     w.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=["previous", "default"])
@@ -79,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--hash-table-size", type=int)
     w.add_argument("--threads", type=int, default=0)
     return p
+
+
+def merge_tables(args: argparse.Namespace) -> int:
+    """Merge the per-seed rows of several ``table1.json`` files (distinct seeds, same SIDE codec shape)."""
+    summaries = [json.loads((part / "table1.json").read_text()) for part in args.parts]
+    runs = [run for summary in summaries for run in runs_from_summary(summary)]
+    if len({r.seed for r in runs}) != len(runs) or len({json.dumps(s["side"]) for s in summaries}) != 1:
+        raise ConfigError("parts", "table1 runs of distinct seeds with the same SIDE codec", [str(p) for p in args.parts])
+    side = summaries[0]["side"]
+    summary = summarize(runs, SideConfig(levels=side["levels"], codebook_size=side["codebook_size"]))
+    summary["parts"] = [str(p) for p in args.parts]
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "table1.json", summary)
+    (args.out / "table1.md").write_text(to_markdown(summary))
+    print(to_markdown(summary))
+    return 0
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -104,11 +124,11 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.experiment == "sweep":
-        if args.threads:
+    if args.experiment in ("sweep", "table1-merge"):
+        if getattr(args, "threads", 0):
             torch.set_num_threads(args.threads)
         try:
-            return run_sweep(args)
+            return run_sweep(args) if args.experiment == "sweep" else merge_tables(args)
         except DuetError as exc:
             print(f"duet-experiment: error: {exc}", file=sys.stderr)
             return 2

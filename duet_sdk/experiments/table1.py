@@ -141,6 +141,16 @@ def run_seed(config: Table1Config, seed: int, out: Path) -> SeedRun:
     )
 
 
+def runs_from_summary(summary: dict) -> list[SeedRun]:
+    """The per-seed figures of a written ``table1.json`` (without the analysis embeddings), to merge
+    seeds that ran as separate processes."""
+    return [
+        SeedRun(seed=row["seed"], encoder_ne=row["encoder_ne"], ranker_ne=row["ne"], accepted=row["accepted"],
+                duet_float_ne=row["duet_float_ne"], codec=row["codec"], embeddings={}, projected={})
+        for row in summary["per_seed"]
+    ]
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
     return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0}

@@ -44,7 +44,7 @@ class TrainConfig:
 
     epochs: int = 1
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-5
     embedding_weight_decay: float = 1e-4
     warmup_steps: int = 50
