@@ -55,6 +55,7 @@ class Table1Config:
     event_format: str = "taobao"
     event_spec: Path | None = None
     split: str = "global"
+    val_end_quantile: float = 1.0  # global split: T2 as a quantile of event times (T1 at 0.8)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(progress=False))
     table_size: int | None = None
     static_user_id: bool = False  # give models the raw user ID (opt-in)
@@ -95,7 +96,7 @@ class SeedRun:
 def load_data(config: Table1Config, seed: int) -> LoadedData:
     """The experiment's data for ``seed``: the event log, or the synthetic benchmark drawn with ``seed``."""
     if config.events is not None:
-        options = EventLogOptions(seed=seed, split=config.split)
+        options = EventLogOptions(seed=seed, split=config.split, val_end_quantile=config.val_end_quantile)
         return event_log_data(config.events, event_spec(config.event_format, config.event_spec), options, config.static_user_id)
     if config.dataset == "longtail":
         return longtail_data(LongTailConfig(num_users=config.num_users, static_user_id=config.static_user_id, seed=seed))
