@@ -235,7 +235,7 @@ def train(
         if stop:
             break
     if not history or history[-1]["step"] != step:
-        stop = validate(epoch) or stop
+        validate(epoch)
     stopper.restore(model)
     val_ne = stopper.best_info["val_ne"]
     if probe is not val_source:
