@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
     w.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
     w.add_argument("--split", choices=SPLITS, default="global", help="event logs: global temporal split (default) or per-user time split")
+    w.add_argument("--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)")
     w.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="longtail")
     w.add_argument("--num-users", type=int, default=3000)
     w.add_argument("--hash-table-size", type=int)
@@ -111,7 +112,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     for name in args.settings:
         user_id = name == "previous"
         config = Table1Config(seeds=(args.seed,), num_users=args.num_users, dataset=args.dataset, events=args.events,
-                              event_format=args.event_format, event_spec=args.event_spec, split=args.split, static_user_id=user_id)
+                              event_format=args.event_format, event_spec=args.event_spec, split=args.split,
+                              val_end_quantile=args.val_end_quantile, static_user_id=user_id)
         data = load_data(config, args.seed)
         rows.append(run_setting(name, data, args.out, args.seed, args.hash_table_size))
         print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]['ne']:.4f}" for m in MODELS), flush=True)
