@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
     t.add_argument("--split", choices=SPLITS, default="global", help="event logs: global temporal split (default) or per-user time split")
     t.add_argument("--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)")
+    t.add_argument("--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row")
     t.add_argument("--static-user-id", action="store_true", help="give the models the raw user ID as a static feature (opt-in: lets them memorise users)")
     t.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="synthetic", help="synthetic benchmark without --events")
     t.add_argument("--num-users", type=int, default=3000, help="synthetic data: number of users")
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
     w.add_argument("--split", choices=SPLITS, default="global", help="event logs: global temporal split (default) or per-user time split")
     w.add_argument("--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)")
+    w.add_argument("--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row")
     w.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="longtail")
     w.add_argument("--num-users", type=int, default=3000)
     w.add_argument("--hash-table-size", type=int)
@@ -113,7 +115,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         user_id = name == "previous"
         config = Table1Config(seeds=(args.seed,), num_users=args.num_users, dataset=args.dataset, events=args.events,
                               event_format=args.event_format, event_spec=args.event_spec, split=args.split,
-                              val_end_quantile=args.val_end_quantile, static_user_id=user_id)
+                              val_end_quantile=args.val_end_quantile, negatives_per_positive=args.negatives_per_positive,
+                              static_user_id=user_id)
         data = load_data(config, args.seed)
         rows.append(run_setting(name, data, args.out, args.seed, args.hash_table_size))
         print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]['ne']:.4f}" for m in MODELS), flush=True)
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             seeds=tuple(args.seeds), num_users=args.num_users, dataset=args.dataset, encoder_epochs=args.encoder_epochs,
             ranker_epochs=args.ranker_epochs, side=SideConfig(levels=args.levels, codebook_size=args.codebook_size),
             events=args.events, event_format=args.event_format, event_spec=args.event_spec, split=args.split,
-            val_end_quantile=args.val_end_quantile, static_user_id=args.static_user_id, train=train_config_from_args(args, 1, 0, args.progress),
+            val_end_quantile=args.val_end_quantile, negatives_per_positive=args.negatives_per_positive, static_user_id=args.static_user_id, train=train_config_from_args(args, 1, 0, args.progress),
             table_size=args.hash_table_size, policy=gate_policy_from_args(args), progress=args.progress,
         )
         summary = run_table1(config, args.out)

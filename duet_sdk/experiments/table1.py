@@ -56,6 +56,7 @@ class Table1Config:
     event_spec: Path | None = None
     split: str = "global"
     val_end_quantile: float = 1.0  # global split: T2 as a quantile of event times (T1 at 0.8)
+    negatives_per_positive: int = 4  # event logs: sampled negatives per positive row
     train: TrainConfig = field(default_factory=lambda: TrainConfig(progress=False))
     table_size: int | None = None
     static_user_id: bool = False  # give models the raw user ID (opt-in)
@@ -96,7 +97,8 @@ class SeedRun:
 def load_data(config: Table1Config, seed: int) -> LoadedData:
     """The experiment's data for ``seed``: the event log, or the synthetic benchmark drawn with ``seed``."""
     if config.events is not None:
-        options = EventLogOptions(seed=seed, split=config.split, val_end_quantile=config.val_end_quantile)
+        options = EventLogOptions(seed=seed, split=config.split, val_end_quantile=config.val_end_quantile,
+                                  negatives_per_positive=config.negatives_per_positive)
         return event_log_data(config.events, event_spec(config.event_format, config.event_spec), options, config.static_user_id)
     if config.dataset == "longtail":
         return longtail_data(LongTailConfig(num_users=config.num_users, static_user_id=config.static_user_id, seed=seed))

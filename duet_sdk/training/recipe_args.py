@@ -30,6 +30,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rare-id-dropout", type=float, default=_DEFAULT.rare_id_dropout)
     g.add_argument("--hash-table-size", type=int, help="rows per ID hash table (default: the preset's)")
     g.add_argument("--eval-every", type=int, default=_DEFAULT.eval_every, help=f"validate every N steps (0: {_DEFAULT.evals_per_epoch} times per epoch)")
+    g.add_argument("--eval-rows", type=int, default=_DEFAULT.eval_rows, help="validations during training use a fixed sample of this many rows (0: all)")
     g.add_argument("--patience", type=int, default=_DEFAULT.patience, help="stop after N validations without improvement (0: never early)")
     g.add_argument("--gate-threshold", type=float, default=GatePolicy().max_relative_regression, help="max relative regression of primary val NE")
     g.add_argument("--gate-max-ne", type=_limit, default=GatePolicy().max_primary_ne,
@@ -42,7 +43,7 @@ def train_config_from_args(args: argparse.Namespace, epochs: int, seed: int, pro
         epochs=epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
         grad_clip=args.grad_clip, weight_decay=args.weight_decay, embedding_weight_decay=args.embedding_weight_decay,
         rare_id_min_count=args.rare_id_min_count, rare_id_dropout=args.rare_id_dropout, eval_every=args.eval_every,
-        patience=args.patience, seed=seed, progress=progress,
+        eval_rows=args.eval_rows, patience=args.patience, seed=seed, progress=progress,
     )
 
 
