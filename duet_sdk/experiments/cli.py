@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", type=Path, default=Path("runs/sweep"))
     w.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=["previous", "default"])
     w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="which of ClickAUN, ConvAUN, the baseline ranker to train")
     w.add_argument("--events", type=Path, help="event log (default: --dataset)")
     w.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
     w.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
@@ -118,8 +119,8 @@ def run_sweep(args: argparse.Namespace) -> int:
                               val_end_quantile=args.val_end_quantile, negatives_per_positive=args.negatives_per_positive,
                               static_user_id=user_id)
         data = load_data(config, args.seed)
-        rows.append(run_setting(name, data, args.out, args.seed, args.hash_table_size))
-        print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]['ne']:.4f}" for m in MODELS), flush=True)
+        rows.append(run_setting(name, data, args.out, args.seed, args.hash_table_size, tuple(args.models)))
+        print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]['ne']:.4f}" for m in args.models), flush=True)
     source = str(args.events) if args.events else args.dataset
     markdown = sweep_markdown(rows, f"Recipe sweep on {source}, seed {args.seed}: primary val NE (best step / steps run)")
     atomic_write_json(args.out / "sweep.json", {"source": source, "seed": args.seed, "rows": rows})

@@ -36,17 +36,19 @@ SETTINGS: dict[str, TrainConfig] = {
 }
 
 
-def run_setting(name: str, data: LoadedData, out: Path, seed: int, table_size: int | None = None) -> dict:
-    """Train the three models of setting ``name`` into ``out``; their primary val NE and histories."""
+def run_setting(name: str, data: LoadedData, out: Path, seed: int, table_size: int | None = None, models: tuple[str, ...] = MODELS) -> dict:
+    """Train ``models`` (of ``MODELS``) under setting ``name`` into ``out``; their primary val NE and histories."""
     if name not in SETTINGS:
         raise ConfigError("setting", f"one of {tuple(SETTINGS)}", name)
     config = dataclasses.replace(SETTINGS[name], seed=seed)
     policy = GatePolicy(max_primary_ne=None)  # the sweep reports NE >= 1.0 instead of stopping at it
     ds, row = data.dataset, {"setting": name, "config": dataclasses.asdict(config)}
-    for kind in ("click", "conv"):
+    for kind in [m for m in ("click", "conv") if m in models]:
         start = time.perf_counter()
         outcome = train_upstream(kind, data, out / name, "demo", config, policy, table_size)
         row[kind] = _figures(outcome.result, outcome.checkpoint.primary_task, time.perf_counter() - start)
+    if "baseline" not in models:
+        return row
     start = time.perf_counter()
     ranker = train_ranker("baseline", ds.table, ds.ranker_train, ds.ranker_val, ({}, {}), {}, out / name, data.description,
                           config, policy, table_size=table_size)
@@ -62,15 +64,16 @@ def _figures(result: TrainResult, primary_task: str, seconds: float) -> dict:
 
 
 def to_markdown(rows: list[dict], title: str) -> str:
-    """One line per setting: primary val NE of each model, best step / steps, and the previous recipe's curve."""
-    lines = [title, "", "| setting | " + " | ".join(f"{m} NE (best step/steps)" for m in MODELS) + " |",
-             "| --- | " + " | ".join("---" for _ in MODELS) + " |"]
+    """One line per setting: primary val NE of each model, best step / steps, and each validation curve."""
+    models = [m for m in MODELS if m in rows[0]]
+    lines = [title, "", "| setting | " + " | ".join(f"{m} NE (best step/steps)" for m in models) + " |",
+             "| --- | " + " | ".join("---" for _ in models) + " |"]
     for row in rows:
-        cells = [f"{row[m]['ne']:.4f} ({row[m]['best_step']}/{row[m]['steps']})" for m in MODELS]
+        cells = [f"{row[m]['ne']:.4f} ({row[m]['best_step']}/{row[m]['steps']})" for m in models]
         lines.append(f"| {row['setting']} | " + " | ".join(cells) + " |")
     lines.append("")
     for row in rows:
-        for m in MODELS:
+        for m in models:
             curve = ", ".join(f"{ne:.3f}@{step}" for step, ne in row[m]["history"])
             lines.append(f"- {row['setting']} {m} val NE by step: {curve}")
     return "\n".join(lines) + "\n"
