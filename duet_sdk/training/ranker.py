@@ -22,7 +22,7 @@ from duet_sdk.data.routing import RANKER_TASKS
 from duet_sdk.data.schema import EventSchema
 from duet_sdk.errors import ConfigError
 from duet_sdk.gate import CheckpointRegistry, GateDecision, GatePolicy
-from duet_sdk.models.config import RANKER_VARIANTS, RankerConfig, TaskSpec, UserEmbeddingInput
+from duet_sdk.models.config import RANKER_VARIANTS, HashConfig, RankerConfig, TaskSpec, UserEmbeddingInput
 from duet_sdk.models.ranker import Pointwise, Ranker
 from duet_sdk.training.features import UpstreamFeatures
 from duet_sdk.training.trainer import TrainConfig, TrainResult, train
@@ -43,9 +43,15 @@ class RankerBatches:
         for lo in range(0, len(order), batch_size):
             yield collate_ranker(self.table, self.examples, order[lo : lo + batch_size], self.features)
 
+    def subset(self, index: np.ndarray) -> RankerBatches:
+        return RankerBatches(self.table, self.examples.subset(index), {k: v[index] for k, v in self.features.items()})
 
-def ranker_config(variant: str, schema: EventSchema, upstream: Mapping[str, UpstreamFeatures], embedding_input: str = "codes") -> RankerConfig:
-    """The ranker of ``variant`` (baseline, click, conv, duet) over the given upstream embeddings."""
+
+def ranker_config(
+    variant: str, schema: EventSchema, upstream: Mapping[str, UpstreamFeatures], embedding_input: str = "codes", table_size: int | None = None,
+) -> RankerConfig:
+    """The ranker of ``variant`` (baseline, click, conv, duet) over the given upstream embeddings;
+    ``table_size`` sets the rows per hash table (default ``HashConfig``'s)."""
     if variant not in RANKER_VARIANTS:
         raise ConfigError("variant", f"one of {tuple(RANKER_VARIANTS)}", variant)
     inputs = []
@@ -61,6 +67,7 @@ def ranker_config(variant: str, schema: EventSchema, upstream: Mapping[str, Upst
         primary_task=RANKER_TASKS[0],
         embeddings=tuple(inputs),
         embedding_input=embedding_input,
+        hashing=HashConfig(table_size=table_size) if table_size else HashConfig(),
     )
 
 
@@ -113,9 +120,10 @@ def train_ranker(
     train_config: TrainConfig = TrainConfig(),
     policy: GatePolicy = GatePolicy(),
     embedding_input: str = "codes",
+    table_size: int | None = None,
 ) -> RankerOutcome:
     """Train one ranker variant on ``train_set`` (features precomputed by ``row_features``), save, gate."""
-    config = ranker_config(variant, table.schema, upstream, embedding_input)
+    config = ranker_config(variant, table.schema, upstream, embedding_input, table_size)
     torch.manual_seed(train_config.seed)  # the initialisation depends on the seed alone
     ranker = build_ranker(config, upstream)
     result = train(
@@ -131,6 +139,7 @@ def train_ranker(
         "data": data_description,
         "step": result.steps,
         "seed": train_config.seed,
+        "train_config": serialization.to_dict(train_config),
         "upstream": {
             name: {"encoder": p.checkpoint.digest, "encoder_val_ne": p.checkpoint.val_ne, "codec": p.codec_checkpoint.digest}
             for name, p in used.items()
