@@ -21,7 +21,7 @@ from duet_sdk.data.long_history import STREAM, LongHistoryConfig, World, generat
 from duet_sdk.errors import ConfigError
 from duet_sdk.models.config import TargetAttentionConfig
 from duet_sdk.models.ranker import Ranker
-from duet_sdk.training.ranker import RankerBatches, history_spec, train_ranker
+from duet_sdk.training.ranker import RankerBatches, history_spec, ranker_config, train_ranker
 from duet_sdk.training.trainer import TrainConfig, predict
 
 # arm -> (target-attention variant or None, d_repr / d_att)
@@ -138,6 +138,11 @@ def run_arm(config: DareConfig, rows: LoadedRows, arm: str, seed: int, out: Path
     """Train one arm into ``out``; its val NE, AUC and (synthetic) search NDCG@k."""
     ta = config.target_attention(arm)
     train_config = TrainConfig(epochs=config.epochs, lr=config.lr, seed=seed, progress=config.progress)
+    initial_ndcg = None
+    if ta is not None and rows.world is not None:  # the search before training (same seed, same init)
+        torch.manual_seed(seed)
+        initial = Ranker(ranker_config("baseline", rows.table.schema, {}, target_attention=ta))
+        initial_ndcg = search_ndcg(initial, rows.table, rows.val, rows.world)
     outcome = train_ranker("baseline", rows.table, rows.train, rows.val, ({}, {}), {}, out, rows.description,
                            train_config, target_attention=ta)
     model = outcome.result.model
@@ -150,6 +155,7 @@ def run_arm(config: DareConfig, rows: LoadedRows, arm: str, seed: int, out: Path
     }
     if ta is not None and rows.world is not None:
         result["search_ndcg"] = search_ndcg(model.ranker, rows.table, rows.val, rows.world)
+        result["initial_search_ndcg"] = initial_ndcg
         result["random_search_ndcg"] = search_ndcg(model.ranker, rows.table, rows.val, rows.world, random_seed=seed)
     return result
 
@@ -166,7 +172,7 @@ def summarize(results: list[dict], config: DareConfig) -> dict:
     by = {(r["arm"], r["seed"]): r for r in results}
     seeds = sorted({r["seed"] for r in results})
     arms = [a for a in config.arms if any((a, s) in by for s in seeds)]
-    metrics = ("val_ne", "val_auc", "search_ndcg", "random_search_ndcg")
+    metrics = ("val_ne", "val_auc", "search_ndcg", "initial_search_ndcg", "random_search_ndcg")
     table = {arm: {"d_att": by[(arm, seeds[0])]["d_att"], **{m: _stats([by[(arm, s)].get(m) for s in seeds if (arm, s) in by]) for m in metrics}}
              for arm in arms}
 
@@ -198,12 +204,12 @@ def to_markdown(summary: dict) -> str:
         f"Seeds {c['seeds']}; L = {c['history_len']}, k = {c['top_k']}, d_repr = {c['d_repr']}, {c['epochs']} epochs; "
         f"data: {c['events'] or 'long-history synthetic, ' + str(c['num_users']) + ' users'}",
         "",
-        "| arm | d_att | val NE | val AUC | search NDCG@k | random-search NDCG@k |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| arm | d_att | val NE | val AUC | search NDCG@k | before training | random search |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for arm, row in summary["arms"].items():
         lines.append(f"| {arm} | {row['d_att'] or '—'} | {fmt(row['val_ne'])} | {fmt(row['val_auc'])} | "
-                     f"{fmt(row['search_ndcg'])} | {fmt(row['random_search_ndcg'])} |")
+                     f"{fmt(row['search_ndcg'])} | {fmt(row['initial_search_ndcg'])} | {fmt(row['random_search_ndcg'])} |")
     names = {
         "dare_minus_twin_ne": ("DARE − TWIN val NE (negative: DARE better)", 5),
         "dare_minus_twin_auc": ("DARE − TWIN val AUC", 5),
