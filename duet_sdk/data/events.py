@@ -8,7 +8,7 @@ user's events strictly before its request time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from duet_sdk.data.schema import EventSchema
 from duet_sdk.errors import DataError
 
 MAX_TIMESTAMP = 2**32  # timestamps are Unix seconds in [0, 2**32)
+_BLOCK = 1 << 22
 
 
 def _require(cond: bool, message: str) -> None:
@@ -38,12 +39,12 @@ class StreamEvents:
         _require(bool(np.all(np.diff(self.offsets) >= 0)), f"{name}.offsets: expected non-decreasing")
         _require(self.ids.shape == (n, num_fields), f"{name}.ids: expected shape ({n}, {num_fields}), got {self.ids.shape}")
         _require(self.timestamps.dtype == np.int64 and self.ids.dtype == np.int64, f"{name}: expected int64 timestamps and ids")
-        if n:
-            _require(bool(self.timestamps.min() >= 0 and self.timestamps.max() < MAX_TIMESTAMP), f"{name}.timestamps: expected Unix seconds in [0, 2**32)")
-            user_of_event = np.repeat(np.arange(num_users), np.diff(self.offsets))
-            step = np.diff(self.timestamps)
-            same_user = np.diff(user_of_event) == 0
-            _require(bool(np.all(step[same_user] >= 0)), f"{name}.timestamps: expected sorted by time within each user")
+        ends = self.offsets[1:-1] - 1  # the last event of each user but the final one
+        for lo in range(0, n, _BLOCK):  # in blocks: the arrays may be memory-mapped and large
+            ts = np.asarray(self.timestamps[lo : min(n, lo + _BLOCK + 1)])
+            _require(bool(ts.min() >= 0 and ts.max() < MAX_TIMESTAMP), f"{name}.timestamps: expected Unix seconds in [0, 2**32)")
+            descending = lo + np.flatnonzero(np.diff(ts) < 0)
+            _require(bool(np.isin(descending, ends).all()), f"{name}.timestamps: expected sorted by time within each user")
 
     @classmethod
     def from_lists(cls, per_user: list[list[tuple[int, list[int]]]], num_fields: int) -> "StreamEvents":
@@ -73,7 +74,6 @@ class EventTable:
     static_sparse: np.ndarray
     static_dense: np.ndarray
     streams: dict[str, StreamEvents]
-    _keys: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         u = len(self.user_ids)
@@ -89,13 +89,21 @@ class EventTable:
         return len(self.user_ids)
 
     def history_end(self, stream: str, user_index: np.ndarray, request_time: np.ndarray) -> np.ndarray:
-        """(E,) index one past each user's last ``stream`` event strictly before ``request_time``."""
+        """(E,) index one past each user's last ``stream`` event strictly before ``request_time``.
+
+        A binary search within each user's range, vectorised over rows: no array of the stream's length
+        is built, so a memory-mapped stream is only read where the search looks."""
         events = self.streams[stream]
-        if stream not in self._keys:
-            owner = np.repeat(np.arange(self.num_users, dtype=np.int64), np.diff(events.offsets))
-            self._keys[stream] = owner * MAX_TIMESTAMP + events.timestamps
-        query = user_index.astype(np.int64) * MAX_TIMESTAMP + np.clip(request_time, 0, MAX_TIMESTAMP - 1)
-        return np.searchsorted(self._keys[stream], query, side="left").astype(np.int64)
+        lo = events.offsets[user_index].astype(np.int64)
+        hi = events.offsets[np.asarray(user_index) + 1].astype(np.int64)
+        while True:
+            active = lo < hi
+            if not active.any():
+                return lo
+            mid = (lo + hi) // 2
+            before = active & (events.timestamps[np.where(active, mid, 0)] < request_time)
+            lo = np.where(before, mid + 1, lo)
+            hi = np.where(active & ~before, mid, hi)
 
 
 @dataclass

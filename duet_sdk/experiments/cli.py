@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=Path("runs/table1"))
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     t.add_argument("--events", type=Path, help="event log (default: synthetic benchmark)")
-    t.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
+    t.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
+    t.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
     t.add_argument("--num-users", type=int, default=3000, help="synthetic data: number of users")
     t.add_argument("--encoder-epochs", type=int, help="default: per model (ClickAUN 3, ConvAUN 1)")
     t.add_argument("--ranker-epochs", type=int, default=3)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         config = Table1Config(
             seeds=tuple(args.seeds), num_users=args.num_users, encoder_epochs=args.encoder_epochs,
             ranker_epochs=args.ranker_epochs, side=SideConfig(levels=args.levels, codebook_size=args.codebook_size),
-            events=args.events, event_format=args.event_format, progress=args.progress,
+            events=args.events, event_format=args.event_format, event_spec=args.event_spec, progress=args.progress,
         )
         summary = run_table1(config, args.out)
     except DuetError as exc:

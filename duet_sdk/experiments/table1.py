@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from duet_sdk.data.synthetic import SyntheticConfig
-from duet_sdk.data.taobao import TaobaoOptions
+from duet_sdk.data.eventlog import EventLogOptions
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.metrics import relative_ne_gain
 from duet_sdk.models.ranker import codes_key, embedding_key
 from duet_sdk.side import SideConfig
-from duet_sdk.training.datasets import LoadedData, event_log_data, synthetic_data
+from duet_sdk.training.datasets import LoadedData, event_log_data, event_spec, synthetic_data
 from duet_sdk.training.features import prepare_upstream, row_features
 from duet_sdk.training.presets import DEFAULT_EPOCHS
 from duet_sdk.training.ranker import train_ranker
@@ -42,6 +42,7 @@ class Table1Config:
     side: SideConfig = field(default_factory=SideConfig)
     events: Path | None = None
     event_format: str = "taobao"
+    event_spec: Path | None = None
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -64,7 +65,7 @@ class SeedRun:
 
 def _load(config: Table1Config, seed: int) -> LoadedData:
     if config.events is not None:
-        return event_log_data(config.events, config.event_format, TaobaoOptions(seed=seed))
+        return event_log_data(config.events, event_spec(config.event_format, config.event_spec), EventLogOptions(seed=seed))
     return synthetic_data(SyntheticConfig(num_users=config.num_users, seed=seed))
 
 

@@ -17,12 +17,12 @@ import torch
 
 from duet_sdk.checkpoint import Checkpoint
 from duet_sdk.data.synthetic import SyntheticConfig
-from duet_sdk.data.taobao import TaobaoOptions
+from duet_sdk.data.eventlog import SPLITS, EventLogOptions
 from duet_sdk.errors import DataError, DuetError
 from duet_sdk.gate import GateDecision, GatePolicy
 from duet_sdk.models.config import EMBEDDING_INPUTS, RANKER_VARIANTS, TARGET_ATTENTION_VARIANTS, TargetAttentionConfig
 from duet_sdk.side import SideConfig
-from duet_sdk.training.datasets import EVENT_FORMATS, LoadedData, event_log_data, synthetic_data
+from duet_sdk.training.datasets import EVENT_FORMATS, LoadedData, event_log_data, event_spec, synthetic_data
 from duet_sdk.training.features import prepare_upstream, row_features
 from duet_sdk.training.presets import DEFAULT_EPOCHS, PRESETS
 from duet_sdk.training.ranker import train_ranker
@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", choices=("click", "conv", "ranker"),
                    help="click: ClickAUN on the click/onsite stream; conv: ConvAUN on the offsite-conversion stream; ranker: the downstream ranker variants")
     p.add_argument("--events", type=Path, help="event log to train on (default: synthetic data)")
-    p.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="layout of --events")
+    p.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
+    p.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
+    p.add_argument("--split", choices=SPLITS, default="user", help="per-user time split, or global temporal split (train before T1, validate on [T1, T2))")
+    p.add_argument("--spill-dir", type=Path, help="spill the dataset's arrays here and memory-map them (large logs)")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoints go to OUT/<model>/, the gate registry to OUT/registry/")
     p.add_argument("--preset", choices=PRESETS, default="demo", help="model size")
     p.add_argument("--epochs", type=int, help=f"default by model: {DEFAULT_EPOCHS}")
@@ -75,7 +78,8 @@ def target_attention_config(args: argparse.Namespace) -> TargetAttentionConfig |
 
 def _load_data(args: argparse.Namespace) -> LoadedData:
     if args.events is not None:
-        return event_log_data(args.events, args.event_format, TaobaoOptions(seed=args.seed))
+        options = EventLogOptions(seed=args.seed, split=args.split, spill_dir=None if args.spill_dir is None else str(args.spill_dir))
+        return event_log_data(args.events, event_spec(args.event_format, args.event_spec), options)
     return synthetic_data(SyntheticConfig(num_users=args.num_users, seed=args.seed))
 
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from duet_sdk import serialization
+from duet_sdk.data.eventlog import EventLogOptions, load_event_log
 from duet_sdk.data.events import EventDataset
+from duet_sdk.data.spec import EventLogSpec, preset, preset_names
 from duet_sdk.data.synthetic import SyntheticConfig, generate
-from duet_sdk.data.taobao import TaobaoOptions, load_taobao
-from duet_sdk.errors import ConfigError, DataError
 
-EVENT_FORMATS = ("taobao",)
+EVENT_FORMATS = preset_names()  # shipped event-log specs: "movielens", "taobao"
 
 
 @dataclass
@@ -38,19 +38,22 @@ def synthetic_data(config: SyntheticConfig) -> LoadedData:
     return LoadedData(data, {"source": "synthetic", "config": serialization.to_dict(config)}, report)
 
 
-def event_log_data(path: Path, event_format: str, options: TaobaoOptions) -> LoadedData:
-    """Load an event log of ``event_format`` (only "taobao": the UserBehavior CSV layout)."""
-    if event_format not in EVENT_FORMATS:
-        raise ConfigError("event_format", f"one of {EVENT_FORMATS}", event_format)
-    if not Path(path).is_file():
-        raise DataError(f"events: expected an existing event-log file, got {str(path)!r}")
-    data = load_taobao(path, options)
+def event_spec(event_format: str = "taobao", spec_path: Path | None = None) -> EventLogSpec:
+    """The spec of ``--event-spec FILE`` if given, else the preset named by ``--event-format``."""
+    return EventLogSpec.from_toml(spec_path) if spec_path is not None else preset(event_format)
+
+
+def event_log_data(path: Path, spec: EventLogSpec | str, options: EventLogOptions) -> LoadedData:
+    """Load the event log at ``path`` described by ``spec`` (an ``EventLogSpec`` or a preset name)."""
+    spec = preset(spec) if isinstance(spec, str) else spec
+    data = load_event_log(path, spec, options)
     description = {
-        "source": event_format,
+        "source": spec.name,
         "path": str(Path(path).resolve()),
         "sha256": _sha256(Path(path)),
+        "spec": serialization.to_dict(spec),
         "options": serialization.to_dict(options),
-        "rows_ok": data.report.rows_ok,
-        "bad_rows": len(data.report.bad_rows),
+        "rows_ok": data.report.read.rows_ok,
+        "bad_rows": data.report.read.bad_count,
     }
     return LoadedData(data, description, data.report.summary())

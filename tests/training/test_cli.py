@@ -9,7 +9,8 @@ import torch
 
 from duet_sdk.checkpoint import load_checkpoint
 from duet_sdk.data.routing import recalibrate
-from duet_sdk.data.taobao import TaobaoOptions, load_taobao
+from duet_sdk.data.eventlog import EventLogOptions, load_event_log
+from duet_sdk.data.spec import preset
 from duet_sdk.gate import CheckpointRegistry
 from duet_sdk.metrics import normalized_entropy
 from duet_sdk.models.config import RANKER_VARIANTS
@@ -41,7 +42,7 @@ def test_checkpoint_reloads_to_a_model_that_reproduces_its_recorded_val_ne(tmp_p
     assert _train(tmp_path) == 0
     checkpoint = registry_for(tmp_path, "click").latest_accepted()
     model = load_upstream(checkpoint)
-    data = load_taobao(EVENTS, TaobaoOptions(seed=0))
+    data = load_event_log(EVENTS, preset("taobao"), EventLogOptions(seed=0))
     probs = recalibrate(predict(model, EventBatches(data.table, data.click_val)), data.click_train.downsample_rate)
     ne = normalized_entropy(data.click_val.labels[:, 0], probs[:, 0], data.click_val.label_mask[:, 0])
     assert ne == pytest.approx(checkpoint.val_ne["ctr"], abs=1e-9)  # same weights, same data: same NE

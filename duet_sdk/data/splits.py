@@ -1,0 +1,80 @@
+"""Train/validation splits of a sorted event log: per-user time split and global temporal split.
+
+A split gives every user label *windows*: a request time r_u (history is every event strictly before
+it), the window end e_u (label events lie in [r_u, e_u)), and whether the user is eligible.
+
+* ``user_windows`` (per-user time split): r_u is the time of the user's event at index
+  ``floor(history_fraction * n_u)``; e_u is unbounded; users with at least ``min_events`` events are
+  eligible. Train and validation users are then told apart by ``validation_users`` (a hash of the raw id).
+* ``global_windows`` (global temporal split, what production sees): training uses only events before
+  T1 (the per-user split applied to them, windows end at T1); validation requests every user at T1
+  and labels with the events in [T1, T2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from duet_sdk.data.events import MAX_TIMESTAMP
+from duet_sdk.data.sorting import SortedEvents
+from duet_sdk.data.spill import chunks
+
+
+@dataclass
+class Windows:
+    """Per user (U,): ``request`` int64 time r_u, ``end`` int64 window end e_u, ``eligible`` bool."""
+
+    request: np.ndarray
+    end: np.ndarray
+    eligible: np.ndarray
+
+
+def _counts_before(events: SortedEvents, t: int) -> np.ndarray:
+    """(U,) each user's number of events with time < ``t``."""
+    out = np.zeros(events.num_users, dtype=np.int64)
+    for c in chunks(len(events)):
+        out += np.bincount(events.user[c][events.ts[c] < t], minlength=events.num_users)
+    return out
+
+
+def _cutoffs(events: SortedEvents, counts: np.ndarray, history_fraction: float, default: int) -> np.ndarray:
+    """(U,) the time of each user's event at index floor(history_fraction * counts) (``default`` if none)."""
+    split = np.minimum(np.floor(history_fraction * counts).astype(np.int64), counts - 1)
+    out = np.full(events.num_users, default, dtype=np.int64)
+    has = counts > 0
+    out[has] = events.ts[events.offsets[:-1][has] + split[has]]
+    return out
+
+
+def user_windows(events: SortedEvents, history_fraction: float, min_events: int) -> Windows:
+    """Per-user time split: labels from each user's events at/after their cutoff."""
+    counts = np.diff(events.offsets)
+    request = _cutoffs(events, counts, history_fraction, MAX_TIMESTAMP - 1)
+    return Windows(request, np.full(events.num_users, MAX_TIMESTAMP, dtype=np.int64), counts >= min_events)
+
+
+def global_windows(events: SortedEvents, t1: int, t2: int, history_fraction: float, min_events: int) -> tuple[Windows, Windows]:
+    """(train, validation) windows of the global temporal split at T1 < T2."""
+    before = _counts_before(events, t1)
+    train = Windows(_cutoffs(events, before, history_fraction, t1), np.full(events.num_users, t1, dtype=np.int64), before >= min_events)
+    val = Windows(np.full(events.num_users, t1, dtype=np.int64), np.full(events.num_users, t2, dtype=np.int64), np.ones(events.num_users, dtype=bool))
+    return train, val
+
+
+def time_quantiles(events: SortedEvents, quantiles: tuple[float, float]) -> tuple[int, int]:
+    """(T1, T2): event-time quantiles (a quantile of 1.0 is one second past the last event)."""
+    t = np.quantile(events.ts, quantiles, method="lower")
+    last = int(events.ts.max()) + 1
+    return tuple(last if q >= 1.0 else int(v) for q, v in zip(quantiles, t))
+
+
+def validation_users(user_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """(U,) bool: a splitmix64 hash of the raw user id, mapped to [0, 1), is below ``fraction``."""
+    with np.errstate(over="ignore"):
+        z = user_ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
