@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from duet_sdk.checkpoint import atomic_write_json
+from duet_sdk.data.eventlog import SPLITS
 from duet_sdk.data.long_history import STREAM
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.experiments.dare import ARMS, DareConfig, load_rows, run_arm
@@ -67,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     d.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=list(ARMS))
     d.add_argument("--events", type=Path, help="event log (default: the long-history synthetic benchmark)")
-    d.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
+    d.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
+    d.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
+    d.add_argument("--split", choices=SPLITS, default="user", help="per-user or global temporal split of --events")
     d.add_argument("--history-stream", default=STREAM, help="stream the candidates attend to")
     d.add_argument("--history-fields", nargs="+", default=["item_id", "category_id"], help="ID fields of a behaviour and a candidate")
     d.add_argument("--num-users", type=int, default=1500, help="synthetic data: number of users")
@@ -105,7 +108,8 @@ def run_dare(config: DareConfig, out: Path) -> dict:
 def _main_dare(args: argparse.Namespace) -> int:
     config = DareConfig(seeds=tuple(args.seeds), arms=tuple(args.arms), num_users=args.num_users, history_len=args.history_len,
                         top_k=args.top_k, d_repr=args.d_repr, epochs=args.epochs, stream=args.history_stream,
-                        fields=tuple(args.history_fields), events=args.events, event_format=args.event_format, progress=args.progress)
+                        fields=tuple(args.history_fields), events=args.events, event_format=args.event_format,
+                        event_spec=args.event_spec, split=args.split, progress=args.progress)
     summary = run_dare(config, args.out)
     print(dare_markdown(summary))
     print(f"written: {args.out / 'dare.md'}, {args.out / 'dare.json'}")

@@ -47,6 +47,8 @@ class DareConfig:
     fields: tuple[str, ...] = ("item_id", "category_id")
     events: Path | None = None
     event_format: str = "taobao"
+    event_spec: Path | None = None
+    split: str = "user"
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -77,10 +79,11 @@ class LoadedRows:
 
 def load_rows(config: DareConfig, seed: int) -> LoadedRows:
     if config.events is not None:
-        from duet_sdk.data.taobao import TaobaoOptions
-        from duet_sdk.training.datasets import event_log_data
+        from duet_sdk.data.eventlog import EventLogOptions
+        from duet_sdk.training.datasets import event_log_data, event_spec
 
-        data = event_log_data(config.events, config.event_format, TaobaoOptions(seed=seed))
+        spec = event_spec(config.event_format, config.event_spec)
+        data = event_log_data(config.events, spec, EventLogOptions(seed=seed, split=config.split))
         ds = data.dataset
         return LoadedRows(ds.table, ds.ranker_train, ds.ranker_val, data.description)
     synthetic = LongHistoryConfig(num_users=config.num_users, label_window=config.history_len, seed=seed)
