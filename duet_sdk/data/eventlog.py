@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import resource
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,7 +30,7 @@ from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, RANKER_TASKS, downsam
 from duet_sdk.data.side_tables import join_side_table
 from duet_sdk.data.sorting import SortedEvents, sort_events
 from duet_sdk.data.spec import EventLogSpec
-from duet_sdk.data.spill import ArraySink, chunks
+from duet_sdk.data.spill import ArraySink, chunks, release
 from duet_sdk.data.splits import Windows, global_windows, time_quantiles, user_windows, validation_users
 from duet_sdk.errors import ConfigError, DataError
 from duet_sdk.validation import require_int
@@ -73,7 +74,7 @@ class EventLogOptions:
     train_end_quantile: float = 0.8
     val_end_quantile: float = 1.0
     spill_dir: str | None = None
-    block_events: int = 1 << 22
+    block_events: int = 1 << 20
 
     def __post_init__(self) -> None:
         for name, low in _INT_FIELDS.items():
@@ -172,6 +173,7 @@ def _streams(events: SortedEvents, spec: EventLogSpec, history_end: np.ndarray, 
             id_sinks[name].append(np.column_stack([events.item_ids[item[m]], events.extras[c][m], b[m]]))
             counts[s] += np.bincount(user[m], minlength=events.num_users)
             history[s] += np.bincount(user[m & before], minlength=events.num_users)
+        release(events.user, events.item, events.behavior, events.ts, events.extras)
     streams = {}
     for s, name in enumerate(names):
         offsets = np.concatenate([[0], np.cumsum(counts[s])]).astype(np.int64)
@@ -203,7 +205,8 @@ def _label(events: SortedEvents, labeller: Labeller, options: EventLogOptions, w
     is_val = validation_users(events.user_ids, options.val_fraction) if val_windows is None else None
     for i, (u0, u1) in enumerate(_user_blocks(events.offsets, options.block_events)):
         e = slice(int(events.offsets[u0]), int(events.offsets[u1]))
-        block = Block(np.asarray(events.user[e]), np.asarray(events.item[e]), np.asarray(events.behavior[e]), np.asarray(events.ts[e]))
+        block = Block(np.array(events.user[e]), np.array(events.item[e]), np.array(events.behavior[e]), np.array(events.ts[e]))
+        release(events.user, events.item, events.behavior, events.ts)
         rng = np.random.default_rng([options.seed, i])
         click, conv = labeller.examples(block, train_windows, rng)
         if val_windows is None:
@@ -218,6 +221,11 @@ def _label(events: SortedEvents, labeller: Labeller, options: EventLogOptions, w
         sinks["conv_val"].append(val_conv)
         sinks["ranker_train"].append(ranker_examples(train_conv))
         sinks["ranker_val"].append(ranker_examples(val_conv))
+
+
+def _stage(name: str) -> None:
+    """Log the end of a loading stage with the process's peak RSS so far."""
+    log.info("event log: %s done, peak RSS %.2f GiB", name, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 
 
 def _remove(directory: Path | None, prefix: str) -> None:
@@ -239,8 +247,10 @@ def load_event_log(path: str | PathLike, spec: EventLogSpec, options: EventLogOp
         Path(options.spill_dir).mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="events-", dir=options.spill_dir))
     columns, read_report = read_event_log(path, spec, options.max_bad_fraction, root)
+    _stage("read")
     events = sort_events(columns, root)
     del columns
+    _stage("sort")
     _remove(root, "read_")
     report = LoadReport(read_report, users_total=events.num_users, items_total=events.num_items, split=options.split)
     if options.split == "user":
@@ -250,6 +260,7 @@ def load_event_log(path: str | PathLike, spec: EventLogSpec, options: EventLogOp
         windows = global_windows(events, *report.split_times, options.history_fraction, options.min_events)
     report.users_eligible = int(windows[0].eligible.sum())
     streams, popularity, history_counts = _streams(events, spec, windows[0].request, root)
+    _stage("streams")
     user_side, item_side = join_side_table(spec.user_table, events.user_ids), join_side_table(spec.item_table, events.item_ids)
     report.side_table_missing = {"user_table": user_side.missing, "item_table": item_side.missing}
     items = ItemFeatures(
@@ -262,6 +273,7 @@ def load_event_log(path: str | PathLike, spec: EventLogSpec, options: EventLogOp
     tasks = {"click": CLICK_TASKS, "conv": CONV_TASKS, "ranker": RANKER_TASKS}
     sinks = {name: _ExampleSink(root, name, tasks[name.split("_")[0]], len(schema.item_sparse), len(schema.item_dense)) for name in SETS}
     _label(events, Labeller(spec, items, options.negatives_per_positive), options, windows, sinks)
+    _stage("labels")
     user_ids = events.user_ids
     del events
     _remove(root, "sorted_")
@@ -274,5 +286,6 @@ def load_event_log(path: str | PathLike, spec: EventLogSpec, options: EventLogOp
         np.column_stack([np.log1p(history_counts), user_side.dense]).astype(np.float32),
         streams,
     )
+    _stage("table")
     log.info("%s", report.summary())
     return EventLogDataset(schema=schema, table=table, spec=spec, report=report, spill_path=root, **sets)

@@ -52,18 +52,34 @@ class Block:
     ts: np.ndarray
 
 
+def _member(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """(Q,) bool: ``query`` values present in ``sorted_keys`` (binary search, no sort of the query)."""
+    if not len(sorted_keys):
+        return np.zeros(len(query), dtype=bool)
+    return sorted_keys[np.minimum(np.searchsorted(sorted_keys, query), len(sorted_keys) - 1)] == query
+
+
+def _marked(sorted_keys: np.ndarray, events: np.ndarray) -> np.ndarray:
+    """(K,) bool: entries of ``sorted_keys`` that occur among ``events`` (any order)."""
+    out = np.zeros(len(sorted_keys), dtype=bool)
+    if len(sorted_keys) and len(events):
+        j = np.minimum(np.searchsorted(sorted_keys, events), len(sorted_keys) - 1)
+        out[j[sorted_keys[j] == events]] = True
+    return out
+
+
 def _sample_negatives(items: ItemFeatures, rng: np.random.Generator, users: np.ndarray, exclude: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` items per entry of ``users`` (M,), never a pair (user * I + item) in ``exclude``."""
     num_items, cdf = len(items.ids), items.cdf
     draw = lambda n: np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), num_items - 1)  # noqa: E731
     user = np.repeat(users, count)
     item = draw(len(user))
-    clash = np.isin(user * num_items + item, exclude)
+    clash = _member(exclude, user * num_items + item)
     for _ in range(_MAX_REDRAWS):
         if not clash.any():
             break
         item[clash] = draw(int(clash.sum()))
-        clash = np.isin(user * num_items + item, exclude)
+        clash[clash] = _member(exclude, user[clash] * num_items + item[clash])
     return user[~clash], item[~clash]
 
 
@@ -104,7 +120,7 @@ class Labeller:
     def _has(self, task: str, keys: np.ndarray, pairs) -> np.ndarray:
         if task not in self.task_codes:
             return np.zeros(len(keys), dtype=bool)
-        return np.isin(keys, pairs(self.task_codes[task]))
+        return _marked(keys, pairs(self.task_codes[task]))
 
     def examples(self, block: Block, windows: Windows, rng: np.random.Generator) -> tuple[ExampleSet, ExampleSet]:
         """(click, conv) examples of the block's eligible users; conv includes the synthetic rows."""
@@ -132,7 +148,7 @@ class Labeller:
             return click_rows, conv_rows
         conversions = np.unique(in_window(self.task_codes[SYNTHETIC_TASK]))
         ever_exposed = keys_of((block.ts < windows.end[user]) & np.isin(b, self.exposure))
-        unexposed = conversions[~np.isin(conversions, ever_exposed)]
+        unexposed = conversions[~_member(np.unique(ever_exposed), conversions)]
         labels = np.zeros((len(unexposed), len(CONV_TASKS)))
         labels[:, CONV_TASKS.index(SYNTHETIC_TASK)] = 1.0
         synthetic_mask = np.array([t == SYNTHETIC_TASK for t in CONV_TASKS])

@@ -199,13 +199,13 @@ def _parquet_batches(path: Path, spec: EventLogSpec) -> Iterator[tuple[dict[str,
 
 def _validate(batch: dict[str, pa.Array], spec: EventLogSpec, report: ReadReport, where) -> dict[str, np.ndarray]:
     """Parse every column, report bad rows (the first bad column names a row), return the valid rows."""
-    unit = TIMESTAMP_UNITS[spec.timestamp_unit]
+    unit, text = TIMESTAMP_UNITS[spec.timestamp_unit], report.file_format == "csv"
     parsed: dict[str, Parsed] = {
-        spec.user: parse_ids(batch[spec.user], spec.user),
-        spec.item: parse_ids(batch[spec.item], spec.item),
-        spec.behavior: parse_behavior(batch[spec.behavior], spec),
-        spec.timestamp: parse_timestamps(batch[spec.timestamp], spec.timestamp, spec.timestamp_unit, spec.plausible_years),
-        **{c: parse_ids(batch[c], c) for c in spec.extra_ids},
+        spec.user: parse_ids(batch[spec.user], spec.user, text),
+        spec.item: parse_ids(batch[spec.item], spec.item, text),
+        spec.behavior: parse_behavior(batch[spec.behavior], spec, text),
+        spec.timestamp: parse_timestamps(batch[spec.timestamp], spec.timestamp, spec.timestamp_unit, spec.plausible_years, text),
+        **{c: parse_ids(batch[c], c, text) for c in spec.extra_ids},
     }
     n = len(batch[spec.user])
     ok = np.ones(n, dtype=bool)
@@ -278,6 +278,8 @@ def read_event_log(
         shown = "; ".join(f"{w}: {why}" for w, why in report.bad_rows[:_SHOWN])
         by_column = ", ".join(f"{c}={n}" for c, n in report.bad_by_column.most_common())
         limit = "no valid row" if report.rows_ok == 0 else f"more than max_bad_fraction={max_bad_fraction}"
+        every = [c for c, n in report.bad_by_column.items() if n == report.rows_read]
+        limit += f"; every row of column {every[0]!r} is bad: is it the right column, of the right type?" if every else ""
         raise DataError(f"{path}: {report.bad_count} of {report.rows_read} rows are bad ({limit}; by column: {by_column}); first: {shown}")
     log.info("%s", report.summary())
     return columns, report

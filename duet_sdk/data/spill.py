@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,18 @@ def chunks(n: int, size: int = CHUNK) -> Iterator[slice]:
     """Consecutive slices covering ``range(n)``."""
     for lo in range(0, n, size):
         yield slice(lo, min(n, lo + size))
+
+
+def release(*arrays: np.ndarray) -> None:
+    """Drop the resident pages of memory-mapped ``arrays`` from this process (they stay in the page
+    cache and fault back in when read again); in-memory arrays are left alone."""
+    for array in arrays:
+        base = array
+        while base is not None and not isinstance(base, np.memmap):
+            base = base.base
+        handle = getattr(base, "_mmap", None)
+        if handle is not None:
+            handle.madvise(mmap.MADV_DONTNEED)
 
 
 def spill_dir(root: Path | None, name: str) -> Path | None:

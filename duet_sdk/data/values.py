@@ -67,10 +67,10 @@ def _string_ints(s: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return _np(pc.cast(pc.if_else(ok, s, "0"), pa.int64()), 0), _np(ok, False)
 
 
-def parse_ids(array: pa.Array, name: str) -> Parsed:
-    """Integer ids in [0, 2**63): CSV strings or any Parquet integer type."""
+def parse_ids(array: pa.Array, name: str, text: bool = True) -> Parsed:
+    """Integer ids in [0, 2**63): strings (``text``: a CSV column) or any integer type."""
     array = _plain(array)
-    if _is_string(array.type):
+    if text and _is_string(array.type):
         s = pc.utf8_trim_whitespace(array)
         values, ok = _string_ints(s)
 
@@ -92,7 +92,7 @@ def parse_ids(array: pa.Array, name: str) -> Parsed:
     return Parsed(values, ok, lambda i: f"{name}: expected an integer id in [0, 2**63), got {_text(array, i)}")
 
 
-def parse_behavior(array: pa.Array, spec: EventLogSpec) -> Parsed:
+def parse_behavior(array: pa.Array, spec: EventLogSpec, text: bool = True) -> Parsed:
     """Behaviour codes (int8, index into ``spec.behavior_names``) from values or numeric levels."""
     name, array = spec.behavior, _plain(array)
     if spec.behaviors:
@@ -107,7 +107,7 @@ def parse_behavior(array: pa.Array, spec: EventLogSpec) -> Parsed:
                 unknown["null" if entry["values"] is None else entry["values"]] += entry["counts"]
         expected = ", ".join(spec.behaviors)
         return Parsed(_np(codes, 0).astype(np.int8), ok, lambda i: f"{name}: unknown behaviour {_text(s, i)}, expected one of {expected}", unknown)
-    if _is_string(array.type):
+    if text and _is_string(array.type):
         s = pc.utf8_trim_whitespace(array)
         number = _np(pc.match_substring_regex(s, pattern=NUMBER), False)
         values = _np(pc.cast(pc.if_else(pa.array(number), s, "0"), pa.float64()), 0.0)
@@ -129,7 +129,7 @@ def parse_behavior(array: pa.Array, spec: EventLogSpec) -> Parsed:
     return Parsed(np.maximum(codes, 0).astype(np.int8), ok, reason)
 
 
-def parse_timestamps(array: pa.Array, name: str, unit: str, years: tuple[int, int]) -> Parsed:
+def parse_timestamps(array: pa.Array, name: str, unit: str, years: tuple[int, int], text: bool = True) -> Parsed:
     """Whole-number timestamps in ``unit`` (Parquet timestamp types carry their own unit) whose years
     lie in ``years``. Values stay in the file's unit; the reader divides."""
     array = _plain(array)
@@ -137,13 +137,14 @@ def parse_timestamps(array: pa.Array, name: str, unit: str, years: tuple[int, in
     if pa.types.is_timestamp(array.type):  # stored unit -> the spec's unit
         per_second = {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[array.type.unit]
         array = pc.divide(array.cast(pa.int64()), per_second // scale) if per_second >= scale else pc.multiply(array.cast(pa.int64()), scale // per_second)
-    if _is_string(array.type):
+    if text and _is_string(array.type):
         s = pc.utf8_trim_whitespace(array)
         values, ok = _string_ints(s)
         decimal = ~ok & _np(pc.match_substring_regex(s, pattern=NUMBER), False)
         if decimal.any():  # "874965758.0", "1.5e9": whole numbers written as decimals
             as_float = _np(pc.cast(pc.if_else(pa.array(decimal), s, "0"), pa.float64()), 0.0)
             whole = decimal & (as_float == np.floor(as_float)) & (as_float >= 0) & (as_float < 2**62)
+            values = values.copy()  # arrow buffers are read-only
             values[whole], ok = as_float[whole].astype(np.int64), ok | whole
     elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
         s, raw = array, _np(array.cast(pa.float64(), safe=False), np.nan)
