@@ -1,7 +1,8 @@
 """The checkpoint gate: a checkpoint is accepted only if it is intact, compatible and does not regress.
 
 Each model has a registry, ``root/<model>/registry.json``, recording every gate decision in order.
-The last accepted checkpoint is the baseline the next one is judged against.
+The last accepted checkpoint is the baseline the next one is judged against; a checkpoint no better
+than the base rate (primary val NE >= 1.0 by default) is rejected even without a predecessor.
 """
 
 from __future__ import annotations
@@ -23,14 +24,20 @@ from duet_sdk.errors import CheckpointError, ConfigError, GateRejected
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """Reject when the new primary NE exceeds the baseline's by more than ``max_relative_regression``."""
+    """Reject when the new primary NE exceeds the baseline's by more than ``max_relative_regression``,
+    or is at or above ``max_primary_ne`` (default 1.0: no better than predicting the validation base
+    rate; None turns that rule off)."""
 
     max_relative_regression: float = 0.01
+    max_primary_ne: float | None = 1.0
 
     def __post_init__(self) -> None:
         value = self.max_relative_regression
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
             raise ConfigError("max_relative_regression", "a finite number >= 0", value)
+        limit = self.max_primary_ne
+        if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit < math.inf):
+            raise ConfigError("max_primary_ne", "a finite number > 0, or None to turn the base-rate rule off", limit)
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,12 @@ def _judge(candidate: Checkpoint, baseline: Checkpoint | None, policy: GatePolic
     ne = candidate.primary_ne
     if not math.isfinite(ne):
         return False, f"primary val NE ({candidate.primary_task}) is not finite: {ne}"
+    if policy.max_primary_ne is not None and ne >= policy.max_primary_ne:
+        what = "no better than the base rate" if policy.max_primary_ne >= 1.0 else "not below the configured NE limit"
+        return False, (
+            f"{what}: primary val NE ({candidate.primary_task}) {ne:.6g} >= {policy.max_primary_ne:g} "
+            "(NE 1.0 is what predicting the validation positive rate scores)"
+        )
     if baseline is None:
         return True, "no accepted predecessor"
     return _compare_ne(ne, baseline.primary_ne, policy.max_relative_regression)

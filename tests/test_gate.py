@@ -232,3 +232,28 @@ def test_gate_rejects_a_checkpoint_without_validation_ne(tmp_path, registry):
     saved = save_checkpoint(tmp_path / "ckpts", "codec", {"w": torch.ones(2)}, config, {"relative_mse": 0.1}, lineage)
     decision = registry.submit(saved)
     assert not decision.accepted and "no val_ne" in decision.reason
+
+
+@pytest.mark.parametrize("ne", [1.0, 1.3])
+def test_gate_rejects_a_first_checkpoint_no_better_than_the_base_rate(tmp_path, registry, ne):
+    decision = registry.submit(_ckpt(tmp_path, "a", ne))
+    assert not decision.accepted
+    assert "no better than the base rate" in decision.reason and f"{ne:g}" in decision.reason
+    assert registry.latest_accepted() is None
+
+
+def test_gate_rejects_a_base_rate_model_even_within_the_regression_threshold(tmp_path, registry):
+    assert registry.submit(_ckpt(tmp_path, "a", 0.999)).accepted
+    decision = registry.submit(_ckpt(tmp_path, "b", 1.0001), GatePolicy(max_relative_regression=0.5))
+    assert not decision.accepted and "base rate" in decision.reason
+
+
+def test_gate_base_rate_limit_is_configurable_and_can_be_turned_off(tmp_path, registry):
+    assert not registry.submit(_ckpt(tmp_path, "a", 0.96), GatePolicy(max_primary_ne=0.95)).accepted
+    assert registry.submit(_ckpt(tmp_path, "b", 1.2), GatePolicy(max_primary_ne=None)).accepted
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan"), True, "1.0"])
+def test_gate_policy_rejects_invalid_base_rate_limits(bad):
+    with pytest.raises(ConfigError, match="max_primary_ne"):
+        GatePolicy(max_primary_ne=bad)

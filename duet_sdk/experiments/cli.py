@@ -4,6 +4,8 @@ log; the DARE target-attention comparison (off / twin / twin_proj / dare at thre
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -12,15 +14,15 @@ import torch
 
 from duet_sdk.checkpoint import atomic_write_json
 from duet_sdk.data.eventlog import SPLITS
-from duet_sdk.data.long_history import STREAM
 from duet_sdk.errors import ConfigError, DuetError
-from duet_sdk.experiments.dare import ARMS, DareConfig, load_rows, run_arm
-from duet_sdk.experiments.dare import summarize as dare_summarize
-from duet_sdk.experiments.dare import to_markdown as dare_markdown
+from duet_sdk.experiments.dare_cli import add_dare_parser, main_dare
 from duet_sdk.experiments.figures import cosine_distances, plot_cosine_distances, plot_pca
-from duet_sdk.experiments.table1 import Table1Config, run_seed, summarize, to_markdown
+from duet_sdk.experiments.sweep import MODELS, SETTINGS, run_setting
+from duet_sdk.experiments.sweep import to_markdown as sweep_markdown
+from duet_sdk.experiments.table1 import Table1Config, load_data, run_seed, runs_from_summary, summarize, to_markdown
 from duet_sdk.side import SideConfig
-from duet_sdk.training.datasets import EVENT_FORMATS
+from duet_sdk.training.datasets import EVENT_FORMATS, SYNTHETIC_DATASETS
+from duet_sdk.training.recipe_args import add_recipe_arguments, gate_policy_from_args, train_config_from_args
 
 
 def run_table1(config: Table1Config, out: Path) -> dict:
@@ -53,84 +55,108 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table1", help="ranker NE: baseline / +ClickAUE / +ConvAUE / DUET, SIDE vs float, Figure 5")
     t.add_argument("--out", type=Path, default=Path("runs/table1"))
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    t.add_argument("--events", type=Path, help="event log (default: synthetic benchmark)")
+    t.add_argument("--events", type=Path, help="event log (default: --dataset)")
     t.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
     t.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
+    t.add_argument("--split", choices=SPLITS, default="global", help="event logs: global temporal split (default) or per-user time split")
+    t.add_argument("--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)")
+    t.add_argument("--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row")
+    t.add_argument("--static-user-id", action="store_true", help="give the models the raw user ID as a static feature (opt-in: lets them memorise users)")
+    t.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="synthetic", help="synthetic benchmark without --events")
     t.add_argument("--num-users", type=int, default=3000, help="synthetic data: number of users")
-    t.add_argument("--encoder-epochs", type=int, help="default: per model (ClickAUN 3, ConvAUN 1)")
-    t.add_argument("--ranker-epochs", type=int, default=3)
+    t.add_argument("--encoder-epochs", type=int, help="default: 1 on an event log or longtail, else per model (ClickAUN 3, ConvAUN 1)")
+    t.add_argument("--ranker-epochs", type=int, help="default: 1 on an event log or longtail, else 3")
     t.add_argument("--levels", type=int, default=4, help="SIDE levels L")
     t.add_argument("--codebook-size", type=int, default=256, help="SIDE codewords per level K")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--progress", action="store_true")
-    d = sub.add_parser("dare", help="ranker target attention: off / twin / twin_proj / dare at d_att = d_repr, /2, /4")
-    d.add_argument("--out", type=Path, default=Path("runs/dare"))
-    d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    d.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=list(ARMS))
-    d.add_argument("--events", type=Path, help="event log (default: the long-history synthetic benchmark)")
-    d.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
-    d.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
-    d.add_argument("--split", choices=SPLITS, default="user", help="per-user or global temporal split of --events")
-    d.add_argument("--history-stream", default=STREAM, help="stream the candidates attend to")
-    d.add_argument("--history-fields", nargs="+", default=["item_id", "category_id"], help="ID fields of a behaviour and a candidate")
-    d.add_argument("--num-users", type=int, default=1500, help="synthetic data: number of users")
-    d.add_argument("--history-len", type=int, default=200, help="L: most recent events attended to")
-    d.add_argument("--top-k", type=int, default=20)
-    d.add_argument("--d-repr", type=int, default=32)
-    d.add_argument("--epochs", type=int, default=2)
-    d.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    d.add_argument("--progress", action="store_true")
+    add_recipe_arguments(t)
+    m = sub.add_parser("table1-merge", help="one table from table1 runs of different seeds (run as separate processes)")
+    m.add_argument("--out", type=Path, required=True, help="writes OUT/table1.md and OUT/table1.json")
+    m.add_argument("parts", type=Path, nargs="+", help="directories holding a table1.json each")
+    w = sub.add_parser("sweep", help="training-recipe settings: primary val NE of ClickAUN, ConvAUN and the baseline ranker per setting")
+    w.add_argument("--out", type=Path, default=Path("runs/sweep"))
+    w.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=["previous", "default"])
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--events", type=Path, help="event log (default: --dataset)")
+    w.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
+    w.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
+    w.add_argument("--split", choices=SPLITS, default="global", help="event logs: global temporal split (default) or per-user time split")
+    w.add_argument("--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)")
+    w.add_argument("--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row")
+    w.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="longtail")
+    w.add_argument("--num-users", type=int, default=3000)
+    w.add_argument("--hash-table-size", type=int)
+    w.add_argument("--threads", type=int, default=0)
+    add_dare_parser(sub)
     return p
 
 
-def run_dare(config: DareConfig, out: Path) -> dict:
-    """Every seed and arm into ``out/seed-<s>/<arm>/``; writes ``dare.json`` and ``dare.md`` to ``out``."""
-    out = Path(out)
-    results = []
-    for seed in config.seeds:
-        rows = load_rows(config, seed)
-        for arm in config.arms:
-            arm_out = out / f"seed-{seed}" / arm
-            if arm_out.exists():
-                raise ConfigError("out", "a directory without earlier results (they are never overwritten)", str(arm_out))
-            start = time.perf_counter()
-            results.append(run_arm(config, rows, arm, seed, arm_out))
-            r = results[-1]
-            print(f"seed {seed} {arm}: val NE {r['val_ne']:.4f} AUC {r['val_auc']:.4f} NDCG {r.get('search_ndcg', float('nan')):.4f} "
-                  f"({time.perf_counter() - start:.0f}s)", flush=True)
-            atomic_write_json(out / "dare.partial.json", results)
-    summary = dare_summarize(results, config)
-    atomic_write_json(out / "dare.json", summary)
-    (out / "dare.md").write_text(dare_markdown(summary))
-    return summary
+def merge_tables(args: argparse.Namespace) -> int:
+    """Merge the per-seed rows of several ``table1.json`` files (distinct seeds, same SIDE codec shape)."""
+    summaries = [json.loads((part / "table1.json").read_text()) for part in args.parts]
+    runs = [run for summary in summaries for run in runs_from_summary(summary)]
+    if len({r.seed for r in runs}) != len(runs) or len({json.dumps(s["side"]) for s in summaries}) != 1:
+        raise ConfigError("parts", "table1 runs of distinct seeds with the same SIDE codec", [str(p) for p in args.parts])
+    side = summaries[0]["side"]
+    summary = summarize(runs, SideConfig(levels=side["levels"], codebook_size=side["codebook_size"]))
+    summary["parts"] = [str(p) for p in args.parts]
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "table1.json", summary)
+    (args.out / "table1.md").write_text(to_markdown(summary))
+    print(to_markdown(summary))
+    return 0
 
 
-def _main_dare(args: argparse.Namespace) -> int:
-    config = DareConfig(seeds=tuple(args.seeds), arms=tuple(args.arms), num_users=args.num_users, history_len=args.history_len,
-                        top_k=args.top_k, d_repr=args.d_repr, epochs=args.epochs, stream=args.history_stream,
-                        fields=tuple(args.history_fields), events=args.events, event_format=args.event_format,
-                        event_spec=args.event_spec, split=args.split, progress=args.progress)
-    summary = run_dare(config, args.out)
-    print(dare_markdown(summary))
-    print(f"written: {args.out / 'dare.md'}, {args.out / 'dare.json'}")
+def run_sweep(args: argparse.Namespace) -> int:
+    """Each setting into ``out/<setting>/``; ``sweep.md`` / ``sweep.json`` in ``out``. The ``previous``
+    setting sees the raw user ID as a static feature, as the old recipe did."""
+    if args.out.exists():
+        raise ConfigError("out", "a directory that does not exist yet (results are never overwritten)", str(args.out))
+    rows = []
+    for name in args.settings:
+        user_id = name == "previous"
+        config = Table1Config(seeds=(args.seed,), num_users=args.num_users, dataset=args.dataset, events=args.events,
+                              event_format=args.event_format, event_spec=args.event_spec, split=args.split,
+                              val_end_quantile=args.val_end_quantile, negatives_per_positive=args.negatives_per_positive,
+                              static_user_id=user_id)
+        data = load_data(config, args.seed)
+        rows.append(run_setting(name, data, args.out, args.seed, args.hash_table_size))
+        print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]['ne']:.4f}" for m in MODELS), flush=True)
+    source = str(args.events) if args.events else args.dataset
+    markdown = sweep_markdown(rows, f"Recipe sweep on {source}, seed {args.seed}: primary val NE (best step / steps run)")
+    atomic_write_json(args.out / "sweep.json", {"source": source, "seed": args.seed, "rows": rows})
+    (args.out / "sweep.md").write_text(markdown)
+    print(markdown)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.experiment in ("sweep", "table1-merge"):
+        if getattr(args, "threads", 0):
+            torch.set_num_threads(args.threads)
+        try:
+            return run_sweep(args) if args.experiment == "sweep" else merge_tables(args)
+        except DuetError as exc:
+            print(f"duet-experiment: error: {exc}", file=sys.stderr)
+            return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.experiment == "dare":
         try:
-            return _main_dare(args)
+            return main_dare(args)
         except DuetError as exc:
             print(f"duet-experiment: error: {exc}", file=sys.stderr)
             return 2
     try:
         config = Table1Config(
-            seeds=tuple(args.seeds), num_users=args.num_users, encoder_epochs=args.encoder_epochs,
+            seeds=tuple(args.seeds), num_users=args.num_users, dataset=args.dataset, encoder_epochs=args.encoder_epochs,
             ranker_epochs=args.ranker_epochs, side=SideConfig(levels=args.levels, codebook_size=args.codebook_size),
-            events=args.events, event_format=args.event_format, event_spec=args.event_spec, progress=args.progress,
+            events=args.events, event_format=args.event_format, event_spec=args.event_spec, split=args.split,
+            val_end_quantile=args.val_end_quantile, negatives_per_positive=args.negatives_per_positive, static_user_id=args.static_user_id, train=train_config_from_args(args, 1, 0, args.progress),
+            table_size=args.hash_table_size, policy=gate_policy_from_args(args), progress=args.progress,
         )
         summary = run_table1(config, args.out)
     except DuetError as exc:

@@ -24,6 +24,10 @@ from duet_sdk.models.ranker import Ranker
 from duet_sdk.training.ranker import RankerBatches, history_spec, ranker_config, train_ranker
 from duet_sdk.training.trainer import TrainConfig, predict
 
+DATASETS = ("long_history", "longtail")
+# Default history stream and fields per data source.
+HISTORY_DEFAULTS = {"long_history": (STREAM, ("item_id", "category_id")), "longtail": ("click", ("item_id", "author_id")),
+                    "events": ("click", ("item_id",))}
 # arm -> (target-attention variant or None, d_repr / d_att)
 ARMS: dict[str, tuple[str | None, int]] = {
     "off": (None, 1), "twin": ("twin", 1), "twin_proj": ("twin_proj", 1),
@@ -33,18 +37,20 @@ ARMS: dict[str, tuple[str | None, int]] = {
 
 @dataclass(frozen=True)
 class DareConfig:
-    """Seeds, data and model sizes of the experiment. ``events`` (an event log) replaces the synthetic data."""
+    """Seeds, data and model sizes of the experiment. ``events`` (an event log) replaces the synthetic
+    ``dataset``; ``stream`` / ``fields`` None take the data source's defaults (``HISTORY_DEFAULTS``)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     arms: tuple[str, ...] = tuple(ARMS)
+    dataset: str = "long_history"
     num_users: int = 1500
     history_len: int = 200
     top_k: int = 20
     d_repr: int = 32
     epochs: int = 2
     lr: float = 3e-3
-    stream: str = STREAM
-    fields: tuple[str, ...] = ("item_id", "category_id")
+    stream: str | None = None
+    fields: tuple[str, ...] | None = None
     events: Path | None = None
     event_format: str = "taobao"
     event_spec: Path | None = None
@@ -57,6 +63,11 @@ class DareConfig:
         unknown = [a for a in self.arms if a not in ARMS]
         if not self.arms or unknown:
             raise ConfigError("DareConfig.arms", f"names from {tuple(ARMS)}", self.arms)
+        if self.dataset not in DATASETS:
+            raise ConfigError("DareConfig.dataset", f"one of {DATASETS}", self.dataset)
+        stream, fields = HISTORY_DEFAULTS["events" if self.events is not None else self.dataset]
+        object.__setattr__(self, "stream", self.stream or stream)
+        object.__setattr__(self, "fields", tuple(self.fields or fields))
 
     def target_attention(self, arm: str) -> TargetAttentionConfig | None:
         variant, divisor = ARMS[arm]
@@ -86,6 +97,12 @@ def load_rows(config: DareConfig, seed: int) -> LoadedRows:
         data = event_log_data(config.events, spec, EventLogOptions(seed=seed, split=config.split))
         ds = data.dataset
         return LoadedRows(ds.table, ds.ranker_train, ds.ranker_val, data.description)
+    if config.dataset == "longtail":
+        from duet_sdk.data.synthetic_longtail import LongTailConfig
+        from duet_sdk.training.datasets import longtail_data
+
+        data = longtail_data(LongTailConfig(num_users=config.num_users, seed=seed))
+        return LoadedRows(data.dataset.table, data.dataset.ranker_train, data.dataset.ranker_val, data.description)
     synthetic = LongHistoryConfig(num_users=config.num_users, label_window=config.history_len, seed=seed)
     ds = generate_long_history(synthetic)
     return LoadedRows(ds.table, ds.ranker_train, ds.ranker_val, {"source": "long_history", "num_users": config.num_users, "seed": seed}, ds.world)
@@ -195,7 +212,8 @@ def summarize(results: list[dict], config: DareConfig) -> dict:
         "twin_proj_minus_twin_ne": paired("twin_proj", "twin", "val_ne"),
     }
     return {"config": {"seeds": seeds, "history_len": config.history_len, "top_k": config.top_k, "d_repr": config.d_repr,
-                       "epochs": config.epochs, "num_users": config.num_users, "events": str(config.events) if config.events else None},
+                       "epochs": config.epochs, "num_users": config.num_users, "dataset": config.dataset,
+                       "events": str(config.events) if config.events else None},
             "arms": table, "comparisons": comparisons, "per_seed": results}
 
 

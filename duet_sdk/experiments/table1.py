@@ -8,6 +8,8 @@ is ClickAUE's gain plus ConvAUE's gain (DUET §5.5).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,38 +18,66 @@ import torch
 
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.data.eventlog import EventLogOptions
-from duet_sdk.errors import ConfigError, DuetError
+from duet_sdk.data.synthetic_longtail import LongTailConfig
+from duet_sdk.errors import ConfigError
+from duet_sdk.gate import GatePolicy
 from duet_sdk.metrics import relative_ne_gain
 from duet_sdk.models.ranker import codes_key, embedding_key
 from duet_sdk.side import SideConfig
-from duet_sdk.training.datasets import LoadedData, event_log_data, event_spec, synthetic_data
+from duet_sdk.training.datasets import SYNTHETIC_DATASETS, LoadedData, event_log_data, event_spec, longtail_data, synthetic_data
 from duet_sdk.training.features import prepare_upstream, row_features
-from duet_sdk.training.presets import DEFAULT_EPOCHS
+from duet_sdk.training.presets import DEFAULT_EPOCHS, EVENT_LOG_EPOCHS
 from duet_sdk.training.ranker import train_ranker
 from duet_sdk.training.trainer import TrainConfig
 from duet_sdk.training.upstream import train_upstream
 
 VARIANTS = ("baseline", "click", "conv", "duet")
 ENCODERS = ("click", "conv")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Table1Config:
-    """Seeds, data and training lengths of the experiment."""
+    """Seeds, data, training recipe and gate of the experiment.
+
+    ``dataset`` picks the synthetic benchmark when ``events`` is None. ``encoder_epochs`` /
+    ``ranker_epochs`` None: one pass on an event log or ``longtail``, else the per-model default.
+    ``train`` is the recipe of every model (its ``epochs`` and ``seed`` are set per model and seed).
+    """
 
     seeds: tuple[int, ...] = (0, 1, 2)
     num_users: int = 3000
-    encoder_epochs: int | None = None  # None: the per-model default (presets.DEFAULT_EPOCHS)
-    ranker_epochs: int = 3
+    dataset: str = "synthetic"
+    encoder_epochs: int | None = None
+    ranker_epochs: int | None = None
     side: SideConfig = field(default_factory=SideConfig)
     events: Path | None = None
     event_format: str = "taobao"
     event_spec: Path | None = None
+    split: str = "global"
+    val_end_quantile: float = 1.0  # global split: T2 as a quantile of event times (T1 at 0.8)
+    negatives_per_positive: int = 4  # event logs: sampled negatives per positive row
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(progress=False))
+    table_size: int | None = None
+    static_user_id: bool = False  # give models the raw user ID (opt-in)
+    policy: GatePolicy = field(default_factory=GatePolicy)
     progress: bool = False
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("Table1Config.seeds", "at least one distinct seed", self.seeds)
+        if self.dataset not in SYNTHETIC_DATASETS:
+            raise ConfigError("Table1Config.dataset", f"one of {SYNTHETIC_DATASETS}", self.dataset)
+
+    @property
+    def one_pass(self) -> bool:
+        return self.events is not None or self.dataset == "longtail"
+
+    def recipe(self, model: str, seed: int) -> TrainConfig:
+        """The ``TrainConfig`` of ``model`` ("click", "conv" or "ranker") for ``seed``."""
+        given = self.ranker_epochs if model == "ranker" else self.encoder_epochs
+        epochs = given or (EVENT_LOG_EPOCHS if self.one_pass else DEFAULT_EPOCHS[model])
+        return dataclasses.replace(self.train, epochs=epochs, seed=seed, progress=self.progress)
 
 
 @dataclass
@@ -57,15 +87,21 @@ class SeedRun:
     seed: int
     encoder_ne: dict[str, float]
     ranker_ne: dict[str, float]
+    accepted: dict[str, bool]  # gate verdict per encoder and ranker variant
     duet_float_ne: float
     codec: dict[str, dict]
     embeddings: dict[str, np.ndarray]  # per encoder: (users, dim) val embeddings, one row per user
     projected: dict[str, np.ndarray]  # per encoder: the DUET ranker's projection of the decoded codes
 
 
-def _load(config: Table1Config, seed: int) -> LoadedData:
+def load_data(config: Table1Config, seed: int) -> LoadedData:
+    """The experiment's data for ``seed``: the event log, or the synthetic benchmark drawn with ``seed``."""
     if config.events is not None:
-        return event_log_data(config.events, event_spec(config.event_format, config.event_spec), EventLogOptions(seed=seed))
+        options = EventLogOptions(seed=seed, split=config.split, val_end_quantile=config.val_end_quantile,
+                                  negatives_per_positive=config.negatives_per_positive)
+        return event_log_data(config.events, event_spec(config.event_format, config.event_spec), options, config.static_user_id)
+    if config.dataset == "longtail":
+        return longtail_data(LongTailConfig(num_users=config.num_users, static_user_id=config.static_user_id, seed=seed))
     return synthetic_data(SyntheticConfig(num_users=config.num_users, seed=seed))
 
 
@@ -73,22 +109,19 @@ def run_seed(config: Table1Config, seed: int, out: Path) -> SeedRun:
     """Train everything for ``seed`` into the new directory ``out``."""
     if out.exists():
         raise ConfigError("out", "a directory that does not exist yet (results are never overwritten)", str(out))
-    data = _load(config, seed)
+    data = load_data(config, seed)
     ds = data.dataset
-    encoders = {
-        name: train_upstream(name, data, out, "demo", TrainConfig(epochs=config.encoder_epochs or DEFAULT_EPOCHS[name], seed=seed, progress=config.progress))
-        for name in ENCODERS
-    }
+    encoders = {name: train_upstream(name, data, out, "demo", config.recipe(name, seed), config.policy, config.table_size) for name in ENCODERS}
     for name, outcome in encoders.items():
-        if not outcome.decision.accepted:
-            raise DuetError(f"seed {seed}: the {name} encoder was rejected by the gate: {outcome.decision.reason}")
+        if not outcome.decision.accepted:  # kept in the table: the verdict is reported, not hidden
+            logger.warning("seed %d: the gate rejected the %s encoder: %s", seed, name, outcome.decision.reason)
     train_rows, val_rows = ds.ranker_train, ds.ranker_val
     side = SideConfig(**{**config.side.__dict__, "seed": seed})
     upstream = {name: prepare_upstream(name, o.checkpoint, ds.table, train_rows, val_rows, out, side) for name, o in encoders.items()}
     features = (row_features(upstream, ds.table, train_rows), row_features(upstream, ds.table, val_rows))
-    ranker_config = TrainConfig(epochs=config.ranker_epochs, seed=seed, progress=config.progress)
+    ranker_config = config.recipe("ranker", seed)
     train = lambda variant, source="codes": train_ranker(  # noqa: E731
-        variant, ds.table, train_rows, val_rows, features, upstream, out, data.description, ranker_config, embedding_input=source
+        variant, ds.table, train_rows, val_rows, features, upstream, out, data.description, ranker_config, config.policy, source, config.table_size
     )
     rankers = {variant: train(variant) for variant in VARIANTS}
     duet_float = train("duet", "float")
@@ -103,11 +136,22 @@ def run_seed(config: Table1Config, seed: int, out: Path) -> SeedRun:
         seed=seed,
         encoder_ne={name: o.checkpoint.primary_ne for name, o in encoders.items()},
         ranker_ne={variant: o.checkpoint.primary_ne for variant, o in rankers.items()},
+        accepted={**{f"encoder_{n}": o.decision.accepted for n, o in encoders.items()}, **{v: o.decision.accepted for v, o in rankers.items()}},
         duet_float_ne=duet_float.checkpoint.primary_ne,
         codec={name: {k: v for k, v in u.codec_checkpoint.metrics.items() if k != "code_usage"} for name, u in upstream.items()},
         embeddings={name: features[1][embedding_key(name)][first_row] for name in ENCODERS},
         projected=projected,
     )
+
+
+def runs_from_summary(summary: dict) -> list[SeedRun]:
+    """The per-seed figures of a written ``table1.json`` (without the analysis embeddings), to merge
+    seeds that ran as separate processes."""
+    return [
+        SeedRun(seed=row["seed"], encoder_ne=row["encoder_ne"], ranker_ne=row["ne"], accepted=row["accepted"],
+                duet_float_ne=row["duet_float_ne"], codec=row["codec"], embeddings={}, projected={})
+        for row in summary["per_seed"]
+    ]
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -131,15 +175,19 @@ def summarize(runs: list[SeedRun], side: SideConfig) -> dict:
             "side_ne_cost_pct": 100.0 * (run.ranker_ne["duet"] - run.duet_float_ne) / run.duet_float_ne,
             "ordering_holds": run.ranker_ne["baseline"] > run.ranker_ne["click"] > run.ranker_ne["conv"] > run.ranker_ne["duet"],
             "encoder_ne": run.encoder_ne,
+            "accepted": run.accepted,
             "codec": run.codec,
         })
     column = lambda key, sub=None: [s[key][sub] if sub else s[key] for s in per_seed]  # noqa: E731
+    ne = {v: _stats(column("ne", v)) for v in VARIANTS}
+    paired = [s["ne"]["baseline"] - s["ne"]["duet"] for s in per_seed]
+    gap = ne["baseline"]["mean"] - ne["duet"]["mean"]
     return {
         "primary_task": "offsite_conversion",
         "side": {"levels": side.levels, "codebook_size": side.codebook_size},
         "seeds": [s["seed"] for s in per_seed],
         "mean_std": {
-            "ne": {v: _stats(column("ne", v)) for v in VARIANTS},
+            "ne": ne,
             "gain_pct": {v: _stats(column("gain_pct", v)) for v in VARIANTS[1:]},
             "additive_bound_pct": _stats(column("additive_bound_pct")),
             "duet_share_of_bound": _stats(column("duet_share_of_bound")),
@@ -148,6 +196,17 @@ def summarize(runs: list[SeedRun], side: SideConfig) -> dict:
             "encoder_ne": {e: _stats(column("encoder_ne", e)) for e in ENCODERS},
         },
         "ordering_holds_in": f"{sum(column('ordering_holds'))}/{len(per_seed)} seeds",
+        "below_base_rate": {
+            **{v: f"{sum(s['ne'][v] < 1.0 for s in per_seed)}/{len(per_seed)}" for v in VARIANTS},
+            **{f"encoder_{e}": f"{sum(s['encoder_ne'][e] < 1.0 for s in per_seed)}/{len(per_seed)}" for e in ENCODERS},
+        },
+        "gate_accepted": {k: f"{sum(s['accepted'][k] for s in per_seed)}/{len(per_seed)}" for k in per_seed[0]["accepted"]},
+        "duet_vs_baseline": {
+            "ne_gap": gap,
+            "larger_sd": max(ne["baseline"]["std"], ne["duet"]["std"]),
+            "gap_exceeds_one_sd": bool(gap > max(ne["baseline"]["std"], ne["duet"]["std"])),
+            "paired_gap": _stats(paired),
+        },
         "per_seed": per_seed,
     }
 
@@ -160,19 +219,24 @@ def to_markdown(summary: dict) -> str:
     lines = [
         f"Primary task: {summary['primary_task']}; seeds {summary['seeds']}; SIDE {summary['side']['levels']} x {summary['side']['codebook_size']}",
         "",
-        "| configuration | val NE | relative NE gain vs baseline (%) |",
-        "| --- | --- | --- |",
+        "| configuration | val NE | relative NE gain vs baseline (%) | NE < 1.0 in | gate accepted |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for variant in VARIANTS:
         gain = "—" if variant == "baseline" else fmt(ms["gain_pct"][variant], 3)
-        lines.append(f"| {names[variant]} | {fmt(ms['ne'][variant])} | {gain} |")
+        lines.append(f"| {names[variant]} | {fmt(ms['ne'][variant])} | {gain} | {summary['below_base_rate'][variant]} | "
+                     f"{summary['gate_accepted'][variant]} |")
+    vs = summary["duet_vs_baseline"]
     lines += [
         "",
+        f"- DUET vs baseline: NE gap {vs['ne_gap']:.4f} (larger sd {vs['larger_sd']:.4f}: "
+        f"{'more' if vs['gap_exceeds_one_sd'] else 'NOT more'} than one sd); paired gap {fmt(vs['paired_gap'])}",
         f"- Additive upper bound (ClickAUE gain + ConvAUE gain): {fmt(ms['additive_bound_pct'], 3)} %",
         f"- DUET's share of the bound: {fmt(ms['duet_share_of_bound'], 3)}",
         f"- Ordering baseline > ClickAUE > ConvAUE > DUET (in NE) holds in {summary['ordering_holds_in']}",
         f"- DUET on float embeddings: NE {fmt(ms['duet_float_ne'])}; SIDE codes cost {fmt(ms['side_ne_cost_pct'], 3)} % NE",
-        f"- Encoder primary val NE: ClickAUN {fmt(ms['encoder_ne']['click'])}, ConvAUN {fmt(ms['encoder_ne']['conv'])}",
+        f"- Encoder primary val NE: ClickAUN {fmt(ms['encoder_ne']['click'])} (< 1.0 in {summary['below_base_rate']['encoder_click']}), "
+        f"ConvAUN {fmt(ms['encoder_ne']['conv'])} (< 1.0 in {summary['below_base_rate']['encoder_conv']})",
     ]
     codec = summary["per_seed"][0]["codec"]
     for name in ENCODERS:

@@ -10,6 +10,7 @@ Exit status: 0 when the gate accepts every checkpoint, 3 when it rejects one, 2 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -18,15 +19,17 @@ import torch
 from duet_sdk.checkpoint import Checkpoint
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.data.eventlog import SPLITS, EventLogOptions
+from duet_sdk.data.synthetic_longtail import LongTailConfig
 from duet_sdk.errors import DataError, DuetError
-from duet_sdk.gate import GateDecision, GatePolicy
+from duet_sdk.gate import GateDecision
 from duet_sdk.models.config import EMBEDDING_INPUTS, RANKER_VARIANTS, TARGET_ATTENTION_VARIANTS, TargetAttentionConfig
 from duet_sdk.side import SideConfig
-from duet_sdk.training.datasets import EVENT_FORMATS, LoadedData, event_log_data, event_spec, synthetic_data
+from duet_sdk.training.datasets import EVENT_FORMATS, SYNTHETIC_DATASETS, LoadedData, event_log_data, event_spec, longtail_data, synthetic_data
 from duet_sdk.training.features import prepare_upstream, row_features
-from duet_sdk.training.presets import DEFAULT_EPOCHS, PRESETS
+from duet_sdk.training.presets import DEFAULT_EPOCHS, EVENT_LOG_EPOCHS, PRESETS
+from duet_sdk.training.recipe_args import add_recipe_arguments, gate_policy_from_args, train_config_from_args
 from duet_sdk.training.ranker import train_ranker
-from duet_sdk.training.trainer import TrainConfig
+from duet_sdk.training.trainer import TrainConfig, TrainResult
 from duet_sdk.training.upstream import registry_for, train_upstream
 
 EXIT_REJECTED = 3
@@ -36,21 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="duet-train", description="Train ClickAUN / ConvAUN behind the checkpoint gate.")
     p.add_argument("model", choices=("click", "conv", "ranker"),
                    help="click: ClickAUN on the click/onsite stream; conv: ConvAUN on the offsite-conversion stream; ranker: the downstream ranker variants")
-    p.add_argument("--events", type=Path, help="event log to train on (default: synthetic data)")
+    p.add_argument("--events", type=Path, help="event log to train on (default: --dataset)")
     p.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
     p.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
     p.add_argument("--split", choices=SPLITS, default="user", help="per-user time split, or global temporal split (train before T1, validate on [T1, T2))")
     p.add_argument("--spill-dir", type=Path, help="spill the dataset's arrays here and memory-map them (large logs)")
+    p.add_argument("--static-user-id", action="store_true", help="give the models the raw user ID as a static feature (opt-in: lets them memorise users)")
+    p.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="synthetic",
+                   help="without --events: the planted synthetic benchmark or the harder long-tail one (global temporal split)")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoints go to OUT/<model>/, the gate registry to OUT/registry/")
     p.add_argument("--preset", choices=PRESETS, default="demo", help="model size")
-    p.add_argument("--epochs", type=int, help=f"default by model: {DEFAULT_EPOCHS}")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, help=f"default: {EVENT_LOG_EPOCHS} on an event log or longtail, else by model {DEFAULT_EPOCHS}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-users", type=int, default=3000, help="synthetic data: number of users")
-    p.add_argument("--gate-threshold", type=float, default=0.01, help="max relative regression of primary val NE")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_recipe_arguments(p)
     ranker = p.add_argument_group("ranker")
     ranker.add_argument("--variants", nargs="+", choices=tuple(RANKER_VARIANTS), default=list(RANKER_VARIANTS))
     ranker.add_argument("--embedding-input", choices=EMBEDDING_INPUTS, default="codes", help="SIDE codes (decoded inside) or float embeddings")
@@ -79,8 +83,23 @@ def target_attention_config(args: argparse.Namespace) -> TargetAttentionConfig |
 def _load_data(args: argparse.Namespace) -> LoadedData:
     if args.events is not None:
         options = EventLogOptions(seed=args.seed, split=args.split, spill_dir=None if args.spill_dir is None else str(args.spill_dir))
-        return event_log_data(args.events, event_spec(args.event_format, args.event_spec), options)
+        return event_log_data(args.events, event_spec(args.event_format, args.event_spec), options, args.static_user_id)
+    if args.dataset == "longtail":
+        return longtail_data(LongTailConfig(num_users=args.num_users, static_user_id=args.static_user_id, seed=args.seed))
     return synthetic_data(SyntheticConfig(num_users=args.num_users, seed=args.seed))
+
+
+def default_epochs(args: argparse.Namespace) -> int:
+    """One pass over an event log or the long-tail benchmark; per model on the planted synthetic data."""
+    if args.epochs:
+        return args.epochs
+    return EVENT_LOG_EPOCHS if args.events is not None or args.dataset == "longtail" else DEFAULT_EPOCHS[args.model]
+
+
+def _run_line(result: TrainResult) -> str:
+    stop = ", stopped early" if result.stopped_early else ""
+    return (f"trained {result.steps} steps in {result.seconds:.1f}s; best state at step {result.best_step} "
+            f"(epoch {result.best_epoch}) of {len(result.history)} validations{stop}")
 
 
 def _print_checkpoint(label: str, ckpt: Checkpoint, decision: GateDecision) -> None:
@@ -92,8 +111,8 @@ def _print_checkpoint(label: str, ckpt: Checkpoint, decision: GateDecision) -> N
 
 
 def run_encoder(args: argparse.Namespace, data: LoadedData, train_config: TrainConfig) -> bool:
-    outcome = train_upstream(args.model, data, args.out, args.preset, train_config, GatePolicy(args.gate_threshold))
-    print(f"{args.model}: trained {outcome.result.steps} steps in {outcome.result.seconds:.1f}s (best epoch {outcome.result.best_epoch})")
+    outcome = train_upstream(args.model, data, args.out, args.preset, train_config, gate_policy_from_args(args), args.hash_table_size)
+    print(f"{args.model}: {_run_line(outcome.result)}")
     _print_checkpoint(args.model, outcome.checkpoint, outcome.decision)
     return outcome.decision.accepted
 
@@ -114,8 +133,9 @@ def run_rankers(args: argparse.Namespace, data: LoadedData, train_config: TrainC
     accepted = True
     for variant in args.variants:
         outcome = train_ranker(variant, ds.table, train_rows, val_rows, features, upstream, args.out, data.description,
-                               train_config, GatePolicy(args.gate_threshold), args.embedding_input, target_attention)
-        print(f"ranker {variant}: trained {outcome.result.steps} steps in {outcome.result.seconds:.1f}s")
+                               train_config, gate_policy_from_args(args), args.embedding_input, args.hash_table_size,
+                               target_attention=target_attention)
+        print(f"ranker {variant}: {_run_line(outcome.result)}")
         _print_checkpoint(variant, outcome.checkpoint, outcome.decision)
         accepted &= outcome.decision.accepted
     return accepted
@@ -126,14 +146,16 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     data = _load_data(args)
     print(data.report)
-    epochs = args.epochs or DEFAULT_EPOCHS[args.model]
-    train_config = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.no_progress)
+    train_config = train_config_from_args(args, default_epochs(args), args.seed, not args.no_progress)
     accepted = run_rankers(args, data, train_config) if args.model == "ranker" else run_encoder(args, data, train_config)
+    if not accepted:
+        print("duet-train: the gate rejected a checkpoint (see its reason above); it was kept on disk but not accepted", file=sys.stderr)
     return 0 if accepted else EXIT_REJECTED
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
     except DuetError as exc:

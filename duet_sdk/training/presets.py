@@ -8,15 +8,19 @@ from duet_sdk.errors import ConfigError
 from duet_sdk.models.config import AttentionConfig, HashConfig, TaskSpec, UpstreamConfig
 
 PRESETS = ("demo", "default")
-# Epochs by model: ConvAUN (sparse labels, both streams) overfits after its first epoch on the demo data.
+# Epochs by model on the default synthetic data (validation during the epoch and early stopping keep
+# the best state). Event logs and the long-tail benchmark make one pass (``EVENT_LOG_EPOCHS``): ID-heavy
+# data overfits on a second pass over the same rows.
 DEFAULT_EPOCHS = {"click": 3, "conv": 1, "ranker": 3}
+EVENT_LOG_EPOCHS = 1
 # Task weights: the primary task leads; auxiliary tasks add gradient signal (DUET eq. 6-7).
 CLICK_WEIGHTS = {"ctr": 1.0, "onsite_conversion": 0.5}
 CONV_WEIGHTS = {"attributed_conversion": 1.0, "unattributed_conversion": 0.5, "link_click": 0.3, "button_click": 0.3}
 
 
-def upstream_config(kind: str, schema: EventSchema, preset: str = "demo") -> UpstreamConfig:
-    """The ``preset`` ClickAUN (``kind="click"``) or ConvAUN (``kind="conv"``) config for ``schema``."""
+def upstream_config(kind: str, schema: EventSchema, preset: str = "demo", table_size: int | None = None) -> UpstreamConfig:
+    """The ``preset`` ClickAUN (``kind="click"``) or ConvAUN (``kind="conv"``) config for ``schema``;
+    ``table_size`` overrides the preset's rows per hash table."""
     if preset not in PRESETS:
         raise ConfigError("preset", f"one of {PRESETS}", preset)
     if kind == "click":
@@ -37,7 +41,7 @@ def upstream_config(kind: str, schema: EventSchema, preset: str = "demo") -> Ups
         d_model=256 if big else 32,
         attention=AttentionConfig(num_heads=4 if big else 2, kind="mla" if big else "mha", latent_dim=64 if big else 16),
         blocks=blocks,
-        hashing=HashConfig(num_hashes=2, table_size=100_003 if big else 4096, dim=32 if big else 16),
+        hashing=HashConfig(num_hashes=2, table_size=table_size or (100_003 if big else 4096), dim=32 if big else 16),
         tower_out_dim=128 if big else 32,
         embedding_dim=(256 if kind == "click" else 128) if big else (64 if kind == "click" else 32),
         item_hidden=(256,) if big else (64,),

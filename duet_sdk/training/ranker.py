@@ -22,7 +22,7 @@ from duet_sdk.data.routing import RANKER_TASKS
 from duet_sdk.data.schema import EventSchema
 from duet_sdk.errors import ConfigError
 from duet_sdk.gate import CheckpointRegistry, GateDecision, GatePolicy
-from duet_sdk.models.config import RANKER_VARIANTS, RankerConfig, TargetAttentionConfig, TaskSpec, UserEmbeddingInput
+from duet_sdk.models.config import RANKER_VARIANTS, HashConfig, RankerConfig, TargetAttentionConfig, TaskSpec, UserEmbeddingInput
 from duet_sdk.models.ranker import Pointwise, Ranker
 from duet_sdk.training.features import UpstreamFeatures
 from duet_sdk.training.trainer import TrainConfig, TrainResult, train
@@ -44,6 +44,8 @@ class RankerBatches:
         for lo in range(0, len(order), batch_size):
             yield collate_ranker(self.table, self.examples, order[lo : lo + batch_size], self.features, self.history)
 
+    def subset(self, index: np.ndarray) -> RankerBatches:
+        return RankerBatches(self.table, self.examples.subset(index), {k: v[index] for k, v in self.features.items()}, self.history)
 
 def history_spec(config: RankerConfig) -> HistorySpec | None:
     """What history the ranker's target attention reads from the event table (None without one)."""
@@ -54,10 +56,13 @@ def history_spec(config: RankerConfig) -> HistorySpec | None:
     return HistorySpec(ta.stream, tuple(fields.index(f) for f in ta.fields), ta.max_len)
 
 
-def ranker_config(variant: str, schema: EventSchema, upstream: Mapping[str, UpstreamFeatures], embedding_input: str = "codes",
-                  target_attention: TargetAttentionConfig | None = None) -> RankerConfig:
-    """The ranker of ``variant`` (baseline, click, conv, duet) over the given upstream embeddings, with
-    optional target attention over the user's recent history."""
+def ranker_config(
+    variant: str, schema: EventSchema, upstream: Mapping[str, UpstreamFeatures], embedding_input: str = "codes", table_size: int | None = None,
+    target_attention: TargetAttentionConfig | None = None,
+) -> RankerConfig:
+    """The ranker of ``variant`` (baseline, click, conv, duet) over the given upstream embeddings;
+    ``table_size`` sets the rows per hash table (default ``HashConfig``'s); optional target attention
+    over the user's recent history."""
     if variant not in RANKER_VARIANTS:
         raise ConfigError("variant", f"one of {tuple(RANKER_VARIANTS)}", variant)
     inputs = []
@@ -73,6 +78,7 @@ def ranker_config(variant: str, schema: EventSchema, upstream: Mapping[str, Upst
         primary_task=RANKER_TASKS[0],
         embeddings=tuple(inputs),
         embedding_input=embedding_input,
+        hashing=HashConfig(table_size=table_size) if table_size else HashConfig(),
         target_attention=target_attention,
     )
 
@@ -127,10 +133,11 @@ def train_ranker(
     train_config: TrainConfig = TrainConfig(),
     policy: GatePolicy = GatePolicy(),
     embedding_input: str = "codes",
+    table_size: int | None = None,
     target_attention: TargetAttentionConfig | None = None,
 ) -> RankerOutcome:
     """Train one ranker variant on ``train_set`` (features precomputed by ``row_features``), save, gate."""
-    config = ranker_config(variant, table.schema, upstream, embedding_input, target_attention)
+    config = ranker_config(variant, table.schema, upstream, embedding_input, table_size, target_attention)
     history = history_spec(config)
     torch.manual_seed(train_config.seed)  # the initialisation depends on the seed alone
     ranker = build_ranker(config, upstream)
@@ -147,6 +154,7 @@ def train_ranker(
         "data": data_description,
         "step": result.steps,
         "seed": train_config.seed,
+        "train_config": serialization.to_dict(train_config),
         "upstream": {
             name: {"encoder": p.checkpoint.digest, "encoder_val_ne": p.checkpoint.val_ne, "codec": p.codec_checkpoint.digest}
             for name, p in used.items()

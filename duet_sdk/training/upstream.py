@@ -39,9 +39,10 @@ def train_upstream(
     preset: str = "demo",
     train_config: TrainConfig = TrainConfig(),
     policy: GatePolicy = GatePolicy(),
+    table_size: int | None = None,
 ) -> TrainOutcome:
     """Train the ``kind`` ("click" or "conv") network on ``data``; save to ``out/<kind>/<name>``; gate it."""
-    config = upstream_config(kind, data.dataset.schema, preset)
+    config = upstream_config(kind, data.dataset.schema, preset, table_size)
     ds = data.dataset
     train_set, val_set = (ds.click_train, ds.click_val) if kind == "click" else (ds.conv_train, ds.conv_val)
     torch.manual_seed(train_config.seed)  # the initialisation depends on the seed alone

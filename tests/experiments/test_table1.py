@@ -28,10 +28,11 @@ def test_the_four_ranker_configurations_and_duet_on_floats_train_for_every_seed(
         assert all(math.isfinite(ne) for ne in row["ne"].values()) and math.isfinite(row["duet_float_ne"])
     from duet_sdk.gate import CheckpointRegistry
 
-    for seed in TINY.seeds:
+    for row in summary["per_seed"]:
         for variant in VARIANTS:
-            decisions = CheckpointRegistry(out / f"seed-{seed}" / "registry", registry_name(variant)).decisions()
-            assert len(decisions) == 1 and decisions[0].accepted
+            decisions = CheckpointRegistry(out / f"seed-{row['seed']}" / "registry", registry_name(variant)).decisions()
+            # first checkpoint of each variant: accepted exactly when it beats the base rate (NE < 1.0)
+            assert len(decisions) == 1 and decisions[0].accepted == (row["ne"][variant] < 1.0) == row["accepted"][variant]
 
 
 def test_table_reports_gains_bound_share_and_side_cost(table):
@@ -48,6 +49,26 @@ def test_table_reports_gains_bound_share_and_side_cost(table):
     assert json.loads((out / "table1.json").read_text())["seeds"] == [0, 1]
     markdown = (out / "table1.md").read_text()
     assert "DUET (both)" in markdown and "Additive upper bound" in markdown
+
+
+def test_table_counts_seeds_below_the_base_rate_and_compares_duet_with_the_baseline_sd(table):
+    _, summary = table
+    rows = summary["per_seed"]
+    for variant in VARIANTS:
+        assert summary["below_base_rate"][variant] == f"{sum(r['ne'][variant] < 1.0 for r in rows)}/{len(rows)}"
+    ms, vs = summary["mean_std"]["ne"], summary["duet_vs_baseline"]
+    assert vs["ne_gap"] == pytest.approx(ms["baseline"]["mean"] - ms["duet"]["mean"], abs=1e-12)
+    assert vs["gap_exceeds_one_sd"] == (vs["ne_gap"] > max(ms["baseline"]["std"], ms["duet"]["std"]))
+
+
+def test_seeds_run_apart_merge_into_the_same_table(table, tmp_path):
+    from duet_sdk.experiments.cli import main
+    from duet_sdk.experiments.table1 import runs_from_summary, summarize
+
+    out, summary = table
+    again = summarize(runs_from_summary(summary), TINY.side)
+    assert again["mean_std"] == summary["mean_std"]
+    assert main(["table1-merge", "--out", str(tmp_path / "m"), str(out), str(out)]) == 2  # the same seeds twice
 
 
 def test_figures_are_written_as_png(table):
