@@ -2,9 +2,10 @@
 
 One request = one user's history of L events and N candidates. The search stage is what DARE's
 ``d_att`` shrinks: embed the history and the candidates in the attention space (multi-hash lookup),
-score every (candidate, behaviour) pair by scaled dot product, mask, keep the top k. It is timed two
-ways: ``search`` (from raw IDs, the lookup included) and ``score+topk`` (on already-embedded history,
-as when a user's attention embeddings are cached). All widths run interleaved in one process, round
+score every (candidate, behaviour) pair by scaled dot product, mask, keep the top k. It is timed three
+ways: ``search`` (from raw IDs, the lookup included), ``score+topk`` (on already-embedded history, as
+when a user's attention embeddings are cached) and ``score`` (the dot products alone, the part whose
+cost is O(N L d_att)). All widths run interleaved in one process, round
 after round, so they share the machine's state; the figure per width is the median over rounds, and
 the ratios are against ``d_att = d_repr``.
 
@@ -69,7 +70,11 @@ def main() -> None:
                 m.search(e, v, m.embed_attention(targets))
                 sync()
 
-            cases[(d_repr, d_repr // divisor)] = {"search": search, "score+topk": score_topk}
+            def score(m=module, e=embedded, v=valid):
+                m.scores(e, v, m.embed_attention(targets))
+                sync()
+
+            cases[(d_repr, d_repr // divisor)] = {"search": search, "score+topk": score_topk, "score": score}
 
     timings = {key: {stage: [] for stage in stages} for key, stages in cases.items()}
     with torch.no_grad():
@@ -84,14 +89,15 @@ def main() -> None:
     rows = []
     print(f"L = {args.history_len}, N = {args.candidates} candidates, k = {args.top_k}, threads = {args.threads}, device = {device}; "
           f"median over {args.rounds} rounds of {args.repeats} requests")
-    print(f"{'d_repr':>6} {'d_att':>5} {'search ms':>10} {'speed-up':>8} {'score+topk ms':>14} {'speed-up':>8}")
+    print(f"{'d_repr':>6} {'d_att':>5} {'search ms':>10} {'speed-up':>8} {'score+topk ms':>14} {'speed-up':>8} {'score ms':>9} {'speed-up':>8}")
     for (d_repr, d_att), stages in timings.items():
         med = {stage: statistics.median(values) * 1e3 for stage, values in stages.items()}
         full = {stage: statistics.median(values) * 1e3 for stage, values in timings[(d_repr, d_repr)].items()}
         row = {"d_repr": d_repr, "d_att": d_att, **{f"{s}_ms": round(m, 4) for s, m in med.items()},
                **{f"{s}_speedup": round(full[s] / m, 3) for s, m in med.items()}}
         rows.append(row)
-        print(f"{d_repr:>6} {d_att:>5} {med['search']:>10.3f} {row['search_speedup']:>7.2f}x {med['score+topk']:>14.3f} {row['score+topk_speedup']:>7.2f}x")
+        print(f"{d_repr:>6} {d_att:>5} {med['search']:>10.3f} {row['search_speedup']:>7.2f}x {med['score+topk']:>14.3f} "
+              f"{row['score+topk_speedup']:>7.2f}x {med['score']:>9.3f} {row['score_speedup']:>7.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=2)

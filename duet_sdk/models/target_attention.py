@@ -78,6 +78,11 @@ class TargetAttention(nn.Module):
         kept = history_len.clamp(max=self.config.max_len)  # (U,)
         return slot >= (width - kept).unsqueeze(1)  # (U, T); len > T keeps all T
 
+    def scores(self, att_history: torch.Tensor, valid: torch.Tensor, att_target: torch.Tensor) -> torch.Tensor:
+        """(U, N, T) scaled dot products in the attention space; padding scores ``MASKED_SCORE``."""
+        scores = torch.matmul(att_target, att_history.transpose(1, 2)) * self.scale  # (U, N, T)
+        return scores.masked_fill(~valid.unsqueeze(1), MASKED_SCORE)
+
     def search(self, att_history: torch.Tensor, valid: torch.Tensor, att_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k behaviours per candidate.
 
@@ -89,9 +94,7 @@ class TargetAttention(nn.Module):
             exist; their index is -1.
         """
         k = self.config.top_k
-        scores = torch.matmul(att_target, att_history.transpose(1, 2)) * self.scale  # (U, N, T)
-        scores = scores.masked_fill(~valid.unsqueeze(1), MASKED_SCORE)
-        scores = nn.functional.pad(scores, (k, 0), value=MASKED_SCORE)  # (U, N, k + T)
+        scores = nn.functional.pad(self.scores(att_history, valid, att_target), (k, 0), value=MASKED_SCORE)  # (U, N, k + T)
         top, index = scores.topk(k, dim=-1)  # (U, N, k)
         selected = top > MASKED_SCORE / 2
         return top, torch.where(selected, index - k, -1), selected
