@@ -7,6 +7,7 @@ and a history longer than the stream's ``max_len`` keeps its most recent ``max_l
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -77,9 +78,32 @@ def iterate_batches(
         yield collate(table, examples, order[lo : lo + batch_size])
 
 
-def collate_ranker(table: EventTable, examples: ExampleSet, index: np.ndarray, features: dict[str, np.ndarray]) -> Batch:
-    """Pointwise ranker batch: static user features, one candidate per row (B, 1, ...), and per-row
-    upstream features (``features[key]`` (E, ...), e.g. SIDE codes or float embeddings)."""
+@dataclass(frozen=True)
+class HistorySpec:
+    """The ranker's target-attention history: the last ``max_len`` events of ``stream`` before the
+    request, ID columns ``columns`` of the stream's packed rows."""
+
+    stream: str
+    columns: tuple[int, ...]
+    max_len: int
+
+
+def history_tensors(table: EventTable, user: np.ndarray, request_time: np.ndarray, spec: HistorySpec,
+                    width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded (B, T, len(columns)) int64 IDs and (B,) int64 lengths, T = ``width`` or the batch's
+    longest (at most ``max_len``; at least 1)."""
+    events = table.streams[spec.stream]
+    end = table.history_end(spec.stream, user, request_time)
+    start = np.maximum(events.offsets[user], end - spec.max_len)
+    ids, _, lengths = pad_stream(events.ids, events.timestamps, start, end, width)
+    return np.ascontiguousarray(ids[..., list(spec.columns)]), lengths
+
+
+def collate_ranker(table: EventTable, examples: ExampleSet, index: np.ndarray, features: dict[str, np.ndarray],
+                   history: HistorySpec | None = None) -> Batch:
+    """Pointwise ranker batch: static user features, one candidate per row (B, 1, ...), per-row
+    upstream features (``features[key]`` (E, ...), e.g. SIDE codes or float embeddings) and, with
+    ``history``, the user's recent history at the row's request time (``history_ids``, ``history_len``)."""
     user = examples.user_index[index]
     batch: Batch = {
         keys.STATIC_SPARSE: torch.from_numpy(table.static_sparse[user]),
@@ -90,4 +114,7 @@ def collate_ranker(table: EventTable, examples: ExampleSet, index: np.ndarray, f
         "label_mask": torch.from_numpy(examples.label_mask[index].astype(np.float32)),
     }
     batch.update({key: torch.from_numpy(values[index]) for key, values in features.items()})
+    if history is not None:
+        ids, lengths = history_tensors(table, user, examples.request_time[index], history)
+        batch[keys.HISTORY_IDS], batch[keys.HISTORY_LEN] = torch.from_numpy(ids), torch.from_numpy(lengths)
     return batch

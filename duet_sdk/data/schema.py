@@ -22,6 +22,9 @@ STATIC_SPARSE = "static_sparse"
 STATIC_DENSE = "static_dense"
 ITEM_SPARSE = "item_sparse"
 ITEM_DENSE = "item_dense"
+# The ranker's target-attention history: (U, L, F) int64 ID fields, left-padded, and (U,) int64 lengths.
+HISTORY_IDS = "history_ids"
+HISTORY_LEN = "history_len"
 
 
 def ids_key(stream: str) -> str:

@@ -1,4 +1,5 @@
-"""``duet-experiment table1``: the DUET Table 1 and Figure 5 analyses on synthetic data or an event log."""
+"""``duet-experiment table1|dare``: the DUET Table 1 and Figure 5 analyses on synthetic data or an event
+log; the DARE target-attention comparison (off / twin / twin_proj / dare at three attention widths)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from duet_sdk.checkpoint import atomic_write_json
 from duet_sdk.data.eventlog import SPLITS
 from duet_sdk.errors import ConfigError, DuetError
+from duet_sdk.experiments.dare_cli import add_dare_parser, main_dare
 from duet_sdk.experiments.figures import cosine_distances, plot_cosine_distances, plot_pca
 from duet_sdk.experiments.sweep import MODELS, SETTINGS, run_setting
 from duet_sdk.experiments.sweep import to_markdown as sweep_markdown
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--num-users", type=int, default=3000)
     w.add_argument("--hash-table-size", type=int)
     w.add_argument("--threads", type=int, default=0)
+    add_dare_parser(sub)
     return p
 
 
@@ -142,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.experiment == "dare":
+        try:
+            return main_dare(args)
+        except DuetError as exc:
+            print(f"duet-experiment: error: {exc}", file=sys.stderr)
+            return 2
     try:
         config = Table1Config(
             seeds=tuple(args.seeds), num_users=args.num_users, dataset=args.dataset, encoder_epochs=args.encoder_epochs,

@@ -4,7 +4,8 @@ Encoder: from an ``UpstreamNet`` keep the ``UserEncoder`` (static embeddings + e
 summarizer) and fuse the SIDE encode step: inputs -> (``<name>_codes`` (B, L) int64,
 ``<name>_embedding`` (B, E) float32). The item branch, overarch and heads are dropped.
 Ranker: SIDE decode + projection + ranker in one module, listwise: inputs -> ``scores`` (U, N, K) =
-sigmoid(logits). Serving modules take positional tensors in the signature's order and return a tuple.
+sigmoid(logits); a ranker with target attention also takes ``history_ids`` (U, T, F') and
+``history_len`` (U,), T dynamic up to the attention's L. Serving modules take positional tensors in the signature's order and return a tuple.
 """
 
 from __future__ import annotations
@@ -190,6 +191,11 @@ def ranker_signature(ranker: Ranker, max_batch: int, opt_batch: int, max_candida
         inputs.append(TensorSpec(codes_key(e.name), "int64", (BATCH, e.levels), high=e.codebook_size))
     outputs = (TensorSpec("scores", "float32", (BATCH, n, len(config.tasks))),)
     dims = {BATCH: (1, opt_batch, max_batch), n: (1, opt_candidates, max_candidates)}
+    ta = config.target_attention
+    if ta is not None:  # the recent raw history, ragged on L: left-padded IDs and lengths
+        inputs += [TensorSpec(keys.HISTORY_IDS, "int64", (BATCH, keys.HISTORY_LEN, len(ta.fields))),
+                   TensorSpec(keys.HISTORY_LEN, "int64", (BATCH,))]
+        dims[keys.HISTORY_LEN] = (1, ta.max_len, ta.max_len)
     return ModelSignature("ranker", tuple(inputs), outputs, dims, {"scores": "probability"})
 
 

@@ -114,7 +114,8 @@ def sample_inputs(signature: ModelSignature, case: Case, seed: int = 0) -> dict[
             lengths = _lengths(rng, b, width, case.lengths)
             pad = np.arange(width)[None, :] < (width - lengths)[:, None]  # (B, T) padding in front
             out[f"{stream}_ids"][pad] = 0
-            out[f"{stream}_ts"][pad] = 0
+            if f"{stream}_ts" in out:  # a ranker's history carries IDs only
+                out[f"{stream}_ts"][pad] = 0
             out[spec.name] = lengths
     return {spec.name: torch.from_numpy(np.ascontiguousarray(out[spec.name])).to(spec.torch_dtype) for spec in signature.inputs}
 

@@ -1,4 +1,4 @@
-"""Config dataclasses of the upstream networks (ClickAUN / ConvAUN)."""
+"""Config dataclasses of the upstream networks (ClickAUN / ConvAUN), the ranker and its target attention."""
 
 from __future__ import annotations
 
@@ -151,6 +151,54 @@ class UserEmbeddingInput:
         _positive(f"UserEmbeddingInput({self.name})", dim=self.dim, levels=self.levels, codebook_size=self.codebook_size)
 
 
+TARGET_ATTENTION_VARIANTS = ("dare", "twin", "twin_proj")
+
+
+@dataclass(frozen=True)
+class TargetAttentionConfig:
+    """DARE-style target attention from each candidate to the user's recent raw history.
+
+    ``stream`` names the schema stream whose most recent ``max_len`` events form the history, and
+    ``fields`` the ID fields each behaviour and each candidate carry (e.g. item and category); every
+    field is multi-hash embedded at ``d / len(fields)`` and the fields are concatenated. The search
+    keeps the ``top_k`` behaviours by scaled dot product in a ``d_att``-wide attention space; the
+    aggregation is a softmax over them in a ``d_repr``-wide representation space.
+    ``variant``: ``dare`` (two tables, ``d_att`` free), ``twin`` (one table, ``d_att == d_repr``),
+    ``twin_proj`` (one table of width ``d_repr`` plus linear attention/representation projections).
+    ``d_att = 0`` means ``d_repr``.
+    """
+
+    variant: str = "dare"
+    stream: str = "click"
+    fields: tuple[str, ...] = ("item_id", "author_id")
+    max_len: int = 200
+    top_k: int = 20
+    d_repr: int = 32
+    d_att: int = 0
+    num_hashes: int = 2
+    table_size: int = 16384
+
+    def __post_init__(self) -> None:
+        if self.variant not in TARGET_ATTENTION_VARIANTS:
+            raise ConfigError("TargetAttentionConfig.variant", f"one of {TARGET_ATTENTION_VARIANTS}", self.variant)
+        _positive("TargetAttentionConfig", max_len=self.max_len, top_k=self.top_k, d_repr=self.d_repr,
+                  num_hashes=self.num_hashes, table_size=self.table_size)
+        require_int("TargetAttentionConfig.d_att", self.d_att, 0)
+        names = self.fields
+        if not names or len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
+            raise ConfigError("TargetAttentionConfig.fields", "a non-empty list of distinct field names", names)
+        for name, width in (("d_repr", self.d_repr), ("d_att", self.attention_dim)):
+            if width % len(names):
+                raise ConfigError(f"TargetAttentionConfig.{name}", f"a multiple of len(fields)={len(names)}", width)
+        if self.variant == "twin" and self.attention_dim != self.d_repr:
+            raise ConfigError("TargetAttentionConfig.d_att", f"0 or d_repr={self.d_repr} for the shared-table 'twin'", self.d_att)
+
+    @property
+    def attention_dim(self) -> int:
+        """The width of the attention space (``d_att``, or ``d_repr`` when 0)."""
+        return self.d_att or self.d_repr
+
+
 @dataclass(frozen=True)
 class RankerConfig:
     """DLRM-style downstream ranker over static user features, candidate items and user embeddings.
@@ -169,6 +217,7 @@ class RankerConfig:
     hashing: HashConfig = field(default_factory=HashConfig)
     dcn_layers: int = 2
     overarch_hidden: tuple[int, ...] = (128, 64)
+    target_attention: TargetAttentionConfig | None = None
 
     def __post_init__(self) -> None:
         _positive("RankerConfig", d_feature=self.d_feature)
@@ -185,6 +234,14 @@ class RankerConfig:
         _hidden("RankerConfig.overarch_hidden", self.overarch_hidden)
         if self.dcn_layers < 0:
             raise ConfigError("RankerConfig.dcn_layers", "an int >= 0", self.dcn_layers)
+        ta = self.target_attention
+        if ta is not None:
+            if ta.stream not in self.schema.stream_names:
+                raise ConfigError("RankerConfig.target_attention.stream", f"one of {self.schema.stream_names}", ta.stream)
+            for where, names in (("event_fields", self.schema.event_fields), ("item_sparse", self.schema.item_sparse)):
+                missing = [f for f in ta.fields if f not in names]
+                if missing:
+                    raise ConfigError("RankerConfig.target_attention.fields", f"fields of the schema's {where} {names}", missing)
 
     @property
     def task_names(self) -> tuple[str, ...]:

@@ -5,6 +5,9 @@ Listwise: one row per user with N candidates. The batch dict holds
 ``item_dense`` (U, N, J) float32 and, per consumed embedding ``e``, either ``<e>_codes`` (U, L) int64
 (decoded by the rule ``sum of codewords`` with frozen codebooks) or ``<e>_embedding`` (U, E) float32.
 User-side features are computed once per user and broadcast over the N candidates.
+With ``config.target_attention`` the batch also holds the user's recent raw history
+``history_ids`` (U, T, F') int64 (the target-attention fields, left-padded) and ``history_len`` (U,)
+int64; each candidate then gets one more feature vector, its target-aware representation.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from duet_sdk.data import schema as keys
 from duet_sdk.models.config import RankerConfig
 from duet_sdk.models.embeddings import MultiHashEmbedding
 from duet_sdk.models.layers import MLP, CrossNetV2, RMSNorm
+from duet_sdk.models.target_attention import TargetAttention
 from duet_sdk.side import SideDecoder
 
 
@@ -57,8 +61,14 @@ class Ranker(nn.Module):
         self.item_sparse = MultiHashEmbedding(len(schema.item_sparse), config.hashing, seed=12)
         self.item_sparse_proj = nn.Linear(config.hashing.dim, d)
         self.item_dense = nn.Linear(len(schema.item_dense), d) if schema.item_dense else None
+        ta = config.target_attention
+        self.target_attention = TargetAttention(ta) if ta is not None else None
+        self.target_attention_proj = nn.Linear(ta.d_repr, d) if ta is not None else None
+        # Columns of item_sparse that hold the candidate's target-attention fields.
+        columns = [schema.item_sparse.index(f) for f in ta.fields] if ta is not None else []
+        self.register_buffer("target_columns", torch.tensor(columns, dtype=torch.int64), persistent=False)
         num_user = len(schema.static_sparse) + (1 if schema.static_dense else 0) + len(config.embeddings)
-        num_tokens = num_user + len(schema.item_sparse) + (1 if schema.item_dense else 0)
+        num_tokens = num_user + len(schema.item_sparse) + (1 if schema.item_dense else 0) + (1 if ta is not None else 0)
         pairs = torch.triu_indices(num_tokens, num_tokens, offset=1)
         self.register_buffer("pair_index", pairs[0] * num_tokens + pairs[1], persistent=False)  # (P,)
         width = num_tokens * d + pairs.shape[1]
@@ -87,6 +97,10 @@ class Ranker(nn.Module):
         tokens = [self.item_sparse_proj(self.item_sparse(batch[keys.ITEM_SPARSE]))]  # (U, N, I, d)
         if self.item_dense is not None:
             tokens.append(self.item_dense(batch[keys.ITEM_DENSE]).unsqueeze(2))  # (U, N, 1, d)
+        if self.target_attention is not None and self.target_attention_proj is not None:
+            targets = batch[keys.ITEM_SPARSE].index_select(-1, self.target_columns)  # (U, N, F')
+            tr = self.target_attention(batch[keys.HISTORY_IDS], batch[keys.HISTORY_LEN], targets)  # (U, N, d_repr)
+            tokens.append(self.target_attention_proj(tr).unsqueeze(2))  # (U, N, 1, d)
         return torch.cat(tokens, dim=2)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 ``click`` / ``conv`` train ClickAUN / ConvAUN. ``ranker`` trains the downstream ranker variants
 (baseline, +ClickAUE, +ConvAUE, DUET) on identical rows and seed, on SIDE codes of the latest accepted
-encoders under ``--out`` (training each encoder's codec first if it has none).
+encoders under ``--out`` (training each encoder's codec first if it has none), optionally with target
+attention over the user's recent history (``--target-attention dare|twin|twin_proj``).
 Exit status: 0 when the gate accepts every checkpoint, 3 when it rejects one, 2 for bad input.
 """
 
@@ -21,7 +22,7 @@ from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.data.synthetic_longtail import LongTailConfig
 from duet_sdk.errors import DataError, DuetError
 from duet_sdk.gate import GateDecision
-from duet_sdk.models.config import EMBEDDING_INPUTS, RANKER_VARIANTS
+from duet_sdk.models.config import EMBEDDING_INPUTS, RANKER_VARIANTS, TARGET_ATTENTION_VARIANTS, TargetAttentionConfig
 from duet_sdk.side import SideConfig
 from duet_sdk.training.datasets import EVENT_FORMATS, SYNTHETIC_DATASETS, LoadedData, event_log_data, event_spec, longtail_data, synthetic_data
 from duet_sdk.training.features import prepare_upstream, row_features
@@ -59,7 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     ranker.add_argument("--embedding-input", choices=EMBEDDING_INPUTS, default="codes", help="SIDE codes (decoded inside) or float embeddings")
     ranker.add_argument("--levels", type=int, default=4, help="SIDE levels L of a codec trained here")
     ranker.add_argument("--codebook-size", type=int, default=256, help="SIDE codewords per level K of a codec trained here")
+    ta = p.add_argument_group("ranker target attention (DARE)")
+    ta.add_argument("--target-attention", choices=(*TARGET_ATTENTION_VARIANTS, "off"), default="off",
+                    help="dare: decoupled attention/representation tables; twin: one shared table; twin_proj: shared table + projections")
+    ta.add_argument("--history-stream", default="click", help="stream whose recent events the candidates attend to")
+    ta.add_argument("--history-fields", nargs="+", default=["item_id", "author_id"], help="ID fields of a behaviour and of a candidate")
+    ta.add_argument("--history-len", type=int, default=200, help="L: the most recent events attended to")
+    ta.add_argument("--top-k", type=int, default=20, help="behaviours retrieved per candidate by the search")
+    ta.add_argument("--d-repr", type=int, default=32, help="representation embedding width")
+    ta.add_argument("--d-att", type=int, default=0, help="attention embedding width (0: d_repr; dare may go below)")
     return p
+
+
+def target_attention_config(args: argparse.Namespace) -> TargetAttentionConfig | None:
+    """The ranker's target attention from the CLI flags (None when off)."""
+    if args.target_attention == "off":
+        return None
+    return TargetAttentionConfig(variant=args.target_attention, stream=args.history_stream, fields=tuple(args.history_fields),
+                                 max_len=args.history_len, top_k=args.top_k, d_repr=args.d_repr, d_att=args.d_att)
 
 
 def _load_data(args: argparse.Namespace) -> LoadedData:
@@ -100,6 +118,7 @@ def run_encoder(args: argparse.Namespace, data: LoadedData, train_config: TrainC
 
 
 def run_rankers(args: argparse.Namespace, data: LoadedData, train_config: TrainConfig) -> bool:
+    target_attention = target_attention_config(args)  # bad flags fail before any work
     ds = data.dataset
     train_rows, val_rows = ds.ranker_train, ds.ranker_val
     side = SideConfig(levels=args.levels, codebook_size=args.codebook_size, seed=args.seed)
@@ -114,7 +133,8 @@ def run_rankers(args: argparse.Namespace, data: LoadedData, train_config: TrainC
     accepted = True
     for variant in args.variants:
         outcome = train_ranker(variant, ds.table, train_rows, val_rows, features, upstream, args.out, data.description,
-                               train_config, gate_policy_from_args(args), args.embedding_input, args.hash_table_size)
+                               train_config, gate_policy_from_args(args), args.embedding_input, args.hash_table_size,
+                               target_attention=target_attention)
         print(f"ranker {variant}: {_run_line(outcome.result)}")
         _print_checkpoint(variant, outcome.checkpoint, outcome.decision)
         accepted &= outcome.decision.accepted

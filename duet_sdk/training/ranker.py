@@ -16,13 +16,13 @@ import torch
 
 from duet_sdk import serialization
 from duet_sdk.checkpoint import Checkpoint, save_checkpoint
-from duet_sdk.data.batching import Batch, collate_ranker
+from duet_sdk.data.batching import Batch, HistorySpec, collate_ranker
 from duet_sdk.data.events import EventTable, ExampleSet
 from duet_sdk.data.routing import RANKER_TASKS
 from duet_sdk.data.schema import EventSchema
 from duet_sdk.errors import ConfigError
 from duet_sdk.gate import CheckpointRegistry, GateDecision, GatePolicy
-from duet_sdk.models.config import RANKER_VARIANTS, HashConfig, RankerConfig, TaskSpec, UserEmbeddingInput
+from duet_sdk.models.config import RANKER_VARIANTS, HashConfig, RankerConfig, TargetAttentionConfig, TaskSpec, UserEmbeddingInput
 from duet_sdk.models.ranker import Pointwise, Ranker
 from duet_sdk.training.features import UpstreamFeatures
 from duet_sdk.training.trainer import TrainConfig, TrainResult, train
@@ -37,21 +37,32 @@ class RankerBatches:
     table: EventTable
     examples: ExampleSet
     features: dict[str, np.ndarray]
+    history: HistorySpec | None = None
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
         order = np.random.default_rng(seed).permutation(len(self.examples)) if shuffle else np.arange(len(self.examples))
         for lo in range(0, len(order), batch_size):
-            yield collate_ranker(self.table, self.examples, order[lo : lo + batch_size], self.features)
+            yield collate_ranker(self.table, self.examples, order[lo : lo + batch_size], self.features, self.history)
 
     def subset(self, index: np.ndarray) -> RankerBatches:
-        return RankerBatches(self.table, self.examples.subset(index), {k: v[index] for k, v in self.features.items()})
+        return RankerBatches(self.table, self.examples.subset(index), {k: v[index] for k, v in self.features.items()}, self.history)
+
+def history_spec(config: RankerConfig) -> HistorySpec | None:
+    """What history the ranker's target attention reads from the event table (None without one)."""
+    ta = config.target_attention
+    if ta is None:
+        return None
+    fields = config.schema.event_fields
+    return HistorySpec(ta.stream, tuple(fields.index(f) for f in ta.fields), ta.max_len)
 
 
 def ranker_config(
     variant: str, schema: EventSchema, upstream: Mapping[str, UpstreamFeatures], embedding_input: str = "codes", table_size: int | None = None,
+    target_attention: TargetAttentionConfig | None = None,
 ) -> RankerConfig:
     """The ranker of ``variant`` (baseline, click, conv, duet) over the given upstream embeddings;
-    ``table_size`` sets the rows per hash table (default ``HashConfig``'s)."""
+    ``table_size`` sets the rows per hash table (default ``HashConfig``'s); optional target attention
+    over the user's recent history."""
     if variant not in RANKER_VARIANTS:
         raise ConfigError("variant", f"one of {tuple(RANKER_VARIANTS)}", variant)
     inputs = []
@@ -68,6 +79,7 @@ def ranker_config(
         embeddings=tuple(inputs),
         embedding_input=embedding_input,
         hashing=HashConfig(table_size=table_size) if table_size else HashConfig(),
+        target_attention=target_attention,
     )
 
 
@@ -80,17 +92,16 @@ def build_ranker(config: RankerConfig, upstream: Mapping[str, UpstreamFeatures])
 
 
 def ranker_checkpoint_config(config: RankerConfig) -> dict:
-    """``config.json`` of a ranker checkpoint."""
-    return {
-        "kind": "ranker",
-        "interface": {
-            "schema": serialization.to_dict(config.schema),
-            "embeddings": [serialization.to_dict(e) for e in config.embeddings],
-            "embedding_input": config.embedding_input,
-            "tasks": list(config.task_names),
-        },
-        "model": serialization.to_dict(config),
+    """``config.json`` of a ranker checkpoint (a ranker with target attention also takes a history)."""
+    interface = {
+        "schema": serialization.to_dict(config.schema),
+        "embeddings": [serialization.to_dict(e) for e in config.embeddings],
+        "embedding_input": config.embedding_input,
+        "tasks": list(config.task_names),
     }
+    if config.target_attention is not None:
+        interface["target_attention"] = serialization.to_dict(config.target_attention)
+    return {"kind": "ranker", "interface": interface, "model": serialization.to_dict(config)}
 
 
 @dataclass
@@ -103,9 +114,11 @@ class RankerOutcome:
     result: TrainResult
 
 
-def registry_name(variant: str, embedding_input: str = "codes") -> str:
-    """Gate registry of a ranker variant, e.g. ``ranker-duet`` or ``ranker-duet-float``."""
-    return f"ranker-{variant}" + ("" if embedding_input == "codes" else f"-{embedding_input}")
+def registry_name(variant: str, embedding_input: str = "codes", target_attention: str | None = None) -> str:
+    """Gate registry of a ranker variant, e.g. ``ranker-duet``, ``ranker-duet-float`` or, with target
+    attention (another serving interface: it takes a history), ``ranker-duet-dare``."""
+    name = f"ranker-{variant}" + ("" if embedding_input == "codes" else f"-{embedding_input}")
+    return name + (f"-{target_attention}" if target_attention else "")
 
 
 def train_ranker(
@@ -121,16 +134,18 @@ def train_ranker(
     policy: GatePolicy = GatePolicy(),
     embedding_input: str = "codes",
     table_size: int | None = None,
+    target_attention: TargetAttentionConfig | None = None,
 ) -> RankerOutcome:
     """Train one ranker variant on ``train_set`` (features precomputed by ``row_features``), save, gate."""
-    config = ranker_config(variant, table.schema, upstream, embedding_input, table_size)
+    config = ranker_config(variant, table.schema, upstream, embedding_input, table_size, target_attention)
+    history = history_spec(config)
     torch.manual_seed(train_config.seed)  # the initialisation depends on the seed alone
     ranker = build_ranker(config, upstream)
     result = train(
         Pointwise(ranker), {t.name: t.weight for t in config.tasks}, config.primary_task,
-        RankerBatches(table, train_set, features[0]), RankerBatches(table, val_set, features[1]), train_config,
+        RankerBatches(table, train_set, features[0], history), RankerBatches(table, val_set, features[1], history), train_config,
     )
-    registry = CheckpointRegistry(Path(out) / "registry", registry_name(variant, embedding_input))
+    registry = CheckpointRegistry(Path(out) / "registry", registry_name(variant, embedding_input, target_attention and target_attention.variant))
     predecessor = registry.latest_accepted()
     used = {name: upstream[name] for name in RANKER_VARIANTS[variant]}
     metrics = result.metrics(config.primary_task, train_set, val_set)

@@ -1,0 +1,64 @@
+"""duet-experiment dare on a tiny long-history world: every arm trains, NDCG@k is reported where the
+search exists, and the summary's paired comparisons are what the per-seed figures say."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from duet_sdk.errors import ConfigError
+from duet_sdk.experiments.cli import main
+from duet_sdk.experiments.dare_cli import run_dare
+from duet_sdk.experiments.dare import DareConfig, ndcg_at_k
+
+TINY = DareConfig(seeds=(0, 1), arms=("off", "twin", "dare", "dare_d2"), num_users=120, history_len=64, top_k=8, d_repr=8, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def dare(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dare")
+    return out, run_dare(TINY, out)
+
+
+def test_every_arm_trains_for_every_seed_with_finite_metrics(dare):
+    _, summary = dare
+    assert {(r["arm"], r["seed"]) for r in summary["per_seed"]} == {(a, s) for a in TINY.arms for s in TINY.seeds}
+    for r in summary["per_seed"]:
+        assert math.isfinite(r["val_ne"]) and 0.0 <= r["val_auc"] <= 1.0
+        assert ("search_ndcg" in r) == (r["arm"] != "off")
+        if r["arm"] != "off":
+            assert 0.0 <= r["random_search_ndcg"] <= 1.0 and 0.0 <= r["search_ndcg"] <= 1.0
+    assert summary["arms"]["dare_d2"]["d_att"] == 4 and summary["arms"]["dare"]["d_att"] == 8
+
+
+def test_paired_comparisons_match_the_per_seed_figures(dare):
+    out, summary = dare
+    by = {(r["arm"], r["seed"]): r for r in summary["per_seed"]}
+    gaps = [by[("dare", s)]["val_ne"] - by[("twin", s)]["val_ne"] for s in TINY.seeds]
+    assert summary["comparisons"]["dare_minus_twin_ne"]["mean"] == pytest.approx(np.mean(gaps), abs=1e-12)
+    assert summary["comparisons"]["dare_minus_twin_ne"]["std"] == pytest.approx(np.std(gaps, ddof=1), abs=1e-12)
+    rel = [100 * (by[("dare_d2", s)]["val_ne"] - by[("dare", s)]["val_ne"]) / by[("dare", s)]["val_ne"] for s in TINY.seeds]
+    assert summary["comparisons"]["dare_d2_vs_dare_ne_pct"]["mean"] == pytest.approx(np.mean(rel), abs=1e-9)
+    assert json.loads((out / "dare.json").read_text())["config"]["seeds"] == [0, 1]
+    assert "| dare_d2 | 4 |" in (out / "dare.md").read_text()
+
+
+def test_ndcg_is_one_for_the_ideal_order_and_lower_for_a_worse_one():
+    ideal = np.array([[3.0, 1.0, 0.0]])
+    assert ndcg_at_k(ideal, ideal)[0] == pytest.approx(1.0)
+    assert ndcg_at_k(np.array([[0.0, 1.0, 3.0]]), ideal)[0] < 0.7
+    assert math.isnan(ndcg_at_k(np.zeros((1, 3)), np.zeros((1, 3)))[0])
+
+
+def test_an_existing_output_is_never_overwritten(dare):
+    out, _ = dare
+    with pytest.raises(ConfigError):
+        run_dare(DareConfig(seeds=(0,), arms=("off",), num_users=50, epochs=1), out)
+
+
+def test_unknown_arm_is_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        DareConfig(arms=("din",))
+    assert info.value.field == "DareConfig.arms"
+    assert main(["dare", "--seeds", "0", "0", "--out", "/nonexistent/x"]) == 2
