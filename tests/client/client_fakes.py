@@ -13,15 +13,15 @@ import numpy as np
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from duet_sdk.client.calls import expected_inputs, expected_outputs
-from duet_sdk.client.types import Candidates, Event, FreshRequest, ScoreRequest, UserHistory
-from duet_sdk.serving.interface import PARAMETER, EmbeddingInfo, ServingInterface, StreamInfo
+from duet_sdk.interface import Candidates, Event, FreshRequest, ScoreRequest, UserHistory
+from duet_sdk.interface import PARAMETER, EmbeddingInfo, ServingInterface, StreamInfo
 
 INTERFACE = ServingInterface(
     streams={"click": StreamInfo(max_len=6, event_fields=3), "conv": StreamInfo(max_len=4, event_fields=2)},
     embeddings={"click": EmbeddingInfo(levels=2, codebook_size=16, dim=4),
                 "conv": EmbeddingInfo(levels=3, codebook_size=8, dim=2)},
     static_sparse=2, static_dense=1, item_sparse=2, item_dense=3,
-    tasks=("ctr", "cvr"), max_batch=4, max_candidates=8, version="repo-v7",
+    tasks=("ctr", "cvr"), max_batch=4, max_candidates=8, version="7",
 )
 NOW = 1_700_000_000
 
@@ -76,7 +76,7 @@ class FakeTriton:
         self._check(model_name, inputs, arrays)
         answers = self.answer(model_name, arrays)
         assert {o.name() for o in outputs} == set(answers)
-        return SimpleNamespace(as_numpy=answers.get, get_response=lambda: SimpleNamespace(model_version="1"))
+        return SimpleNamespace(as_numpy=answers.get, get_response=lambda: SimpleNamespace(model_version=INTERFACE.version))
 
     def close(self):
         self.closed = True

@@ -9,7 +9,7 @@ from client_fakes import INTERFACE, FakeTriton, error, fresh_request, history, s
 from duet_sdk.client import client as client_module
 from duet_sdk.client.client import AsyncDuetClient, DuetClient, expected_inputs, interface_from_config
 from duet_sdk.client.errors import InvalidRequest, ServerError, Unavailable
-from duet_sdk.serving.interface import DOWNSTREAM, FRESH, UPSTREAM
+from duet_sdk.interface import DOWNSTREAM, FRESH, UPSTREAM
 
 FAST = {"timeout_s": 0.25, "retries": 2, "backoff_s": 0.001, "max_backoff_s": 0.002}
 

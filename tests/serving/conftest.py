@@ -106,12 +106,18 @@ def cpu_repository(tiny_export, tmp_path_factory) -> Path:
     return repo
 
 
+def serve(repository: Path, **options):
+    """A TritonServer loading what ``repository.json`` says (the loaded releases and the aliases)."""
+    from duet_sdk.serving.releases import read_index, startup_models
+    from duet_sdk.serving.server import TritonServer
+
+    return TritonServer(repository, models=startup_models(read_index(repository)), **options)
+
+
 @pytest.fixture(scope="session")
 def triton(cpu_repository):
     """One real tritonserver on the cpu repository for the whole session."""
-    from duet_sdk.serving.server import TritonServer
-
-    with TritonServer(cpu_repository) as server:
+    with serve(cpu_repository) as server:
         yield server
 
 
@@ -138,3 +144,14 @@ def repository_copy(cpu_repository, tmp_path) -> Path:
     """A private copy of the published repository, for tests that publish into it."""
     return Path(shutil.copytree(cpu_repository, tmp_path / "repository"))
 
+
+
+@pytest.fixture(scope="session")
+def second_runs(tmp_path_factory) -> Path:
+    """Another training output: other seeds, so other weights and other codebooks than ``tiny_runs``."""
+    return make_runs(tmp_path_factory.mktemp("runs_b"), seed=100)
+
+
+@pytest.fixture(scope="session")
+def second_export(second_runs, tmp_path_factory) -> Path:
+    return export_runs(second_runs, tmp_path_factory.mktemp("export_b"), ("onnx",))

@@ -10,7 +10,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from duet_sdk.errors import CheckpointError, ConfigError
 from duet_sdk.serving.config import ServingPolicy, read_config
-from duet_sdk.serving.interface import DOWNSTREAM, ENSEMBLES, FRESH, PARAMETER, UPSTREAM, ServingInterface
+from duet_sdk.interface import DOWNSTREAM, ENSEMBLES, FRESH, PARAMETER, UPSTREAM, ServingInterface
 from duet_sdk.serving.repository import existing_versions, publish
 
 COMPONENTS = ("click_encoder", "conv_encoder", "ranker")

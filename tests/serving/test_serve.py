@@ -14,7 +14,7 @@ import pytest
 from request_samples import random_users
 
 from duet_sdk.client import DuetClient
-from duet_sdk.client.types import FreshRequest
+from duet_sdk.interface import FreshRequest
 from duet_sdk.serving.reference import InProcessDuet
 from duet_sdk.serving.repository import publish
 from duet_sdk.serving.server import TritonServer, TritonServerError, free_port
