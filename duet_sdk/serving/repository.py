@@ -118,13 +118,17 @@ def _stage_model(root: Path, name: str, version: int, config, files: dict[str, P
     """``<root>/.staging-<name>-*/`` holding ``config.pbtxt`` and ``<version>/``: ``files`` copied, ``payload``
     written (name -> text); returns the staging directory."""
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=root))
-    (staging / str(version)).mkdir()
-    for target, source in files.items():
-        shutil.copy2(source, staging / str(version) / target)
-    for target, text in payload.items():
-        (staging / str(version) / target).write_text(text, encoding="utf-8")
-    config.name = name
-    write_config(staging, only_version(config, version))
+    try:
+        (staging / str(version)).mkdir()
+        for target, source in files.items():
+            shutil.copy2(source, staging / str(version) / target)
+        for target, text in payload.items():
+            (staging / str(version) / target).write_text(text, encoding="utf-8")
+        config.name = name
+        write_config(staging, only_version(config, version))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staging
 
 
@@ -139,7 +143,11 @@ def _stage_component(root: Path, model: str, record: dict, export_dir: Path, tar
     files = {n: source / n for n in record["files"]} | ({"model.py": RUNNER} if target == "cpu" else {})
     staging = _stage_model(root, name, version, config, files, {
         "signature.json": json.dumps(signature, indent=2), "lineage.json": json.dumps(lineage | {"artifact": record}, indent=2)})
-    check_digests(staging / str(version), record["sha256"], f"{model} ({record['format']}) of {export_dir}")
+    try:
+        check_digests(staging / str(version), record["sha256"], f"{model} ({record['format']}) of {export_dir}")
+    except ArtifactError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staging
 
 

@@ -166,6 +166,7 @@ def test_a_tampered_artifact_is_refused_at_publish_and_nothing_is_written(tiny_e
     with pytest.raises(ArtifactError, match=r"ranker \(onnx\).*model.onnx has sha256 .* the manifest records"):
         publish(export, tmp_path / "repo", "cpu")
     assert releases.read_index(tmp_path / "repo")["releases"] == [] and on_disk(tmp_path / "repo") == []
+    assert not any(p.name.startswith(".staging") for p in (tmp_path / "repo").iterdir())
 
 
 def test_a_partial_export_is_refused_naming_the_missing_file(tiny_export, tmp_path):

@@ -85,6 +85,8 @@ def verify_artifacts(directory: Path, signature: dict) -> None:
     if not digests:
         raise RuntimeError(f"{directory}/signature.json records no sha256 of the artifact files; republish it")
     for name, want in sorted(digests.items()):
+        if not (directory / name).is_file():
+            raise RuntimeError(f"{directory / name}: missing; the release is incomplete")
         digest = hashlib.sha256()
         with open(directory / name, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
