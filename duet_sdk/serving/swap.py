@@ -91,21 +91,25 @@ def swap_release(server: TritonServer, target: int, keep_loaded: int = 2, timeou
     entry = releases.usable(index, target)
     newly = [] if target in index["loaded"] else releases.release_models(entry)
     with server.client() as client:
+        loading = True  # a failure while loading the release's own models marks it failed
         try:
             for name in newly:
                 _load(client, name, target, timeout_s)
+            loading = False
             if previous != target:
                 _point_aliases(server, client, target, timeout_s)
         except TritonServerError as exc:
             _undo(server, client, newly, previous, timeout_s)
             with releases.locked_index(repo) as index:
-                failed = releases.release(index, target)
-                failed["status"], failed["error"] = releases.FAILED, str(exc)
+                entry = releases.release(index, target)
+                entry["error"] = str(exc)
+                if loading:
+                    entry["status"] = releases.FAILED
                 if index["target"] == target:
                     index["target"] = previous
             raise SwapError(f"swap to release {target} failed: {exc}\n{server.log_tail(10)}\n"
-                            f"release {previous} is still current for every model; release {target} is marked failed",
-                            target, previous) from exc
+                            f"release {previous} is still current for every model"
+                            + (f"; release {target} is marked failed" if loading else ""), target, previous) from exc
         with releases.locked_index(repo) as index:
             loaded = [target, *(v for v in index["loaded"] if v != target)]
             index["current"], index["loaded"] = target, loaded[:keep_loaded]

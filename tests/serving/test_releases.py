@@ -116,7 +116,7 @@ def test_scorer_keeps_stored_codes_on_their_release_and_the_backfill_moves_every
         resume = tmp_path / "backfill.json"
         first = Backfill(client, store, history, target=2, rate_users_s=50, batch=4, resume=resume, clock=lambda: NOW)
         stop = threading.Event()
-        partial = first.run(stop, on_progress=lambda p: stop.set())  # stops after one batch
+        partial = first.run(stop, on_progress=lambda p: p.reembedded and stop.set())  # stops after a batch
         assert partial.cursor is not None and 0 < partial.reembedded < 9 and resume.exists()
         done = Backfill(client, store, history, target=2, rate_users_s=50, batch=4, resume=resume, clock=lambda: NOW).run()
         assert done.remaining_old == 0 and done.reembedded == 9 and done.passes == 1
