@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "serving"))
 
-from conftest import export_runs, make_runs, serve  # noqa: E402
-from release_load import Load, mismatches, run_load  # noqa: E402
+from conftest import export_runs, make_runs  # noqa: E402
+from release_load import Load, mismatches, run_load, serve  # noqa: E402
 from request_samples import random_users  # noqa: E402
 
 from duet_sdk.client import DuetClient  # noqa: E402

@@ -29,9 +29,19 @@ from duet_sdk.client.tensors import (
     split_scores,
     static_tensors,
 )
-from duet_sdk.interface import Embedding, FreshRequest, FreshResult, ScoreRequest, Scores, UserHistory
 from duet_sdk.errors import ConfigError
-from duet_sdk.interface import DOWNSTREAM, FRESH, UPSTREAM, ServingInterface
+from duet_sdk.interface import (
+    DOWNSTREAM,
+    FRESH,
+    UPSTREAM,
+    Embedding,
+    FreshRequest,
+    FreshResult,
+    ScoreRequest,
+    Scores,
+    ServingInterface,
+    UserHistory,
+)
 
 R = TypeVar("R")
 Shape = tuple[int, ...]

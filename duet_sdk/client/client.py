@@ -31,7 +31,6 @@ from typing import Any, Self, TypeVar
 from duet_sdk.client.calls import Call, embed_calls, expected_inputs, expected_outputs, fresh_calls, score_calls
 from duet_sdk.client.errors import ServerError, from_triton
 from duet_sdk.client.retry import RetryPolicy, acall_with_retry, call_with_retry
-from duet_sdk.interface import Embedding, FreshRequest, FreshResult, ScoreRequest, Scores, UserHistory
 from duet_sdk.client.validate import check_fresh_requests, check_histories, check_score_requests, check_users
 from duet_sdk.errors import ConfigError
 from duet_sdk.interface import (

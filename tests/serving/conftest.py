@@ -106,17 +106,11 @@ def cpu_repository(tiny_export, tmp_path_factory) -> Path:
     return repo
 
 
-def serve(repository: Path, **options):
-    """A TritonServer loading what ``repository.json`` says (the loaded releases and the aliases)."""
-    from duet_sdk.serving.releases import read_index, startup_models
-    from duet_sdk.serving.server import TritonServer
-
-    return TritonServer(repository, models=startup_models(read_index(repository)), **options)
-
-
 @pytest.fixture(scope="session")
 def triton(cpu_repository):
     """One real tritonserver on the cpu repository for the whole session."""
+    from release_load import serve
+
     with serve(cpu_repository) as server:
         yield server
 

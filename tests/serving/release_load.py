@@ -1,6 +1,7 @@
-"""Bounded concurrent load on the three alias ensembles and a Scorer while releases are swapped, and the
-check of every response against in-process PyTorch of the release it reports (shared by the release
-tests and ``benchmarks/release_swap.py``)."""
+"""A server on a release repository; bounded concurrent load on the three alias ensembles and a Scorer
+while releases are swapped; the check of every response against in-process PyTorch of the release it
+reports (shared by the release tests and ``benchmarks/release_swap.py``; a module of its own, not the
+conftest, which another conftest on the path would shadow)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,15 @@ import numpy as np
 
 from duet_sdk.client import DuetClient
 from duet_sdk.interface import FreshRequest, ScoreRequest
+from duet_sdk.serving.releases import read_index, startup_models
+from duet_sdk.serving.server import TritonServer
 
 PROBABILITY_ATOL, EMBEDDING_ATOL = 1e-5, 1e-4  # fp32 ONNX Runtime vs eager
+
+
+def serve(repository, **options) -> TritonServer:
+    """A TritonServer loading what ``repository.json`` says (the loaded releases and the aliases)."""
+    return TritonServer(repository, models=startup_models(read_index(repository)), **options)
 
 
 @dataclass

@@ -11,8 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import serve
-from release_load import Load, mismatches, run_load
+from release_load import Load, mismatches, run_load, serve
 from request_samples import random_users
 
 from duet_sdk.client import DuetClient
