@@ -64,7 +64,8 @@ def main() -> None:
     result: dict = {}
     with RedisServer() as redis, serve(repo) as server, DuetClient(server.endpoints.grpc_url, timeout_s=30) as client:
         interface = client.connect()
-        references = {"1": InProcessDuet(runs_a, interface), "2": InProcessDuet(runs_b, replace(interface, version="2"))}
+        references = {"1": InProcessDuet(runs_a, interface),
+                      "2": InProcessDuet(runs_b, replace(interface, version="2"))}
         history = RedisHistory(redis.url, {s: i.max_len for s, i in interface.streams.items()})
         store = RedisStore(redis.url)
         users = [(replace(h, request_time=NOW), c) for h, c in random_users(interface, args.users, seed=41)]
@@ -94,7 +95,8 @@ def main() -> None:
                 t.join(60)
         bad, seen = mismatches(load, loaded_users, codes, references, stored)
         result |= {"swaps": swaps, "responses": len(load.responses), "failed_requests": len(load.failures),
-                   "mismatches": len(bad), "responses_by_ensemble_and_release": {f"{k}@{v}": n for (k, v), n in sorted(seen.items())}}
+                   "mismatches": len(bad),
+                   "responses_by_ensemble_and_release": {f"{k}@{v}": n for (k, v), n in sorted(seen.items())}}
         swap_release(server, 2)
         progress = Backfill(client, store, history, target=2, rate_users_s=args.rate, batch=16).run()
         result["backfill"] = {"users": progress.reembedded, "seconds": round(progress.elapsed_s, 2),

@@ -18,8 +18,8 @@ from duet_sdk.interface import (
 
 _LAZY = ("AsyncDuetClient", "DuetClient", "Releases", "expected_inputs", "expected_outputs")
 __all__ = ["AsyncDuetClient", "Candidates", "ClientError", "DeadlineExceeded", "DuetClient", "Embedding", "Event",
-           "FreshRequest", "FreshResult", "InvalidRequest", "Releases", "ScoreRequest", "Scores", "ServerError", "Unavailable",
-           "UserHistory", "expected_inputs", "expected_outputs"]
+           "FreshRequest", "FreshResult", "InvalidRequest", "Releases", "ScoreRequest", "Scores", "ServerError",
+           "Unavailable", "UserHistory", "expected_inputs", "expected_outputs"]
 
 
 def __getattr__(name: str) -> object:

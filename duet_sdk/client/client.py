@@ -306,7 +306,8 @@ class AsyncDuetClient(_Base):
     async def _infer(self, call: Call[R], release: int | None) -> list[R]:
         inputs, outputs = infer_inputs(call), [grpcclient.InferRequestedOutput(n) for n in call.outputs]
         model = _target(call, release)
-        result = await self._rpc(model, lambda t: t.infer(model, inputs, outputs=outputs, client_timeout=self.timeout_s))
+        result = await self._rpc(model, lambda t: t.infer(model, inputs, outputs=outputs,
+                                                          client_timeout=self.timeout_s))
         produced = str(result.get_response().model_version)
         moved = self._moved(produced, release)
         if moved is not None:
