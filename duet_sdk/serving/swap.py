@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from duet_sdk import interface as api
+from duet_sdk.errors import DuetError
 from duet_sdk.serving import releases
 from duet_sdk.serving.server import TritonServer, TritonServerError
 
@@ -74,12 +75,11 @@ def _unload(client, names: list[str]) -> None:
             log.warning("unloading %s: %s", name, exc.message())
 
 
-def _point_aliases(server: TritonServer, client, version: int, timeout_s: float) -> list[str]:
-    """Re-point every alias ensemble to ``version``; returns the aliases pointed (all, or raises)."""
+def _point_aliases(server: TritonServer, client, version: int, timeout_s: float) -> None:
+    """Re-point every alias ensemble to ``version`` and wait until each serves it."""
     for ensemble in api.ENSEMBLES:
         releases.point_alias(server.repository, ensemble, version)
         _load(client, ensemble, version, timeout_s)
-    return list(api.ENSEMBLES)
 
 
 def swap_release(server: TritonServer, target: int, keep_loaded: int = 2, timeout_s: float = 120.0) -> SwapReport:
@@ -98,7 +98,7 @@ def swap_release(server: TritonServer, target: int, keep_loaded: int = 2, timeou
             loading = False
             if previous != target:
                 _point_aliases(server, client, target, timeout_s)
-        except TritonServerError as exc:
+        except DuetError as exc:  # tritonserver refused a model, or a config could not be read
             _undo(server, client, newly, previous, timeout_s)
             with releases.locked_index(repo) as index:
                 entry = releases.release(index, target)
