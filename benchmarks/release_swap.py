@@ -87,7 +87,7 @@ def main() -> None:
                 started = time.monotonic()
                 report = swap_release(server, target)
                 swaps.append({"to": target, "duration_s": round(report.duration_s, 3),
-                              "requests_during_swap": load.served_between(started, time.monotonic())})
+                              "user_responses_during_swap": load.served_between(started, time.monotonic())})
                 time.sleep(args.settle_s)
         finally:
             stop.set()
