@@ -5,7 +5,7 @@
 Builds two *different* exports (seeds 0 and 100; kept under ``--work`` and reused), publishes both,
 starts tritonserver (release 1 current) and redis-server, runs concurrent load on duet_fresh,
 duet_upstream, duet_downstream and a Scorer, swaps to release 2 and back to release 1, and reports per
-swap its duration and the requests served while it ran; then every response is checked against
+swap its duration and the per-user responses served while it ran (each request carries 2 users); then every response is checked against
 in-process PyTorch of the release it reports (mismatches must be 0). Last, ``--users`` users are stored
 with release-1 codes and the backfill moves them to release 2 at most ``--rate`` users/s: it reports
 users/s. Prints one JSON object.
