@@ -23,6 +23,7 @@ import numpy as np
 
 from duet_sdk.client import AsyncDuetClient, DuetClient
 from duet_sdk.data.synthetic import SyntheticConfig
+from duet_sdk.interface import release_model
 from duet_sdk.online.replay import ranker_requests
 from duet_sdk.serving.config import ServingPolicy
 from duet_sdk.serving.repository import publish
@@ -54,9 +55,9 @@ def measure(export: Path, policy: ServingPolicy, histories, concurrency: int) ->
         with TritonServer(Path(tmp) / "repo") as server, server.client() as c:
             with DuetClient(server.endpoints.grpc_url, timeout_s=120) as warm:
                 warm.embed(histories[:concurrency])
-            before = c.get_inference_statistics("click_encoder").model_stats[0]
+            before = c.get_inference_statistics(release_model("click_encoder", 1)).model_stats[0]
             seconds, latencies = asyncio.run(_load(server.endpoints.grpc_url, histories, concurrency))
-            after = c.get_inference_statistics("click_encoder").model_stats[0]
+            after = c.get_inference_statistics(release_model("click_encoder", 1)).model_stats[0]
     ms = np.array(latencies) * 1e3
     executions = after.execution_count - before.execution_count
     return {"batching": policy.batching, "users_per_s": len(histories) / seconds, "seconds": seconds,

@@ -16,8 +16,10 @@ from duet_sdk.online import EtiConfig, EtiWorker, RedisHistory, RedisServer, Red
 from duet_sdk.online.replay import ranker_requests, store_histories
 from duet_sdk.online.scorer import Scorer
 from duet_sdk.serving.reference import InProcessDuet
+from duet_sdk.serving.releases import read_index, startup_models
 from duet_sdk.serving.repository import publish
 from duet_sdk.serving.server import TritonServer
+from duet_sdk.serving.swap import swap_release
 
 # Stated tolerances, as in the export manifest (fp32 runtimes vs eager).
 TOLERANCE = {"embedding": 1e-4, "probability": 1e-5}
@@ -91,9 +93,14 @@ def _eti_round(client: DuetClient, redis_url: str, requests, reference: InProces
 def serve_and_check(runs: Path, export_dir: Path, repository: Path, dataset: EventDataset, users: int = 32) -> bool:
     """Publish, serve, check; prints everything; True when every check is within tolerance."""
     published = publish(export_dir, repository, "cpu")
-    print(f"\npublished version {published.version} of {', '.join(published.models)} and 3 ensembles into {repository}")
-    with RedisServer() as redis, TritonServer(repository) as server, DuetClient(server.endpoints.grpc_url, timeout_s=60) as client:
+    print(f"\npublished release {published.version} of {', '.join(published.models)} and 3 ensembles into {repository}")
+    index = read_index(repository)
+    with RedisServer() as redis, TritonServer(repository, models=startup_models(index)) as server, \
+            DuetClient(server.endpoints.grpc_url, timeout_s=60) as client:
         print(f"tritonserver ready: {server.endpoints.describe()}; redis-server at {redis.url}")
+        if index["target"] != index["current"]:
+            report = swap_release(server, index["target"])
+            print(f"swapped from release {report.previous} to release {report.current} in {report.duration_s:.1f}s")
         interface = client.connect()
         requests = ranker_requests(dataset, users, min(16, interface.max_candidates))
         reference = InProcessDuet(runs, interface)
@@ -108,7 +115,7 @@ def serve_and_check(runs: Path, export_dir: Path, repository: Path, dataset: Eve
               f"{metrics['embedded']} users embedded into Redis; scorer paths {paths}; "
               f"max |score - PyTorch| {worst:.2e} ({'ok' if eti_ok else 'MISMATCH'})")
         fresh = client.score_fresh([FreshRequest(h, c) for h, c in requests[:3]])
-        print(f"\nscores ({interface.tasks[0]}, first 5 candidates) from duet_fresh, version {interface.version}:")
+        print(f"\nscores ({interface.tasks[0]}, first 5 candidates) from duet_fresh, release {fresh[0].scores.model_version}:")
         for result in fresh:
             print(f"  user {result.scores.user_id:>10}: " + " ".join(f"{row[0]:.4f}" for row in result.scores.scores[:5]))
     print("tritonserver and redis-server stopped")

@@ -31,3 +31,7 @@ class GateRejected(DuetError):
 
 class StoreError(DuetError):
     """Online storage failed: a Redis or SQLite backend, or a ``redis-server`` that would not start."""
+
+
+class ArtifactError(DuetError):
+    """An exported or published artifact is missing, incomplete, or differs from its recorded sha256."""

@@ -5,7 +5,7 @@
 """
 
 from duet_sdk.client.errors import ClientError, DeadlineExceeded, InvalidRequest, ServerError, Unavailable
-from duet_sdk.client.types import (
+from duet_sdk.interface import (
     Candidates,
     Embedding,
     Event,
@@ -16,10 +16,10 @@ from duet_sdk.client.types import (
     UserHistory,
 )
 
-_LAZY = ("AsyncDuetClient", "DuetClient", "expected_inputs", "expected_outputs")
+_LAZY = ("AsyncDuetClient", "DuetClient", "Releases", "expected_inputs", "expected_outputs")
 __all__ = ["AsyncDuetClient", "Candidates", "ClientError", "DeadlineExceeded", "DuetClient", "Embedding", "Event",
-           "FreshRequest", "FreshResult", "InvalidRequest", "ScoreRequest", "Scores", "ServerError", "Unavailable",
-           "UserHistory", "expected_inputs", "expected_outputs"]
+           "FreshRequest", "FreshResult", "InvalidRequest", "Releases", "ScoreRequest", "Scores", "ServerError",
+           "Unavailable", "UserHistory", "expected_inputs", "expected_outputs"]
 
 
 def __getattr__(name: str) -> object:

@@ -1,7 +1,8 @@
 """What each client method sends to which ensemble, and how it reads the answer back (no network here).
 
 A ``Call`` is one Triton request of at most ``max_batch`` users: its wire inputs, the outputs it asks
-for and a ``decode`` that turns those outputs into per-user results. Per-user scalars (``request_time``,
+for and a ``decode`` that turns those outputs, and the release the response reports (its model
+version), into per-user results. Per-user scalars (``request_time``,
 ``<s>_len``) travel as (B, 1): Triton needs a non-empty ``dims`` per input, so the ensembles declare
 them ``dims: [1]`` (with ``reshape: { shape: [ ] }`` to give the models the (B,) of the interface).
 
@@ -28,9 +29,19 @@ from duet_sdk.client.tensors import (
     split_scores,
     static_tensors,
 )
-from duet_sdk.client.types import Embedding, FreshRequest, FreshResult, ScoreRequest, Scores, UserHistory
 from duet_sdk.errors import ConfigError
-from duet_sdk.serving.interface import DOWNSTREAM, FRESH, UPSTREAM, ServingInterface
+from duet_sdk.interface import (
+    DOWNSTREAM,
+    FRESH,
+    UPSTREAM,
+    Embedding,
+    FreshRequest,
+    FreshResult,
+    ScoreRequest,
+    Scores,
+    ServingInterface,
+    UserHistory,
+)
 
 R = TypeVar("R")
 Shape = tuple[int, ...]
@@ -38,12 +49,13 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Call(Generic[R]):
-    """One request to ``model``: ``inputs`` in wire layout, ``outputs`` to fetch, ``decode`` outputs -> results."""
+    """One request to ``model``: ``inputs`` in wire layout, ``outputs`` to fetch, ``decode`` (outputs, release
+    of the response) -> results."""
 
     model: str
     inputs: dict[str, np.ndarray]
     outputs: tuple[str, ...]
-    decode: Callable[[Mapping[str, np.ndarray | None]], list[R]]
+    decode: Callable[[Mapping[str, np.ndarray | None], str], list[R]]
 
 
 def embed_calls(histories: Sequence[UserHistory], interface: ServingInterface) -> list[Call[Embedding]]:
@@ -97,12 +109,12 @@ def _wire(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _embed_call(histories: Sequence[UserHistory], interface: ServingInterface) -> Call[Embedding]:
     names = interface.embeddings
 
-    def decode(out: Mapping[str, np.ndarray | None]) -> list[Embedding]:
+    def decode(out: Mapping[str, np.ndarray | None], release: str) -> list[Embedding]:
         b = len(histories)
         codes = {n: _output(out, f"{n}_codes", (b, i.levels), UPSTREAM) for n, i in names.items()}
         vectors = {n: _output(out, f"{n}_embedding", (b, i.dim), UPSTREAM) for n, i in names.items()}
         return [Embedding(h.user_id, {n: tuple(codes[n][k].tolist()) for n in names},
-                          {n: tuple(vectors[n][k].tolist()) for n in names}, interface.version)
+                          {n: tuple(vectors[n][k].tolist()) for n in names}, release)
                 for k, h in enumerate(histories)]
 
     return Call(UPSTREAM, _wire(history_tensors(histories, interface)),
@@ -114,10 +126,10 @@ def _score_call(requests: Sequence[ScoreRequest], interface: ServingInterface) -
     tensors = static_tensors([r.static_sparse for r in requests], [r.static_dense for r in requests], interface)
     tensors |= items | code_tensors([r.codes for r in requests], interface)
 
-    def decode(out: Mapping[str, np.ndarray | None]) -> list[Scores]:
+    def decode(out: Mapping[str, np.ndarray | None], release: str) -> list[Scores]:
         scores = _output(out, "scores", (len(requests), items["item_sparse"].shape[1], len(interface.tasks)),
                          DOWNSTREAM)
-        return [Scores(r.user_id, _rows(s), "stored", interface.version)
+        return [Scores(r.user_id, _rows(s), "stored", release)
                 for r, s in zip(requests, split_scores(scores, counts))]
 
     return Call(DOWNSTREAM, _wire(tensors), tuple(expected_outputs(interface, DOWNSTREAM)), decode)
@@ -128,11 +140,11 @@ def _fresh_call(requests: Sequence[FreshRequest], interface: ServingInterface) -
     items, counts = candidate_tensors([r.candidates for r in requests], interface)
     names = interface.embeddings
 
-    def decode(out: Mapping[str, np.ndarray | None]) -> list[FreshResult]:
+    def decode(out: Mapping[str, np.ndarray | None], release: str) -> list[FreshResult]:
         b = len(requests)
         scores = _output(out, "scores", (b, items["item_sparse"].shape[1], len(interface.tasks)), FRESH)
         codes = {n: _output(out, f"{n}_codes", (b, i.levels), FRESH) for n, i in names.items()}
-        return [FreshResult(Scores(h.user_id, _rows(s), "fresh", interface.version),
+        return [FreshResult(Scores(h.user_id, _rows(s), "fresh", release),
                             {n: tuple(codes[n][k].tolist()) for n in names})
                 for k, (h, s) in enumerate(zip(histories, split_scores(scores, counts)))]
 

@@ -5,7 +5,14 @@ parameter of ``duet_upstream``'s config. Each method then validates its users ag
 ``InvalidRequest`` before anything is sent), splits them into requests of at most ``max_batch`` users
 (the async client sends those concurrently), and retries each request on ``Unavailable`` /
 ``DeadlineExceeded`` with exponential backoff and jitter; other errors raise at once with the server's
-message. ``timeout_s`` is the deadline of each attempt. Results carry the interface's ``version``.
+message. ``timeout_s`` is the deadline of each attempt.
+
+Releases: every result carries the release that produced it (``model_version``: the model version of
+Triton's response). An unpinned call goes to the alias ensembles (``duet_fresh``), which serve the
+current release; ``release=V`` pins a call to release V's own ensembles (``duet_fresh_vV``). When an
+unpinned response reports a release other than the client's current interface, the client re-reads the
+interface from that release's ensemble config, so a new current release is picked up without a
+restart. ``releases()`` asks Triton's repository index which releases are loaded and which is current.
 
 Example:
     >>> with DuetClient("127.0.0.1:8001", timeout_s=0.5) as client:
@@ -18,15 +25,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 from duet_sdk.client.calls import Call, embed_calls, expected_inputs, expected_outputs, fresh_calls, score_calls
 from duet_sdk.client.errors import ServerError, from_triton
 from duet_sdk.client.retry import RetryPolicy, acall_with_retry, call_with_retry
-from duet_sdk.client.types import Embedding, FreshRequest, FreshResult, ScoreRequest, Scores, UserHistory
 from duet_sdk.client.validate import check_fresh_requests, check_histories, check_score_requests, check_users
 from duet_sdk.errors import ConfigError
-from duet_sdk.serving.interface import PARAMETER, UPSTREAM, ServingInterface
+from duet_sdk.interface import (
+    DOWNSTREAM,
+    PARAMETER,
+    UPSTREAM,
+    Embedding,
+    FreshRequest,
+    FreshResult,
+    ScoreRequest,
+    Scores,
+    ServingInterface,
+    UserHistory,
+    release_model,
+    split_release_model,
+)
 
 try:
     import tritonclient.grpc as grpcclient
@@ -35,8 +55,32 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("duet_sdk.client needs tritonclient with gRPC: pip install 'tritonclient[grpc]'") from exc
 
-__all__ = ["AsyncDuetClient", "DuetClient", "expected_inputs", "expected_outputs"]
+__all__ = ["AsyncDuetClient", "DuetClient", "Releases", "expected_inputs", "expected_outputs"]
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Releases:
+    """What the server serves: the ``current`` release (the aliases') and every ``loaded`` (pinnable) one."""
+
+    current: int | None
+    loaded: tuple[int, ...]
+
+
+def releases_from_index(index: Mapping[str, Any]) -> Releases:
+    """``Releases`` from a ``get_model_repository_index(as_json=True)`` answer: a release is loaded when its
+    ``duet_downstream_vV`` is READY; the current one is the READY version of the alias ``duet_upstream``
+    (the newest if a reload shows two for a moment)."""
+    loaded, current = set(), []
+    for model in index.get("models", []):
+        if model.get("state") != "READY":
+            continue
+        split = split_release_model(model["name"])
+        if split and split[0] == DOWNSTREAM:
+            loaded.add(split[1])
+        elif model["name"] == UPSTREAM and str(model.get("version", "")).isdigit():
+            current.append(int(model["version"]))
+    return Releases(max(current) if current else None, tuple(sorted(loaded)))
 
 
 def _triton_client(url: str) -> Any:
@@ -56,7 +100,26 @@ class _Base:
         self.url, self.timeout_s = url, float(timeout_s)
         self.policy = RetryPolicy(retries, backoff_s, max_backoff_s)
         self._triton: Any = None
-        self._interface: ServingInterface | None = None
+        self._interface: ServingInterface | None = None  # the current release's
+        self._interfaces: dict[int, ServingInterface] = {}  # per release, for pinned calls
+
+    def _adopt(self, config: Mapping[str, Any], current: bool) -> ServingInterface:
+        interface = interface_from_config(config)
+        self._interfaces[int(interface.version)] = interface
+        if current:
+            self._interface = interface
+        return interface
+
+    def _moved(self, release: str, pinned: int | None) -> int | None:
+        """The release to adopt as current when an unpinned response came from another release, else None."""
+        if pinned is None and self._interface is not None and release != self._interface.version and release.isdigit():
+            return int(release)
+        return None
+
+
+def _target(call: Call[Any], release: int | None) -> str:
+    """The model a call goes to: the alias, or the pinned release's ensemble."""
+    return call.model if release is None else release_model(call.model, release)
 
 
 class DuetClient(_Base):
@@ -86,48 +149,69 @@ class DuetClient(_Base):
             triton.close()
 
     def connect(self, refresh: bool = False) -> ServingInterface:
-        """The server's ``ServingInterface``, fetched once (again with ``refresh``)."""
+        """The current release's ``ServingInterface``, fetched once (again with ``refresh``)."""
         if self._interface is None or refresh:
-            config = self._rpc(UPSTREAM, lambda t: t.get_model_config(UPSTREAM, as_json=True,
-                                                                      client_timeout=self.timeout_s))
-            self._interface = interface_from_config(config)
+            self._adopt(self._config(UPSTREAM), current=True)
         return self._interface
 
     @property
     def interface(self) -> ServingInterface:
         return self.connect()
 
-    def embed(self, histories: Sequence[UserHistory]) -> list[Embedding]:
-        """SIDE codes and vectors of each user, from ``duet_upstream``; one ``Embedding`` per history, in order."""
+    def interface_for(self, release: int | None) -> ServingInterface:
+        """The interface of ``release`` (None: the current one), fetched once per release."""
+        if release is None:
+            return self.connect()
+        if release not in self._interfaces:
+            self._adopt(self._config(release_model(UPSTREAM, release)), current=False)
+        return self._interfaces[release]
+
+    def releases(self) -> Releases:
+        """The current and the loaded releases, from Triton's repository index."""
+        return releases_from_index(self._rpc(None, lambda t: t.get_model_repository_index(
+            as_json=True, client_timeout=self.timeout_s)))
+
+    def _config(self, model: str) -> Mapping[str, Any]:
+        return self._rpc(model, lambda t: t.get_model_config(model, as_json=True, client_timeout=self.timeout_s))
+
+    def embed(self, histories: Sequence[UserHistory], release: int | None = None) -> list[Embedding]:
+        """SIDE codes and vectors of each user, from ``duet_upstream`` (of ``release`` if given); one
+        ``Embedding`` per history, in order, each naming the release that produced it."""
         check_users(histories, "histories")
-        interface = self.connect()
+        interface = self.interface_for(release)
         check_histories(histories, interface)
-        return self._run(embed_calls(histories, interface))
+        return self._run(embed_calls(histories, interface), release)
 
-    def score(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
-        """Candidate scores from stored codes (``duet_downstream``); path "stored", one per request."""
+    def score(self, requests: Sequence[ScoreRequest], release: int | None = None) -> list[Scores]:
+        """Candidate scores from stored codes (``duet_downstream``, of ``release`` if given: stored codes
+        belong to the release that produced them); path "stored", one per request."""
         check_users(requests, "requests")
-        interface = self.connect()
+        interface = self.interface_for(release)
         check_score_requests(requests, interface)
-        return self._run(score_calls(requests, interface))
+        return self._run(score_calls(requests, interface), release)
 
-    def score_fresh(self, requests: Sequence[FreshRequest]) -> list[FreshResult]:
-        """Candidate scores from full histories (``duet_fresh``), path "fresh", with the codes computed."""
+    def score_fresh(self, requests: Sequence[FreshRequest], release: int | None = None) -> list[FreshResult]:
+        """Candidate scores from full histories (``duet_fresh``, of ``release`` if given), path "fresh", with
+        the codes computed."""
         check_users(requests, "requests")
-        interface = self.connect()
+        interface = self.interface_for(release)
         check_fresh_requests(requests, interface)
-        return self._run(fresh_calls(requests, interface))
+        return self._run(fresh_calls(requests, interface), release)
 
-    def _run(self, calls: Sequence[Call[R]]) -> list[R]:
-        return [result for call in calls for result in self._infer(call)]
+    def _run(self, calls: Sequence[Call[R]], release: int | None) -> list[R]:
+        return [result for call in calls for result in self._infer(call, release)]
 
-    def _infer(self, call: Call[R]) -> list[R]:
+    def _infer(self, call: Call[R], release: int | None) -> list[R]:
         inputs, outputs = infer_inputs(call), [grpcclient.InferRequestedOutput(n) for n in call.outputs]
-        result = self._rpc(call.model, lambda t: t.infer(call.model, inputs, outputs=outputs,
-                                                         client_timeout=self.timeout_s))
-        return call.decode({name: result.as_numpy(name) for name in call.outputs})
+        model = _target(call, release)
+        result = self._rpc(model, lambda t: t.infer(model, inputs, outputs=outputs, client_timeout=self.timeout_s))
+        produced = str(result.get_response().model_version)
+        moved = self._moved(produced, release)
+        if moved is not None:
+            self._adopt(self._config(release_model(UPSTREAM, moved)), current=True)
+        return call.decode({name: result.as_numpy(name) for name in call.outputs}, produced)
 
-    def _rpc(self, model: str, fn: Callable[[Any], R]) -> R:
+    def _rpc(self, model: str | None, fn: Callable[[Any], R]) -> R:
         """``fn(tritonclient)`` with retries; tritonclient errors become ``ServerError``s."""
         def attempt() -> R:
             if self._triton is None:
@@ -165,37 +249,51 @@ class AsyncDuetClient(_Base):
             await triton.close()
 
     async def connect(self, refresh: bool = False) -> ServingInterface:
-        """The server's ``ServingInterface``, fetched once (again with ``refresh``)."""
+        """The current release's ``ServingInterface``, fetched once (again with ``refresh``)."""
         async with self._lock:
             if self._interface is None or refresh:
-                config = await self._rpc(UPSTREAM, lambda t: t.get_model_config(UPSTREAM, as_json=True,
-                                                                                client_timeout=self.timeout_s))
-                self._interface = interface_from_config(config)
+                self._adopt(await self._config(UPSTREAM), current=True)
             return self._interface
 
-    async def embed(self, histories: Sequence[UserHistory]) -> list[Embedding]:
+    async def interface_for(self, release: int | None) -> ServingInterface:
+        """See ``DuetClient.interface_for``."""
+        if release is None:
+            return await self.connect()
+        if release not in self._interfaces:
+            self._adopt(await self._config(release_model(UPSTREAM, release)), current=False)
+        return self._interfaces[release]
+
+    async def releases(self) -> Releases:
+        """See ``DuetClient.releases``."""
+        return releases_from_index(await self._rpc(None, lambda t: t.get_model_repository_index(
+            as_json=True, client_timeout=self.timeout_s)))
+
+    async def _config(self, model: str) -> Mapping[str, Any]:
+        return await self._rpc(model, lambda t: t.get_model_config(model, as_json=True, client_timeout=self.timeout_s))
+
+    async def embed(self, histories: Sequence[UserHistory], release: int | None = None) -> list[Embedding]:
         """See ``DuetClient.embed``."""
         check_users(histories, "histories")
-        interface = await self.connect()
+        interface = await self.interface_for(release)
         check_histories(histories, interface)
-        return await self._run(embed_calls(histories, interface))
+        return await self._run(embed_calls(histories, interface), release)
 
-    async def score(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+    async def score(self, requests: Sequence[ScoreRequest], release: int | None = None) -> list[Scores]:
         """See ``DuetClient.score``."""
         check_users(requests, "requests")
-        interface = await self.connect()
+        interface = await self.interface_for(release)
         check_score_requests(requests, interface)
-        return await self._run(score_calls(requests, interface))
+        return await self._run(score_calls(requests, interface), release)
 
-    async def score_fresh(self, requests: Sequence[FreshRequest]) -> list[FreshResult]:
+    async def score_fresh(self, requests: Sequence[FreshRequest], release: int | None = None) -> list[FreshResult]:
         """See ``DuetClient.score_fresh``."""
         check_users(requests, "requests")
-        interface = await self.connect()
+        interface = await self.interface_for(release)
         check_fresh_requests(requests, interface)
-        return await self._run(fresh_calls(requests, interface))
+        return await self._run(fresh_calls(requests, interface), release)
 
-    async def _run(self, calls: Sequence[Call[R]]) -> list[R]:
-        tasks = [asyncio.ensure_future(self._infer(call)) for call in calls]
+    async def _run(self, calls: Sequence[Call[R]], release: int | None) -> list[R]:
+        tasks = [asyncio.ensure_future(self._infer(call, release)) for call in calls]
         try:
             chunks = await asyncio.gather(*tasks)
         except BaseException:
@@ -205,13 +303,18 @@ class AsyncDuetClient(_Base):
             raise
         return [result for chunk in chunks for result in chunk]
 
-    async def _infer(self, call: Call[R]) -> list[R]:
+    async def _infer(self, call: Call[R], release: int | None) -> list[R]:
         inputs, outputs = infer_inputs(call), [grpcclient.InferRequestedOutput(n) for n in call.outputs]
-        result = await self._rpc(call.model, lambda t: t.infer(call.model, inputs, outputs=outputs,
-                                                               client_timeout=self.timeout_s))
-        return call.decode({name: result.as_numpy(name) for name in call.outputs})
+        model = _target(call, release)
+        result = await self._rpc(model, lambda t: t.infer(model, inputs, outputs=outputs,
+                                                          client_timeout=self.timeout_s))
+        produced = str(result.get_response().model_version)
+        moved = self._moved(produced, release)
+        if moved is not None:
+            self._adopt(await self._config(release_model(UPSTREAM, moved)), current=True)
+        return call.decode({name: result.as_numpy(name) for name in call.outputs}, produced)
 
-    async def _rpc(self, model: str, fn: Callable[[Any], Awaitable[R]]) -> R:
+    async def _rpc(self, model: str | None, fn: Callable[[Any], Awaitable[R]]) -> R:
         async def attempt() -> R:
             if self._triton is None:
                 self._triton = _aio_triton_client(self.url)

@@ -21,8 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from duet_sdk.client.types import Candidates, Event, UserHistory
-from duet_sdk.serving.interface import ServingInterface, StreamInfo
+from duet_sdk.interface import Candidates, Event, ServingInterface, StreamInfo, UserHistory
 
 T = TypeVar("T")
 

@@ -20,8 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from duet_sdk.client.errors import InvalidRequest
-from duet_sdk.client.types import Candidates, Event, FreshRequest, ScoreRequest, UserHistory
-from duet_sdk.serving.interface import ServingInterface
+from duet_sdk.interface import Candidates, Event, FreshRequest, ScoreRequest, ServingInterface, UserHistory
 
 TS_MAX = 2**32  # timestamps and request times are Unix seconds in [0, 2**32]
 _I64 = np.iinfo(np.int64)

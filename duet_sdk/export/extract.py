@@ -41,6 +41,7 @@ class ExtractionReport:
 
     kept: dict[str, tuple[int, int]]
     dropped: dict[str, tuple[int, int]] = field(default_factory=dict)
+    tasks: tuple[str, ...] = ()  # a ranker's task names, in the order of its scores
 
     def totals(self, which: str) -> tuple[int, int]:
         parts = getattr(self, which).values()
@@ -51,7 +52,8 @@ class ExtractionReport:
             return {name: {"params": p, "bytes": b} for name, (p, b) in parts.items()}
         (kp, kb), (dp, db) = self.totals("kept"), self.totals("dropped")
         return {"kept": block(self.kept), "dropped": block(self.dropped),
-                "kept_params": kp, "kept_bytes": kb, "dropped_params": dp, "dropped_bytes": db}
+                "kept_params": kp, "kept_bytes": kb, "dropped_params": dp, "dropped_bytes": db,
+                **({"tasks": list(self.tasks)} if self.tasks else {})}
 
     def summary(self) -> str:
         (kp, kb), (dp, db) = self.totals("kept"), self.totals("dropped")
@@ -205,4 +207,4 @@ def extract_ranker(ranker: Ranker, max_batch: int = 64, opt_batch: int = 16, max
     signature = ranker_signature(ranker, max_batch, opt_batch, max_candidates, opt_candidates)
     module = with_named_forward(RankerServing, signature.input_names)(ranker, signature.input_names).eval()
     kept = {name: _size(child) for name, child in ranker.named_children() if any(True for _ in child.state_dict())}
-    return ServingModel(module, signature, ExtractionReport(kept=kept))
+    return ServingModel(module, signature, ExtractionReport(kept=kept, tasks=tuple(t.name for t in ranker.config.tasks)))

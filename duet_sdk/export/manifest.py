@@ -5,6 +5,7 @@ Written atomically (``atomic_write_json``); artifacts of models not exported thi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ class ArtifactRecord:
     bytes: int
     source_checkpoints: list[dict]
     files: list[str] = field(default_factory=list)
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest, checked at publish and load
     timings_s: dict[str, float] = field(default_factory=dict)
     verified_rows: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -38,7 +40,7 @@ class ArtifactRecord:
     def to_dict(self) -> dict:
         io = self.signature.to_dict()
         return {
-            "model": self.model, "format": self.format, "path": self.path, "files": self.files,
+            "model": self.model, "format": self.format, "path": self.path, "files": self.files, "sha256": self.sha256,
             "inputs": io["inputs"], "outputs": io["outputs"], "dims": io["dims"], "precision": self.precision,
             "max_abs_diff": max(self.max_abs_diff.values(), default=0.0),
             "max_rel_diff": max(self.max_rel_diff.values(), default=0.0),
@@ -48,6 +50,15 @@ class ArtifactRecord:
             "verified_rows": self.verified_rows, "bytes": self.bytes, "timings_s": self.timings_s,
             "source_checkpoints": self.source_checkpoints, "warnings": self.warnings,
         }
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_manifest(out: Path) -> dict:

@@ -20,7 +20,7 @@ import torch
 from duet_sdk.errors import CheckpointError
 from duet_sdk.export import _compat
 from duet_sdk.export.extract import ServingModel, extract_encoder, extract_ranker
-from duet_sdk.export.manifest import ArtifactRecord, write_manifest
+from duet_sdk.export.manifest import ArtifactRecord, sha256_file, write_manifest
 from duet_sdk.export.sources import Selection, Source, select_all
 from duet_sdk.export.spec import ExportSpec
 from duet_sdk.export.verify import Case, example_inputs, verify_artifact
@@ -126,6 +126,7 @@ def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: Export
                                  tag=f"{serving.name}-{fmt}", **kwargs)
         verified = time.perf_counter()
         files = sorted(p.name for p in tmp.iterdir())
+        digests = {name: sha256_file(tmp / name) for name in files}
         size = sum(p.stat().st_size for p in tmp.iterdir())
         _publish(tmp, final)
     except BaseException:
@@ -134,7 +135,7 @@ def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: Export
     record = ArtifactRecord(
         model=serving.name, format=fmt, path=str((final / FILENAMES[fmt]).relative_to(out)), signature=serving.signature,
         precision=precision, max_abs_diff=result.max_abs_diff, max_rel_diff=result.max_rel_diff,
-        near_ties=result.near_ties, bytes=size, files=files, verified_rows=result.rows,
+        near_ties=result.near_ties, bytes=size, files=files, sha256=digests, verified_rows=result.rows,
         source_checkpoints=[s.to_dict() for s in sources], warnings=[s.warning for s in sources if s.warning],
         timings_s={"convert": round(converted - started, 2), "verify": round(verified - converted, 2)},
     )

@@ -31,7 +31,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
-from duet_sdk.client.types import Embedding, UserHistory
+from duet_sdk.interface import Embedding, UserHistory
 from duet_sdk.errors import DataError
 from duet_sdk.online.history import HistoryStore
 from duet_sdk.online.queue import Trigger, TriggerQueue

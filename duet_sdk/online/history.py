@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from duet_sdk.client.types import Event, UserHistory
+from duet_sdk.interface import Event, UserHistory
 from duet_sdk.errors import ConfigError, DataError
 from duet_sdk.online._redis import connect, redis_errors, text
 

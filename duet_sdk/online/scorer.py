@@ -1,19 +1,23 @@
-"""Score (user, candidates) from stored SIDE codes, falling back on a miss, and say which path served.
+"""Score (user, candidates) from stored SIDE codes, falling back on a miss, and say which path and release served.
 
-Paths: ``stored`` (codes in the feature store from the served model version -> ``duet_downstream``),
-``fresh`` (no usable codes: the user's history -> ``duet_fresh``; its codes are written back), or
-``default`` (no usable codes and fallback "default", or no profile at all: ``default_scores``).
-Codes from another model version count as a miss: they belong to another SIDE codebook.
+Paths: ``stored`` (codes in the feature store from a release the server has loaded -> that release's
+``duet_downstream_vV``, because only its ranker holds the codebooks those codes index), ``fresh`` (no
+usable codes: the user's history -> ``duet_fresh`` of the current release; its codes are written back
+with the release that produced them), or ``default`` (no usable codes and fallback "default", or no
+profile at all: ``default_scores``). Codes of a release that is no longer loaded count as a miss; so do
+codes whose release was unloaded between the check and the call (the server refuses the pinned call).
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from duet_sdk.client.types import Candidates, FreshRequest, ScoreRequest, Scores
+from duet_sdk.client.errors import InvalidRequest, ServerError
 from duet_sdk.errors import ConfigError
+from duet_sdk.interface import Candidates, FreshRequest, ScoreRequest, Scores
 from duet_sdk.online.history import HistoryStore
 from duet_sdk.online.store import FeatureStore
 from duet_sdk.online.types import StoredCodes
@@ -23,11 +27,12 @@ FALLBACKS = ("fresh", "default")
 
 @dataclass
 class ScorerMetrics:
-    """Requests per path, and misses split by cause."""
+    """Requests per path and per release that served them, and misses split by cause."""
 
     paths: dict[str, int] = field(default_factory=lambda: {"stored": 0, "fresh": 0, "default": 0})
+    releases: Counter = field(default_factory=Counter)
     missing_codes: int = 0
-    stale_version: int = 0
+    stale_version: int = 0  # codes of a release the server no longer has loaded
     missing_profile: int = 0
 
 
@@ -40,17 +45,27 @@ class Scorer:
             the fresh path).
         fallback: on a miss, "fresh" (compute now) or "default" (``default_scores`` per task).
         write_back: on the fresh path, store the codes it computed.
+        releases_ttl_s: how long the server's list of loaded releases is trusted before it is asked again.
     """
 
     def __init__(self, client, store: FeatureStore, history: HistoryStore, fallback: str = "fresh",
                  default_scores: Sequence[float] | None = None, write_back: bool = True,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, releases_ttl_s: float = 1.0) -> None:
         if fallback not in FALLBACKS:
             raise ConfigError("fallback", f"one of {FALLBACKS}", fallback)
         self.client, self.store, self.history = client, store, history
         self.fallback, self.write_back, self.clock = fallback, write_back, clock
         self.default_scores = None if default_scores is None else tuple(float(x) for x in default_scores)
+        self.releases_ttl_s = releases_ttl_s
+        self._loaded: tuple[float, frozenset[str]] | None = None
         self.metrics = ScorerMetrics()
+
+    def loaded_releases(self) -> frozenset[str]:
+        """Releases the server has loaded (as stored-code version strings), cached ``releases_ttl_s``."""
+        now = time.monotonic()
+        if self._loaded is None or now - self._loaded[0] > self.releases_ttl_s:
+            self._loaded = (now, frozenset(str(v) for v in self.client.releases().loaded))
+        return self._loaded[1]
 
     def _default(self, user: str, candidates: Candidates, interface) -> Scores:
         per_task = self.default_scores or (0.0,) * len(interface.tasks)
@@ -64,25 +79,23 @@ class Scorer:
         users = [u for u, _ in requests]
         stored = self.store.get_many(users)
         profiles = {h.user_id: h for h in self.history.histories(list(dict.fromkeys(users)), now)}
+        loaded = self.loaded_releases()
         results: list[Scores | None] = [None] * len(requests)
-        hits, misses = [], []
+        by_release: dict[str, list[int]] = {}
+        misses = []
         for i, (user, candidates) in enumerate(requests):
             record = stored.get(user)
             if user not in profiles:
                 self.metrics.missing_profile += 1
                 results[i] = self._default(user, candidates, interface)
-            elif record is not None and record.model_version == interface.version:
-                hits.append(i)
+            elif record is not None and record.model_version in loaded:
+                by_release.setdefault(record.model_version, []).append(i)
             else:
                 self.metrics.missing_codes += record is None
                 self.metrics.stale_version += record is not None
                 misses.append(i)
-        if hits:
-            scored = self.client.score([
-                ScoreRequest(user, profiles[user].static_sparse, profiles[user].static_dense, stored[user].codes, candidates)
-                for user, candidates in (requests[i] for i in hits)])
-            for i, result in zip(hits, scored):
-                results[i] = result
+        for release, hits in by_release.items():
+            misses += self._score_stored(requests, hits, release, stored, profiles, results)
         if misses and self.fallback == "default":
             for i in misses:
                 results[i] = self._default(*requests[i], interface)
@@ -91,8 +104,31 @@ class Scorer:
             for i, result in zip(misses, fresh):
                 results[i] = result.scores
             if self.write_back:
-                self.store.put_many([StoredCodes(requests[i][0], r.codes, interface.version, float(now))
+                self.store.put_many([StoredCodes(requests[i][0], r.codes, r.scores.model_version, float(now))
                                      for i, r in zip(misses, fresh)])
         for result in results:
             self.metrics.paths[result.path] += 1
+            self.metrics.releases[result.model_version] += 1
         return results
+
+    def _score_stored(self, requests, hits: list[int], release: str, stored: dict[str, StoredCodes], profiles: dict,
+                      results: list) -> list[int]:
+        """Score ``hits`` with ``release``'s downstream; returns those to retry as misses (release gone)."""
+        try:
+            scored = self.client.score([
+                ScoreRequest(user, profiles[user].static_sparse, profiles[user].static_dense, stored[user].codes, candidates)
+                for user, candidates in (requests[i] for i in hits)], release=int(release))
+        except InvalidRequest:
+            raise
+        except ServerError:
+            if release in self._refresh():
+                raise  # the release is loaded: a real failure
+            self.metrics.stale_version += len(hits)
+            return hits
+        for i, result in zip(hits, scored):
+            results[i] = result
+        return []
+
+    def _refresh(self) -> frozenset[str]:
+        self._loaded = None
+        return self.loaded_releases()

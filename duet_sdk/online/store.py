@@ -68,6 +68,21 @@ class FeatureStore(ABC):
         """Upsert ``records`` (validated first: DataError, nothing written); returns how many were written,
         those older than the stored record being skipped."""
 
+    @abstractmethod
+    def scan(self, cursor: str = "", count: int = 100) -> tuple[list[StoredCodes], str | None]:
+        """About ``count`` records from ``cursor`` ("" to start) and the cursor to resume from (None at the
+        end). Every record stored for the whole scan is returned at least once."""
+
+    def version_counts(self) -> dict[str, int]:
+        """How many users hold codes of each release (a full scan)."""
+        counts: dict[str, int] = {}
+        cursor: str | None = ""
+        while cursor is not None:
+            records, cursor = self.scan(cursor, 500)
+            for r in records:
+                counts[r.model_version] = counts.get(r.model_version, 0) + 1
+        return counts
+
     def get(self, user_id: str) -> StoredCodes | None:
         return self.get_many([user_id]).get(user_id)
 
@@ -150,6 +165,18 @@ class SqliteStore(FeatureStore):
                 raise
         return written
 
+    def scan(self, cursor: str = "", count: int = 100) -> tuple[list[StoredCodes], str | None]:
+        """Users in ``user_id`` order after ``cursor`` (the last user returned)."""
+        with self._lock:
+            rows = self._execute("SELECT user_id, codes, model_version, produced_at FROM codes WHERE user_id > ? "
+                                 "ORDER BY user_id LIMIT ?", (cursor, count)).fetchall()
+        records = [StoredCodes(u, decode_codes(c), v, at) for u, c, v, at in rows]
+        return records, (records[-1].user_id if len(records) == count else None)
+
+    def version_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._execute("SELECT model_version, COUNT(*) FROM codes GROUP BY model_version", ()).fetchall())
+
     def _execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:
             return self._conn.execute(sql, params)
@@ -201,6 +228,14 @@ class RedisStore(FeatureStore):
             if codes is not None:
                 found[user_id] = StoredCodes(user_id, decode_codes(text(codes)), text(version), float(text(at)))
         return found
+
+    @redis_errors
+    def scan(self, cursor: str = "", count: int = 100) -> tuple[list[StoredCodes], str | None]:
+        """Redis ``SCAN`` over ``prefix*`` (cursor: SCAN's, as a string)."""
+        position, keys = self._redis.scan(int(cursor or 0), match=self.prefix + "*", count=count)
+        users = [text(k)[len(self.prefix):] for k in keys]
+        found = self.get_many(users)
+        return [found[u] for u in users if u in found], (str(position) if int(position) else None)
 
     @redis_errors
     def put_many(self, records: Sequence[StoredCodes]) -> int:

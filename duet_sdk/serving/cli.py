@@ -1,60 +1,58 @@
 """``duet-serve``: run tritonserver on a DUET model repository; ``duet-publish``: publish an export.
 
 ``duet-serve --model-repository DIR [--grpc-port P] [--http-port P] [--metrics-port P] [--host H]
-[--watch S]`` binds loopback unless ``--host`` says otherwise, prints the endpoints once every model is
-ready, swaps to each newly published version without downtime when ``--watch`` is set, and stops
-cleanly on SIGINT/SIGTERM. Exit status: 0 after a clean stop; 2 on bad input or a failed start.
+[--watch S] [--keep-loaded K]`` binds loopback unless ``--host`` says otherwise, loads the releases
+``repository.json`` lists as loaded (the current one first), prints the endpoints once every model is
+ready, swaps to the target release if it is another (a new publish, a rollback: at start and, with
+``--watch``, whenever it changes), and stops cleanly on SIGINT/SIGTERM. Exit status: 0 after a clean
+stop; 2 on bad input or a failed start.
+
+``duet-publish --export DIR --model-repository DIR`` publishes a new release (the target);
+``duet-publish --model-repository DIR --rollback V`` makes release V (still on disk) the target again.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from duet_sdk.errors import DuetError
+from duet_sdk.interface import ENSEMBLES
+from duet_sdk.serving import releases
 from duet_sdk.serving.config import ServingPolicy
-from duet_sdk.serving.interface import ENSEMBLES
-from duet_sdk.serving.repository import REPOSITORY_FILE, publish
+from duet_sdk.serving.repository import publish, request_rollback
 from duet_sdk.serving.server import LOOPBACK, TritonServer
+from duet_sdk.serving.swap import SwapError, swap_release
 
 
-def latest_publish(repo: Path) -> dict | None:
-    """The newest entry of ``repo/repository.json`` (None before the first publish)."""
-    path = Path(repo) / REPOSITORY_FILE
-    if not path.exists():
-        return None
-    versions = json.loads(path.read_text(encoding="utf-8"))["versions"]
-    return versions[-1] if versions else None
+def follow_target(server: TritonServer, keep_loaded: int) -> None:
+    """Swap to the index's target release if it is not current; a failed swap is reported (the old release
+    keeps serving every model and the target is marked failed)."""
+    index = releases.read_index(server.repository)
+    target, current = index["target"], index["current"]
+    if target is None or target == current:
+        return
+    print(f"duet-serve: release {target} is the target; swapping from release {current} ...", flush=True)
+    try:
+        report = swap_release(server, target, keep_loaded)
+    except (SwapError, DuetError) as exc:
+        print(f"duet-serve: error: {exc}", file=sys.stderr, flush=True)
+        print(f"duet-serve: still serving release {current} on every model", flush=True)
+        return
+    print(f"duet-serve: now serving release {report.current} (swap took {report.duration_s:.2f}s; "
+          f"loaded releases {releases.read_index(server.repository)['loaded']})", flush=True)
 
 
-def swap_order(entry: dict) -> list[str]:
-    """Models of a publish in load order: components before the ensembles that use them."""
-    return [*entry["models"], *entry["ensembles"]]
-
-
-def watch(server: TritonServer, stop: threading.Event, interval_s: float) -> None:
-    """Swap the server to every version published while it runs. A version that fails to load is
-    reported and skipped; Triton keeps serving the version it had."""
-    entry = latest_publish(server.repository)
-    seen = serving = entry["version"] if entry else 0
+def watch(server: TritonServer, stop: threading.Event, interval_s: float, keep_loaded: int) -> None:
+    """Follow the target release while the server runs."""
     while not stop.wait(interval_s):
-        entry = latest_publish(server.repository)
-        if not entry or entry["version"] <= seen:
-            continue
-        seen = entry["version"]
-        print(f"duet-serve: version {seen} published; swapping ...", flush=True)
         try:
-            server.swap(swap_order(entry), seen)
-        except DuetError as exc:
-            print(f"duet-serve: error: swap to version {seen} failed, still serving version {serving}: {exc}",
-                  file=sys.stderr, flush=True)
-            continue
-        serving = seen
-        print(f"duet-serve: now serving version {serving}", flush=True)
+            follow_target(server, keep_loaded)
+        except DuetError as exc:  # an unreadable index: keep serving, say so
+            print(f"duet-serve: error: {exc}", file=sys.stderr, flush=True)
 
 
 def serve_main(argv: list[str] | None = None) -> int:
@@ -65,28 +63,38 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--host", default=LOOPBACK, help="address to bind (default loopback)")
     p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
-                   help="poll repository.json and swap to each new version (0: off)")
+                   help="poll repository.json and swap to each new target release (0: off)")
+    p.add_argument("--keep-loaded", type=int, default=ServingPolicy().serve_versions, metavar="K",
+                   help="releases kept loaded: the current one and K-1 before it (default %(default)s)")
     p.add_argument("--log", type=Path, help="tritonserver log file")
     args = p.parse_args(argv)
-    if not (args.model_repository / REPOSITORY_FILE).exists():
-        print(f"duet-serve: error: --model-repository: expected a published repository (with {REPOSITORY_FILE}), "
-              f"got {args.model_repository}", file=sys.stderr)
+    try:
+        index = releases.read_index(args.model_repository)
+    except DuetError as exc:
+        print(f"duet-serve: error: {exc}", file=sys.stderr)
+        return 2
+    if index["current"] is None or args.keep_loaded < 1:
+        what = (f"--keep-loaded: expected >= 1, got {args.keep_loaded}" if index["current"] is not None else
+                f"--model-repository: expected a published repository (with {releases.INDEX}), got {args.model_repository}")
+        print(f"duet-serve: error: {what}", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    server = TritonServer(args.model_repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
-                          metrics_port=args.metrics_port, log=args.log)
+    server = TritonServer(args.model_repository, models=releases.startup_models(index), host=args.host,
+                          grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port, log=args.log)
     try:
         server.start()
     except DuetError as exc:
         print(f"duet-serve: error: {exc}", file=sys.stderr)
         return 2
-    entry = latest_publish(args.model_repository)
-    print(f"duet-serve: ready, version {entry['version'] if entry else '?'}: {server.endpoints.describe()}", flush=True)
-    print(f"duet-serve: ensembles {', '.join(ENSEMBLES)}; log {server.log}", flush=True)
+    print(f"duet-serve: ready, release {index['current']} (loaded {index['loaded']}): {server.endpoints.describe()}",
+          flush=True)
+    print(f"duet-serve: ensembles {', '.join(ENSEMBLES)} (current release) and <ensemble>_v<release>; log {server.log}",
+          flush=True)
+    follow_target(server, args.keep_loaded)
     if args.watch > 0:
-        threading.Thread(target=watch, args=(server, stop, args.watch), daemon=True).start()
+        threading.Thread(target=watch, args=(server, stop, args.watch, args.keep_loaded), daemon=True).start()
     try:
         while not stop.wait(0.5):
             if not server.running:
@@ -101,9 +109,12 @@ def serve_main(argv: list[str] | None = None) -> int:
 
 def publish_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="duet-publish", description="Publish a duet-export output as a new "
-                                "version of a Triton model repository (atomic; gated checkpoints only).")
-    p.add_argument("--export", type=Path, required=True, help="duet-export --out directory (manifest.json)")
+                                "release of a Triton model repository (atomic; gated, digest-checked artifacts only), "
+                                "or roll back to an earlier release.")
+    p.add_argument("--export", type=Path, help="duet-export --out directory (manifest.json)")
     p.add_argument("--model-repository", type=Path, required=True)
+    p.add_argument("--rollback", type=int, metavar="V", help="make release V (still on disk) the target again")
+    p.add_argument("--no-activate", action="store_true", help="publish without making the release the target")
     p.add_argument("--target", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--formats", help="comma-separated artifact formats in order of preference "
                    "(default: onnx,torchscript for cpu; tensorrt,onnx,torchscript for gpu)")
@@ -112,16 +123,24 @@ def publish_main(argv: list[str] | None = None) -> int:
     p.add_argument("--instances", type=int, default=defaults.instances)
     p.add_argument("--threads", type=int, default=defaults.threads)
     p.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us)
-    p.add_argument("--keep-versions", type=int, default=defaults.keep_versions)
+    p.add_argument("--keep-versions", type=int, default=defaults.keep_versions, help="releases kept on disk")
     args = p.parse_args(argv)
+    if (args.export is None) == (args.rollback is None):
+        print("duet-publish: error: expected exactly one of --export DIR or --rollback V", file=sys.stderr)
+        return 2
     try:
+        if args.rollback is not None:
+            request_rollback(args.model_repository, args.rollback)
+            print(f"duet-publish: release {args.rollback} is the target; a running duet-serve --watch swaps back to it")
+            return 0
         policy = ServingPolicy(max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, threads=args.threads,
                                keep_versions=args.keep_versions)
         formats = tuple(f for f in args.formats.split(",") if f) if args.formats else None
-        published = publish(args.export, args.model_repository, args.target, policy, args.precision, formats)
+        published = publish(args.export, args.model_repository, args.target, policy, args.precision, formats,
+                            activate=not args.no_activate)
     except DuetError as exc:
         print(f"duet-publish: error: {exc}", file=sys.stderr)
         return 2
-    print(f"duet-publish: version {published.version} of {', '.join(published.models)} + {', '.join(ENSEMBLES)} "
+    print(f"duet-publish: release {published.version} of {', '.join(published.models)} + {', '.join(ENSEMBLES)} "
           f"in {published.repository}")
     return 0

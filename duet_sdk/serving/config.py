@@ -7,7 +7,8 @@ and symbolic dims (strings) that become ``-1``. Three kinds of model config:
   inputs with symbolic non-batch dims allow ragged batching (the runner pads each batched group).
 - ``platform_config``: the gpu target, ``tensorrt_plan``, ``onnxruntime_onnx`` (TensorRT accelerator)
   or ``pytorch_libtorch``; these need same-shaped requests to batch, so clients pad to buckets.
-- ``ensemble_config``: ``platform: "ensemble"`` steps wiring models together by tensor name.
+- ``ensemble_config``: ``platform: "ensemble"`` steps wiring models together by tensor name, every step
+  pinned to one version (the release's), never "latest".
 """
 
 from __future__ import annotations
@@ -36,16 +37,17 @@ class ServingPolicy:
 
     ``batching``: Triton's dynamic batcher on (off: one request per execution, for comparison);
     ``max_queue_delay_us``: how long the dynamic batcher waits to fill a batch; ``instances``: model
-    instances per device; ``threads``: runtime threads per cpu instance; ``serve_versions``: the
-    version policy (latest N); ``keep_versions``: versions kept on disk (>= serve_versions).
+    instances per device; ``threads``: runtime threads per cpu instance; ``serve_versions``: releases
+    the server keeps loaded (K: the current one and K-1 before it, for pinned requests and rollback);
+    ``keep_versions``: releases kept on disk (>= serve_versions; older ones are pruned at publish).
     """
 
     max_queue_delay_us: int = 2000
     batching: bool = True
     instances: int = 1
     threads: int = 1
-    serve_versions: int = 1
-    keep_versions: int = 2
+    serve_versions: int = 2
+    keep_versions: int = 3
     warmup: bool = True
 
     def __post_init__(self) -> None:
@@ -102,7 +104,6 @@ def _scheduled(name: str, record: dict, max_batch: int, policy: ServingPolicy, k
         input=[model_input(s, ragged) for s in record["inputs"]],
         output=[model_output(s) for s in record["outputs"]],
         instance_group=[pb.ModelInstanceGroup(kind=kind, count=policy.instances)],
-        version_policy=pb.ModelVersionPolicy(latest=pb.ModelVersionPolicy.Latest(num_versions=policy.serve_versions)),
     )
     if policy.batching:
         config.dynamic_batching.CopyFrom(pb.ModelDynamicBatching(
@@ -149,19 +150,25 @@ class Step:
     outputs: dict[str, str]
 
 
+def only_version(config: pb.ModelConfig, version: int) -> pb.ModelConfig:
+    """``config`` serving exactly ``version`` (version policy ``specific``); returns it."""
+    config.version_policy.CopyFrom(pb.ModelVersionPolicy(specific=pb.ModelVersionPolicy.Specific(versions=[version])))
+    return config
+
+
 def ensemble_config(name: str, inputs: Sequence[dict], outputs: Sequence[dict], steps: Sequence[Step],
-                    max_batch: int, parameters: dict[str, str] | None = None) -> pb.ModelConfig:
-    """A native ensemble; every step uses the latest loaded version of its model (-1)."""
+                    max_batch: int, version: int, parameters: dict[str, str] | None = None) -> pb.ModelConfig:
+    """A native ensemble serving ``version`` whose every step uses ``version`` of its model."""
     config = pb.ModelConfig(
         name=name, platform="ensemble", max_batch_size=max_batch,
         input=[model_input(s, reshape=False) for s in inputs], output=[model_output(s) for s in outputs],
         ensemble_scheduling=pb.ModelEnsembling(step=[
-            pb.ModelEnsembling.Step(model_name=s.model, model_version=-1, input_map=s.inputs, output_map=s.outputs)
+            pb.ModelEnsembling.Step(model_name=s.model, model_version=version, input_map=s.inputs, output_map=s.outputs)
             for s in steps]),
     )
     for key, value in (parameters or {}).items():
         config.parameters[key].string_value = value
-    return config
+    return only_version(config, version)
 
 
 def to_text(config: pb.ModelConfig) -> str:

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 
 from duet_sdk.client.tensors import candidate_tensors, code_tensors, history_tensors, static_tensors
-from duet_sdk.client.types import Candidates, UserHistory
 from duet_sdk.export.extract import ServingModel
-from duet_sdk.serving.interface import ServingInterface
+from duet_sdk.interface import Candidates, ServingInterface, UserHistory
 
 
 class InProcessDuet:

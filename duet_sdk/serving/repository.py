@@ -1,21 +1,27 @@
-"""Publish verified export artifacts as a new version of a Triton model repository.
+"""Publish a verified export as one new release of a Triton model repository.
 
-Layout written (``V`` = the new version, one number for the whole publish)::
+Layout written for release ``V`` (see ``releases`` for ``repository.json``)::
 
-    <repo>/repository.json                      every published version: target, sources, interface
-    <repo>/<model>/config.pbtxt                 click_encoder, conv_encoder, ranker
-    <repo>/<model>/V/{artifact, signature.json, lineage.json[, model.py]}
-    <repo>/duet_{upstream,downstream,fresh}/config.pbtxt and V/lineage.json
+    <repo>/repository.json                    releases, current, loaded, target
+    <repo>/<model>_vV/config.pbtxt, V/        click_encoder_vV, conv_encoder_vV, ranker_vV: artifact files,
+                                              signature.json (with every file's sha256), lineage.json[, model.py]
+    <repo>/<ensemble>_vV/config.pbtxt, V/     duet_upstream_vV, duet_downstream_vV, duet_fresh_vV: steps pinned
+                                              to the release's components, version V
+    <repo>/<ensemble>/config.pbtxt, V/        duet_upstream, ...: aliases of the current release (written by a swap,
+                                              or by the first publish)
 
-Atomicity: every model's version directory is first assembled under a hidden non-numeric name beside
-it (Triton ignores those); only when all are complete are they renamed into place, components before
-ensembles, each followed by its config (replaced by rename); ``repository.json`` comes last. Versions only increase; versions beyond ``policy.keep_versions`` are renamed away, then deleted.
-Only artifacts whose source checkpoints the gate accepted are published.
+Atomicity: every model directory of the release is assembled under a hidden name at the repository root
+and checked against the manifest's sha256 there; only then are they renamed into place, and the release
+enters ``repository.json`` last. A directory that belongs to no recorded release (what an interrupted
+publish leaves) is removed before the next publish, which then takes the next number after the recorded
+releases. No server loads a release before a swap asks for it. Only artifacts whose source checkpoints
+the gate accepted are published.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,32 +29,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from duet_sdk.checkpoint import atomic_write_json
-from duet_sdk.errors import CheckpointError, ConfigError
-from duet_sdk.export.manifest import read_manifest
-from duet_sdk.serving import interface as api
-from duet_sdk.serving.config import ServingPolicy, platform_config, runner_config, write_config
+from duet_sdk import interface as api
+from duet_sdk.errors import ArtifactError, CheckpointError, ConfigError
+from duet_sdk.export.manifest import MANIFEST, read_manifest, sha256_file
+from duet_sdk.serving import releases
+from duet_sdk.serving.config import ServingPolicy, only_version, platform_config, runner_config, write_config
 from duet_sdk.serving.wiring import RANKER, build_interface, ensembles, pad_sides
 
+log = logging.getLogger(__name__)
 RUNNER = Path(__file__).parent / "runner" / "model.py"
-REPOSITORY_FILE = "repository.json"
 TARGETS = {"cpu": ("onnx", "torchscript"), "gpu": ("tensorrt", "onnx", "torchscript")}  # format preference
 
 
 @dataclass(frozen=True)
 class Published:
-    """What one publish wrote: the version number, models (with their format) and the interface."""
+    """What one publish wrote: the release number, models (with their format) and the interface."""
 
     version: int
     models: dict[str, str]
     interface: api.ServingInterface
     repository: Path
-
-
-def existing_versions(repo: Path) -> list[int]:
-    """Every numeric version directory under any model of ``repo``."""
-    return sorted({int(v.name) for model in Path(repo).iterdir() if model.is_dir()
-                   for v in model.iterdir() if v.is_dir() and v.name.isdigit()}) if Path(repo).is_dir() else []
 
 
 def _select(manifest: dict, target: str, prefer: tuple[str, ...] | None = None) -> dict[str, dict]:
@@ -85,93 +85,174 @@ def _require_accepted(records: dict[str, dict]) -> None:
                                       "only gated checkpoints are published")
 
 
-@dataclass
-class _Staged:
-    """A version directory assembled under a hidden name, and the config to install with it."""
-
-    staging: Path
-    final: Path
-    config: object
-
-
-def _stage(repo: Path, model: str, version: int, config, lineage: dict) -> _Staged:
-    model_dir = repo / model
-    model_dir.mkdir(parents=True, exist_ok=True)
-    final = model_dir / str(version)
-    if final.exists():
-        raise ConfigError("version", f"a new version directory, but {final} exists", version)
-    staged = _Staged(Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir)), final, config)
-    (staged.staging / "lineage.json").write_text(json.dumps(lineage, indent=2), encoding="utf-8")
-    return staged
+def _require_complete(export_dir: Path, records: dict[str, dict]) -> None:
+    """Every file of every chosen artifact exists and has a recorded sha256; ArtifactError naming what is not."""
+    missing, undigested = [], []
+    for model, record in records.items():
+        source = (export_dir / record["path"]).parent
+        for name in record["files"]:
+            if not (source / name).is_file():
+                missing.append(f"{model} ({record['format']}): {source / name}")
+            if name not in record.get("sha256", {}):
+                undigested.append(f"{model} ({record['format']}): {name}")
+    if missing:
+        raise ArtifactError(f"{export_dir} is a partial export; missing {len(missing)} file(s): {'; '.join(missing)} "
+                            "(re-run duet-export)")
+    if undigested:
+        raise ArtifactError(f"{export_dir / MANIFEST} records no sha256 for: {'; '.join(undigested)} "
+                            "(re-export with this duet-export)")
 
 
-def _stage_model(repo: Path, model: str, record: dict, export_dir: Path, target: str, version: int,
-                 lineage: dict, policy: ServingPolicy, precision: str, staged: list[_Staged]) -> None:
-    """Stage ``model``'s version: artifact files, ``signature.json``, lineage and, for cpu, the runner."""
-    config = runner_config(model, record, policy) if target == "cpu" else platform_config(model, record, policy, precision)
-    stage = _stage(repo, model, version, config, lineage | {"artifact": record})
-    staged.append(stage)
+def check_digests(directory: Path, digests: dict[str, str], what: str) -> None:
+    """Every file of ``digests`` in ``directory`` has its recorded sha256; ArtifactError naming the first that
+    does not."""
+    for name, want in sorted(digests.items()):
+        path = Path(directory) / name
+        got = sha256_file(path) if path.is_file() else "missing"
+        if got != want:
+            raise ArtifactError(f"{what}: {name} has sha256 {got}, the manifest records {want}; "
+                                "refusing a tampered or corrupt artifact")
+
+
+def _stage_model(root: Path, name: str, version: int, config, files: dict[str, Path], payload: dict[str, str]) -> Path:
+    """``<root>/.staging-<name>-*/`` holding ``config.pbtxt`` and ``<version>/``: ``files`` copied, ``payload``
+    written (name -> text); returns the staging directory."""
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=root))
+    try:
+        (staging / str(version)).mkdir()
+        for target, source in files.items():
+            shutil.copy2(source, staging / str(version) / target)
+        for target, text in payload.items():
+            (staging / str(version) / target).write_text(text, encoding="utf-8")
+        config.name = name
+        write_config(staging, only_version(config, version))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def _stage_component(root: Path, model: str, record: dict, export_dir: Path, target: str, version: int,
+                     lineage: dict, policy: ServingPolicy, precision: str) -> Path:
+    """Stage ``model``'s release directory: artifact files (digests checked on the copies), signature.json
+    with their sha256, lineage and, for cpu, the runner."""
+    name = api.release_model(model, version)
+    config = runner_config(name, record, policy) if target == "cpu" else platform_config(name, record, policy, precision)
     source = (export_dir / record["path"]).parent
-    for name in record["files"]:
-        shutil.copy2(source / name, stage.staging / name)
-    signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record)}
-    (stage.staging / "signature.json").write_text(json.dumps(signature, indent=2), encoding="utf-8")
-    if target == "cpu":
-        shutil.copy2(RUNNER, stage.staging / "model.py")
+    signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record), "sha256": record["sha256"]}
+    files = {n: source / n for n in record["files"]} | ({"model.py": RUNNER} if target == "cpu" else {})
+    staging = _stage_model(root, name, version, config, files, {
+        "signature.json": json.dumps(signature, indent=2), "lineage.json": json.dumps(lineage | {"artifact": record}, indent=2)})
+    try:
+        check_digests(staging / str(version), record["sha256"], f"{model} ({record['format']}) of {export_dir}")
+    except ArtifactError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
 
 
-def prune(repo: Path, keep: int) -> list[Path]:
-    """Remove all but the newest ``keep`` versions of every model (renamed away first); returns them."""
+def _remove(path: Path) -> None:
+    """Rename ``path`` away (a hidden name Triton ignores), then delete it."""
+    trash = path.parent / f".removed-{path.name}-{os.getpid()}"
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_orphans(repo: Path, index: dict) -> list[Path]:
+    """Remove what no recorded release owns: staging leftovers, release directories of unrecorded numbers,
+    alias version directories of unrecorded numbers (an interrupted publish); returns what was removed."""
+    recorded = {e["version"] for e in index["releases"] if e["status"] != releases.PRUNED}
     removed = []
-    for model in sorted(p for p in Path(repo).iterdir() if p.is_dir()):
-        versions = sorted((int(v.name) for v in model.iterdir() if v.is_dir() and v.name.isdigit()), reverse=True)
-        for old in versions[keep:]:
-            trash = model / f".removed-{old}"
-            os.rename(model / str(old), trash)
-            shutil.rmtree(trash, ignore_errors=True)
-            removed.append(model / str(old))
+    for path in sorted(Path(repo).iterdir()):
+        if not path.is_dir():
+            continue
+        split = api.split_release_model(path.name)
+        if path.name.startswith((".staging-", ".removed-")) or (split and split[1] not in recorded):
+            removed.append(path)
+        elif path.name in api.ENSEMBLES:
+            removed += [v for v in path.iterdir() if v.is_dir() and (not v.name.isdigit() or int(v.name) not in recorded)]
+    for path in removed:
+        log.warning("removing %s: it belongs to no published release (an interrupted publish?)", path)
+        if path.name.startswith(".removed-"):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            _remove(path)
     return removed
 
 
+def prune(repo: Path, index: dict, keep: int) -> list[int]:
+    """Remove the files of releases beyond the newest ``keep`` ready ones, and of failed ones; never the
+    current, a loaded or the target release. Their entries stay (status "pruned"). Returns their numbers."""
+    protected = {index["current"], index["target"], *index["loaded"]}
+    ready = sorted((e["version"] for e in index["releases"] if e["status"] == releases.READY), reverse=True)
+    doomed = [e for e in index["releases"] if e["version"] not in protected and (
+        e["status"] == releases.FAILED or (e["status"] == releases.READY and e["version"] not in ready[:keep]))]
+    for entry in doomed:
+        for name in releases.release_models(entry):
+            if (Path(repo) / name).exists():
+                _remove(Path(repo) / name)
+        for ensemble in api.ENSEMBLES:
+            if (Path(repo) / ensemble / str(entry["version"])).exists():
+                _remove(Path(repo) / ensemble / str(entry["version"]))
+        entry["status"] = releases.PRUNED
+    return [e["version"] for e in doomed]
+
+
 def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPolicy | None = None,
-            precision: str = "fp16", formats: tuple[str, ...] | None = None) -> Published:
-    """Publish the artifacts of ``export_dir/manifest.json`` into ``repo`` as one new version.
+            precision: str = "fp16", formats: tuple[str, ...] | None = None, activate: bool = True) -> Published:
+    """Publish the artifacts of ``export_dir/manifest.json`` into ``repo`` as one new release.
 
     ``formats``: artifact formats in order of preference (default: tensorrt, onnx, torchscript for gpu;
     onnx, torchscript for cpu). ``precision`` is the gpu ONNX Runtime TensorRT accelerator's.
-
-    Components are written before the ensembles that use them; ``repository.json`` is updated last.
+    ``activate``: make it the target release (duet-serve swaps to it); the first release is current at once.
+    ArtifactError if the export is partial or a file differs from its manifest sha256 (nothing is written).
     """
     export_dir, repo, policy = Path(export_dir), Path(repo), policy or ServingPolicy()
+    if not (export_dir / MANIFEST).is_file():
+        raise ArtifactError(f"{export_dir}: no {MANIFEST}; expected a complete duet-export output directory")
     manifest = read_manifest(export_dir)
     records = _select(manifest, target, formats)
     _require_accepted(records)
-    repo.mkdir(parents=True, exist_ok=True)
-    version = max(existing_versions(repo), default=0) + 1
-    interface = build_interface(records, version)
-    published_at = datetime.now(UTC).isoformat()
-    lineage = {"version": version, "target": target, "published_at": published_at,
-               "export_manifest": str((export_dir / "manifest.json").resolve()), "export_created_at": manifest.get("created_at")}
-    staged: list[_Staged] = []
-    try:
-        for model, record in records.items():
-            _stage_model(repo, model, record, export_dir, target, version, lineage, policy, precision, staged)
-        for config in ensembles(records, interface):
-            staged.append(_stage(repo, config.name, version, config, lineage))
-    except BaseException:
-        for stage in staged:
-            shutil.rmtree(stage.staging, ignore_errors=True)
-        raise
-    for stage in staged:  # components before the ensembles that use them
-        os.rename(stage.staging, stage.final)
-        write_config(stage.final.parent, stage.config)
-    prune(repo, policy.keep_versions)
-    history = json.loads((repo / REPOSITORY_FILE).read_text(encoding="utf-8")) if (repo / REPOSITORY_FILE).exists() else {"versions": []}
-    history["versions"].append(lineage | {
-        "models": {m: {"format": r["format"], "sources": r["source_checkpoints"], "max_abs_diff": r["max_abs_diff"]}
-                   for m, r in records.items()},
-        "ensembles": list(api.ENSEMBLES)})
-    history["latest"] = version
-    history["interface"] = json.loads(interface.to_json())
-    atomic_write_json(repo / REPOSITORY_FILE, history)
+    _require_complete(export_dir, records)
+    with releases.locked_index(repo) as index:
+        remove_orphans(repo, index)
+        version = max((e["version"] for e in index["releases"]), default=0) + 1
+        interface = build_interface(manifest, records, version)
+        lineage = {"version": version, "target": target, "published_at": datetime.now(UTC).isoformat(),
+                   "export_manifest": str((export_dir / MANIFEST).resolve()), "export_created_at": manifest.get("created_at")}
+        staged: list[tuple[Path, str]] = []
+        try:
+            for model, record in records.items():
+                path = _stage_component(repo, model, record, export_dir, target, version, lineage, policy, precision)
+                staged.append((path, api.release_model(model, version)))
+            for config in ensembles(records, interface, version):
+                staged.append((_stage_model(repo, config.name, version, config, {}, {"lineage.json": json.dumps(lineage)}),
+                               config.name))
+        except BaseException:
+            for path, _ in staged:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        for path, name in staged:  # components before the ensembles that use them
+            os.rename(path, repo / name)
+        index["releases"].append(lineage | {
+            "status": releases.READY,
+            "models": {m: {"format": r["format"], "sources": r["source_checkpoints"], "max_abs_diff": r["max_abs_diff"],
+                           "sha256": r["sha256"]} for m, r in records.items()},
+            "ensembles": list(api.ENSEMBLES), "interface": json.loads(interface.to_json())})
+        if index["current"] is None:  # the first release is current at once
+            for ensemble in api.ENSEMBLES:
+                releases.point_alias(repo, ensemble, version)
+            index["current"], index["loaded"] = version, [version]
+        if activate or index["target"] is None:
+            index["target"] = version
+        for old in prune(repo, index, policy.keep_versions):
+            log.info("pruned release %d (beyond the newest %d on disk)", old, policy.keep_versions)
     return Published(version, {m: r["format"] for m, r in records.items()}, interface, repo)
+
+
+def request_rollback(repo: Path, version: int) -> dict:
+    """Make ``version`` (a ready release still on disk) the target; duet-serve swaps back to it. Returns its entry."""
+    with releases.locked_index(repo) as index:
+        entry = releases.usable(index, version)
+        index["target"] = version
+    return entry

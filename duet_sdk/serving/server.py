@@ -1,4 +1,4 @@
-"""A real ``tritonserver`` process: find it, start it on loopback, wait until ready, swap versions, stop.
+"""A real ``tritonserver`` process: find it, start it on loopback, wait until ready, stop (swaps: ``swap``).
 
 The binary is ``tritonserver`` from PATH (e.g. the NGC container), else the one shipped in the
 ``nvidia-pytriton`` wheel. For the wheel's binary a private backend directory is assembled with the
@@ -179,26 +179,6 @@ class TritonServer:
                         return
                 time.sleep(0.2)
         raise TritonServerError(f"tritonserver not ready after {self.startup_timeout_s:.0f}s:\n{self.log_tail()}")
-
-    def swap(self, models: Sequence[str], version: int, timeout_s: float = 120.0) -> None:
-        """Zero-downtime move of ``models`` (in order: components before ensembles) to ``version``.
-
-        For each model Triton loads the new version while the old one keeps serving, marks it ready,
-        then unloads the old one (version policy ``latest: 1``); this waits for that per model.
-        """
-        from tritonclient.utils import InferenceServerException
-
-        with self.client() as client:
-            for model in models:
-                try:
-                    client.load_model(model)
-                except InferenceServerException as exc:
-                    raise TritonServerError(f"loading {model} version {version} failed: {exc.message()}\n{self.log_tail()}") from exc
-                deadline = time.monotonic() + timeout_s
-                while not client.is_model_ready(model, str(version)):
-                    if time.monotonic() > deadline:
-                        raise TritonServerError(f"{model} version {version} not ready after {timeout_s:.0f}s")
-                    time.sleep(0.1)
 
     @property
     def running(self) -> bool:

@@ -7,10 +7,8 @@ tensor specs ``{"name", "dtype", "shape"}`` (batch first, symbolic dims named).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from duet_sdk.serving import interface as api
+from duet_sdk import interface as api
+from duet_sdk.errors import ConfigError
 from duet_sdk.serving.config import Step, ensemble_config
 
 RANKER = "ranker"
@@ -24,14 +22,16 @@ def pad_sides(record: dict) -> dict[str, str]:
     return {d: CANDIDATE_SIDE if d == "candidates" else SEQUENCE_SIDE for d in sorted(dims)}
 
 
-def _tasks(ranker: dict) -> tuple[str, ...]:
-    """Task names of the ranker, from its source checkpoint's config."""
-    source = next(s for s in ranker["source_checkpoints"] if s["role"] == "ranker")
-    config = json.loads((Path(source["path"]) / "config.json").read_text(encoding="utf-8"))
-    return tuple(t["name"] for t in config["model"]["tasks"])
+def _tasks(manifest: dict, ranker: dict) -> tuple[str, ...]:
+    """Task names of the ranker, from the export manifest (nothing outside the export is read)."""
+    tasks = tuple(manifest.get("extraction", {}).get(RANKER, {}).get("tasks", ()))
+    if len(tasks) != ranker["outputs"][0]["shape"][-1]:
+        raise ConfigError("manifest.extraction.ranker.tasks", f"{ranker['outputs'][0]['shape'][-1]} task names "
+                          "(re-export with this duet-export)", tasks)
+    return tasks
 
 
-def build_interface(records: dict[str, dict], version: int) -> api.ServingInterface:
+def build_interface(manifest: dict, records: dict[str, dict], version: int) -> api.ServingInterface:
     """The ``ServingInterface`` of the published models, read off their tensor specs."""
     ranker = records[RANKER]
     specs = {s["name"]: s for r in records.values() for s in (*r["inputs"], *r["outputs"])}
@@ -52,7 +52,7 @@ def build_interface(records: dict[str, dict], version: int) -> api.ServingInterf
         streams=streams, embeddings=embeddings,
         static_sparse=specs["static_sparse"]["shape"][1], static_dense=specs["static_dense"]["shape"][1],
         item_sparse=specs["item_sparse"]["shape"][2], item_dense=specs["item_dense"]["shape"][2],
-        tasks=_tasks(ranker), max_batch=min(r["dims"]["batch"]["max"] for r in records.values()),
+        tasks=_tasks(manifest, ranker), max_batch=min(r["dims"]["batch"]["max"] for r in records.values()),
         max_candidates=ranker["dims"]["candidates"]["max"], version=str(version))
 
 
@@ -68,23 +68,26 @@ def identity(specs: list[dict]) -> dict[str, str]:
     return {s["name"]: s["name"] for s in specs}
 
 
-def ensembles(records: dict[str, dict], interface: api.ServingInterface) -> list:
-    """The configs of duet_upstream, duet_downstream and duet_fresh."""
+def ensembles(records: dict[str, dict], interface: api.ServingInterface, version: int) -> list:
+    """The configs of release ``version``'s duet_upstream, duet_downstream and duet_fresh (release names,
+    e.g. ``duet_fresh_v3``), whose steps call that release's components (``ranker_v3``, version 3)."""
     encoders = {m: r for m, r in records.items() if m.endswith("_encoder")}
     ranker = records[RANKER]
-    encoder_steps = [Step(m, identity(r["inputs"]), identity(r["outputs"])) for m, r in encoders.items()]
+    name = lambda model: api.release_model(model, version)  # noqa: E731
+    encoder_steps = [Step(name(m), identity(r["inputs"]), identity(r["outputs"])) for m, r in encoders.items()]
     up_inputs = _unique([s for r in encoders.values() for s in r["inputs"]])
     up_outputs = [s for r in encoders.values() for s in r["outputs"]]
     produced = {s["name"] for s in up_outputs}
     codes = [s for s in up_outputs if s["name"] in {i["name"] for i in ranker["inputs"]}]
-    ranker_step = Step(RANKER, identity(ranker["inputs"]), identity(ranker["outputs"]))
-    fresh_encoder_steps = [Step(m, identity(r["inputs"]), identity([s for s in r["outputs"] if s["name"].endswith("_codes")]))
+    ranker_step = Step(name(RANKER), identity(ranker["inputs"]), identity(ranker["outputs"]))
+    fresh_encoder_steps = [Step(name(m), identity(r["inputs"]), identity([s for s in r["outputs"] if s["name"].endswith("_codes")]))
                            for m, r in encoders.items()]
     max_batch = interface.max_batch
     params = {api.PARAMETER: interface.to_json()}
     return [
-        ensemble_config(api.UPSTREAM, up_inputs, up_outputs, encoder_steps, max_batch, params),
-        ensemble_config(api.DOWNSTREAM, ranker["inputs"], ranker["outputs"], [ranker_step], max_batch, params),
-        ensemble_config(api.FRESH, _unique(up_inputs + [s for s in ranker["inputs"] if s["name"] not in produced]),
-                        [*ranker["outputs"], *codes], [*fresh_encoder_steps, ranker_step], max_batch, params),
+        ensemble_config(name(api.UPSTREAM), up_inputs, up_outputs, encoder_steps, max_batch, version, params),
+        ensemble_config(name(api.DOWNSTREAM), ranker["inputs"], ranker["outputs"], [ranker_step], max_batch, version,
+                        params),
+        ensemble_config(name(api.FRESH), _unique(up_inputs + [s for s in ranker["inputs"] if s["name"] not in produced]),
+                        [*ranker["outputs"], *codes], [*fresh_encoder_steps, ranker_step], max_batch, version, params),
     ]

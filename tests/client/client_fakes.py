@@ -7,21 +7,32 @@ tests can tell users apart after splitting and padding.
 """
 
 import asyncio
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from duet_sdk.client.calls import expected_inputs, expected_outputs
-from duet_sdk.client.types import Candidates, Event, FreshRequest, ScoreRequest, UserHistory
-from duet_sdk.serving.interface import PARAMETER, EmbeddingInfo, ServingInterface, StreamInfo
+from duet_sdk.interface import (
+    PARAMETER,
+    Candidates,
+    EmbeddingInfo,
+    Event,
+    FreshRequest,
+    ScoreRequest,
+    ServingInterface,
+    StreamInfo,
+    UserHistory,
+    split_release_model,
+)
 
 INTERFACE = ServingInterface(
     streams={"click": StreamInfo(max_len=6, event_fields=3), "conv": StreamInfo(max_len=4, event_fields=2)},
     embeddings={"click": EmbeddingInfo(levels=2, codebook_size=16, dim=4),
                 "conv": EmbeddingInfo(levels=3, codebook_size=8, dim=2)},
     static_sparse=2, static_dense=1, item_sparse=2, item_dense=3,
-    tasks=("ctr", "cvr"), max_batch=4, max_candidates=8, version="repo-v7",
+    tasks=("ctr", "cvr"), max_batch=4, max_candidates=8, version="7",
 )
 NOW = 1_700_000_000
 
@@ -59,24 +70,30 @@ class FakeTriton:
 
     def __init__(self, interface=INTERFACE, parameters=None):
         self.interface = interface
-        self.parameters = parameters if parameters is not None else {PARAMETER: {"string_value": interface.to_json()}}
+        self.parameters = parameters
+        self.release = interface.version  # the model version every response reports
         self.failures, self.calls, self.closed = [], [], False
 
     def get_model_config(self, model_name, as_json=False, client_timeout=None):
+        """The alias's config carries ``interface``; ``<ensemble>_vV``'s the same interface at release V."""
         self.calls.append(("config", model_name, client_timeout))
         self._maybe_fail()
-        return {"config": {"name": model_name, "max_batch_size": self.interface.max_batch,
-                           "parameters": self.parameters}}
+        split = split_release_model(model_name)
+        interface = replace(self.interface, version=str(split[1])) if split else self.interface
+        parameters = self.parameters if self.parameters is not None else {PARAMETER: {"string_value": interface.to_json()}}
+        return {"config": {"name": model_name, "max_batch_size": self.interface.max_batch, "parameters": parameters}}
 
     def infer(self, model_name, inputs, outputs=None, client_timeout=None, **_):
         arrays = {i.name(): np.frombuffer(i._get_content(), triton_to_np_dtype(i.datatype())).reshape(i.shape())
                   for i in inputs}
         self.calls.append(("infer", model_name, client_timeout, arrays))
         self._maybe_fail()
-        self._check(model_name, inputs, arrays)
-        answers = self.answer(model_name, arrays)
+        split = split_release_model(model_name)
+        model, release = (split[0], str(split[1])) if split else (model_name, self.release)
+        self._check(model, inputs, arrays)
+        answers = self.answer(model, arrays)
         assert {o.name() for o in outputs} == set(answers)
-        return SimpleNamespace(as_numpy=answers.get, get_response=lambda: SimpleNamespace(model_version="1"))
+        return SimpleNamespace(as_numpy=answers.get, get_response=lambda: SimpleNamespace(model_version=release))
 
     def close(self):
         self.closed = True

@@ -9,7 +9,7 @@ from client_fakes import INTERFACE, FakeTriton, error, fresh_request, history, s
 from duet_sdk.client import client as client_module
 from duet_sdk.client.client import AsyncDuetClient, DuetClient, expected_inputs, interface_from_config
 from duet_sdk.client.errors import InvalidRequest, ServerError, Unavailable
-from duet_sdk.serving.interface import DOWNSTREAM, FRESH, UPSTREAM
+from duet_sdk.interface import DOWNSTREAM, FRESH, UPSTREAM
 
 FAST = {"timeout_s": 0.25, "retries": 2, "backoff_s": 0.001, "max_backoff_s": 0.002}
 
@@ -19,6 +19,24 @@ def test_connect_reads_the_interface_from_the_upstream_config(fake):
         assert client.interface == INTERFACE
         client.connect()
     assert [c[:2] for c in fake.calls] == [("config", UPSTREAM)] and fake.closed
+
+
+def test_a_pinned_call_goes_to_its_releases_ensemble_and_its_results_name_that_release(fake):
+    with DuetClient(**FAST) as client:
+        scores = client.score([score_request(0)], release=3)
+        embeddings = client.embed([history(0)], release=3)
+    assert [c[1] for c in fake.infers] == ["duet_downstream_v3", "duet_upstream_v3"]
+    assert scores[0].model_version == "3" and embeddings[0].model_version == "3"
+    assert ("config", "duet_upstream_v3") in [c[:2] for c in fake.calls]  # release 3's own interface
+
+
+def test_an_unpinned_response_from_a_new_release_makes_the_client_adopt_it_without_a_restart(fake):
+    with DuetClient(**FAST) as client:
+        assert client.connect().version == "7"
+        fake.release = "8"  # the server swapped: the aliases now serve release 8
+        fresh = client.score_fresh([fresh_request(0)])
+        assert fresh[0].scores.model_version == "8" and client.interface.version == "8"
+    assert [c[:2] for c in fake.calls if c[0] == "config"] == [("config", UPSTREAM), ("config", "duet_upstream_v8")]
 
 
 def test_embed_returns_one_embedding_per_user_in_order_across_split_requests(fake):

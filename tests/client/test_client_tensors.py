@@ -15,8 +15,7 @@ from duet_sdk.client.tensors import (
     split_scores,
     stream_tensors,
 )
-from duet_sdk.client.types import Event
-from duet_sdk.serving.interface import DOWNSTREAM, FRESH, UPSTREAM, StreamInfo
+from duet_sdk.interface import DOWNSTREAM, FRESH, UPSTREAM, Event, StreamInfo
 
 
 @pytest.mark.parametrize("n, cap, expected", [

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from duet_sdk.export.extract import ServingModel
+from duet_sdk.export.manifest import sha256_file
 from duet_sdk.export.torch2onnx import graph_io, onnxruntime_runner
 from duet_sdk.export.torch2torchscript import check_standalone, torchscript_runner
 from duet_sdk.export.verify import Case, VerificationError, sample_inputs, verify_artifact
@@ -50,6 +51,9 @@ def test_export_writes_every_artifact_verified_with_manifest_and_no_temp_dirs(ex
     assert onnx_encoder["per_output"]["click_codes"]["max_abs_diff"] == 0  # exact outside near ties
     assert next(s for s in onnx_encoder["source_checkpoints"] if s["role"] == "encoder")["val_ne"] == 0.9
     assert "model.onnx.data" in onnx_encoder["files"]  # weights as external data
+    folder = (exported / onnx_encoder["path"]).parent
+    assert onnx_encoder["sha256"] == {n: sha256_file(folder / n) for n in onnx_encoder["files"]}  # checked at publish
+    assert manifest["extraction"]["ranker"]["tasks"]  # the task names: publishing reads nothing outside the export
     assert manifest["extraction"]["click_encoder"]["dropped_params"] > 0
     assert not [p for p in exported.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
 

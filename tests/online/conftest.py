@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from duet_sdk.client.types import Event
+from duet_sdk.interface import Event
 from duet_sdk.online import (EtiConfig, EtiWorker, FeatureStore, HistoryStore, InMemoryHistory, InMemoryThrottle,
                              InProcessQueue, RedisHistory, RedisStore, RedisStreamQueue, RedisThrottle, SqliteStore,
                              Throttle, TriggerQueue)

@@ -9,7 +9,7 @@ import time
 import zlib
 from pathlib import Path
 
-from duet_sdk.client.types import Embedding, UserHistory
+from duet_sdk.interface import Embedding, UserHistory
 
 STREAMS = {"click": 8, "conv": 4}
 

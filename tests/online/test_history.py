@@ -3,7 +3,7 @@
 import pytest
 import redis
 
-from duet_sdk.client.types import Event
+from duet_sdk.interface import Event
 from duet_sdk.errors import ConfigError, DataError
 from duet_sdk.online import InMemoryHistory, RedisHistory
 

@@ -30,6 +30,17 @@ def test_put_then_get_round_trips(store):
     assert store.get("nobody") is None
 
 
+def test_scan_resumes_from_its_cursor_and_returns_every_user_and_counts_users_per_release(store):
+    store.put_many([rec(f"u{i:03d}", 10.0, "1" if i % 3 else "2") for i in range(120)])
+    seen, cursor, calls = {}, "", 0
+    while cursor is not None and calls < 1000:  # bounded: SCAN's count is a hint
+        records, cursor = store.scan(cursor, 7)
+        seen |= {r.user_id: r for r in records}
+        calls += 1
+    assert set(seen) == {f"u{i:03d}" for i in range(120)} and seen["u001"] == rec("u001", 10.0, "1")
+    assert store.version_counts() == {"1": 80, "2": 40}
+
+
 def test_batch_get_returns_hits_only(store):
     assert store.put_many([rec(f"u{i}", 10.0 + i) for i in range(50)]) == 50
     got = store.get_many(["u3", "missing", "u49", "u3"])

@@ -109,9 +109,9 @@ def cpu_repository(tiny_export, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def triton(cpu_repository):
     """One real tritonserver on the cpu repository for the whole session."""
-    from duet_sdk.serving.server import TritonServer
+    from release_load import serve
 
-    with TritonServer(cpu_repository) as server:
+    with serve(cpu_repository) as server:
         yield server
 
 
@@ -138,3 +138,14 @@ def repository_copy(cpu_repository, tmp_path) -> Path:
     """A private copy of the published repository, for tests that publish into it."""
     return Path(shutil.copytree(cpu_repository, tmp_path / "repository"))
 
+
+
+@pytest.fixture(scope="session")
+def second_runs(tmp_path_factory) -> Path:
+    """Another training output: other seeds, so other weights and other codebooks than ``tiny_runs``."""
+    return make_runs(tmp_path_factory.mktemp("runs_b"), seed=100)
+
+
+@pytest.fixture(scope="session")
+def second_export(second_runs, tmp_path_factory) -> Path:
+    return export_runs(second_runs, tmp_path_factory.mktemp("export_b"), ("onnx",))

@@ -3,7 +3,7 @@ name, which a second ``conftest`` on the path would shadow)."""
 
 import numpy as np
 
-from duet_sdk.client.types import Candidates, Event, UserHistory
+from duet_sdk.interface import Candidates, Event, UserHistory
 
 
 def random_users(interface, n: int, seed: int = 0, lengths: dict[str, list[int]] | None = None):

@@ -10,15 +10,15 @@ from request_samples import random_users
 
 from duet_sdk.client import AsyncDuetClient
 from duet_sdk.client.calls import embed_calls
-from duet_sdk.client.types import FreshRequest, ScoreRequest
-from duet_sdk.serving.interface import ENSEMBLES
+from duet_sdk.interface import ENSEMBLES, FreshRequest, ScoreRequest, release_model
 
 # fp32 ONNX Runtime vs eager: ~1e-7 observed; stated as in the export manifest.
 EMBEDDING_ATOL, PROBABILITY_ATOL = 1e-4, 1e-5
-MODELS = ("click_encoder", "conv_encoder", "ranker", *ENSEMBLES)
+MODELS = tuple(release_model(m, 1) for m in ("click_encoder", "conv_encoder", "ranker", *ENSEMBLES)) + ENSEMBLES
+CLICK_ENCODER = release_model("click_encoder", 1)
 
 
-def test_every_model_and_ensemble_is_ready_at_version_1(triton):
+def test_every_model_and_ensemble_of_release_1_and_the_aliases_are_ready_at_version_1(triton):
     with triton.client() as c:
         assert c.is_server_ready()
         for model in MODELS:
@@ -71,11 +71,11 @@ def test_concurrent_requests_of_different_lengths_are_batched_together(triton, c
                     tensor = grpcaio.InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
                     tensor.set_data_from_numpy(array)
                     inputs.append(tensor)
-                result = await c.infer("click_encoder", inputs)
+                result = await c.infer(CLICK_ENCODER, inputs)
                 return result.as_numpy("click_embedding")
-            before = await c.get_inference_statistics("click_encoder")
+            before = await c.get_inference_statistics(CLICK_ENCODER)
             outs = await asyncio.gather(*(one(call) for call in calls))
-            after = await c.get_inference_statistics("click_encoder")
+            after = await c.get_inference_statistics(CLICK_ENCODER)
             return outs, before, after
 
     outs, before, after = asyncio.run(send_all())
@@ -104,7 +104,7 @@ def test_bad_tensor_is_refused_by_the_runner_with_a_message(triton, client):
         t.set_data_from_numpy(array)
         tensors.append(t)
     with triton.client() as c, pytest.raises(InferenceServerException, match="click_len must be in"):
-        c.infer("click_encoder", tensors)
+        c.infer(CLICK_ENCODER, tensors)
 
 
 def test_async_client_answers_like_the_sync_client(triton, client):

@@ -15,7 +15,7 @@ import pytest
 from request_samples import random_users
 
 from duet_sdk.client import InvalidRequest
-from duet_sdk.client.types import Event
+from duet_sdk.interface import Event
 from duet_sdk.online import EtiConfig, EtiWorker, RedisHistory, RedisStore, RedisStreamQueue, RedisThrottle, StoredCodes
 from duet_sdk.online.replay import store_histories
 from duet_sdk.online.scorer import Scorer

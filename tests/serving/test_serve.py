@@ -1,5 +1,6 @@
-"""`duet-serve` runs a real tritonserver: a version published while it serves is swapped in with no
-failed request, SIGTERM stops it cleanly; the TorchScript runtime of the runner serves too."""
+"""`duet-serve` runs a real tritonserver: a release published while it serves is swapped in with no
+failed request, `duet-publish --rollback` swaps back, SIGTERM stops it cleanly; the TorchScript runtime
+of the runner serves too."""
 
 import os
 import queue
@@ -14,8 +15,9 @@ import pytest
 from request_samples import random_users
 
 from duet_sdk.client import DuetClient
-from duet_sdk.client.types import FreshRequest
 from duet_sdk.serving.reference import InProcessDuet
+from duet_sdk.interface import ENSEMBLES, FreshRequest, release_model
+from duet_sdk.serving.cli import publish_main
 from duet_sdk.serving.repository import publish
 from duet_sdk.serving.server import TritonServer, TritonServerError, free_port
 
@@ -40,7 +42,8 @@ def _wait_for(lines: "queue.Queue[str]", text: str, timeout_s: float) -> list[st
     raise AssertionError(f"{text!r} not printed within {timeout_s}s; got {seen}")
 
 
-def test_version_published_while_serving_is_swapped_in_without_a_failed_request(repository_copy, tiny_export):
+def test_release_published_while_serving_is_swapped_in_and_rolled_back_without_a_failed_request(repository_copy,
+                                                                                                tiny_export):
     grpc = free_port()
     cmd = [sys.executable, "-c", "from duet_sdk.serving.cli import serve_main; raise SystemExit(serve_main())",
            "--model-repository", str(repository_copy), "--grpc-port", str(grpc), "--http-port", str(free_port()),
@@ -49,7 +52,7 @@ def test_version_published_while_serving_is_swapped_in_without_a_failed_request(
     try:
         lines = _lines(process)
         ready = _wait_for(lines, "duet-serve: ready", 120)[-1]
-        assert f"127.0.0.1:{grpc}" in ready and "version 1" in ready
+        assert f"127.0.0.1:{grpc}" in ready and "release 1" in ready
 
         stop, done, failures = threading.Event(), [0], []
 
@@ -68,20 +71,25 @@ def test_version_published_while_serving_is_swapped_in_without_a_failed_request(
         time.sleep(1.0)
         before = done[0]
         assert publish(tiny_export, repository_copy, "cpu").version == 2
-        _wait_for(lines, "now serving version 2", 120)
+        _wait_for(lines, "now serving release 2", 120)
         swapped = done[0]
         time.sleep(1.0)
-        stop.set()
-        worker.join(60)
-        assert failures == []
-        assert before > 0 and swapped > before and done[0] > swapped  # requests ran before, during and after
 
         import tritonclient.grpc as grpcclient
         with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}") as c:
-            for model in ("click_encoder", "conv_encoder", "ranker", "duet_fresh"):
-                assert c.is_model_ready(model, "2") and not c.is_model_ready(model, "1"), model
-            stats = c.get_inference_statistics("ranker", "2").model_stats[0]
-            assert stats.inference_count > 0  # the new version answered requests
+            for model in ("click_encoder", "conv_encoder", "ranker", *ENSEMBLES):
+                assert c.is_model_ready(release_model(model, 2), "2") and c.is_model_ready(release_model(model, 1), "1")
+            for alias in ENSEMBLES:
+                assert c.is_model_ready(alias, "2") and not c.is_model_ready(alias, "1"), alias
+            assert c.get_inference_statistics(release_model("ranker", 2), "2").model_stats[0].inference_count > 0
+        assert publish_main(["--model-repository", str(repository_copy), "--rollback", "1"]) == 0
+        _wait_for(lines, "now serving release 1", 120)
+        rolled = done[0]
+        time.sleep(0.5)
+        stop.set()
+        worker.join(60)
+        assert failures == []
+        assert before > 0 and swapped > before and rolled > swapped and done[0] > rolled  # before, during, after
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(60)
@@ -109,18 +117,6 @@ def test_torchscript_runtime_of_the_runner_matches_pytorch(tiny_export, tiny_run
 def test_a_repository_that_fails_to_load_raises_with_the_server_log(tiny_export, tmp_path):
     repo = tmp_path / "repo"
     publish(tiny_export, repo, "cpu")
-    (repo / "ranker" / "1" / "model.onnx").write_bytes(b"not an onnx graph")
+    (repo / release_model("ranker", 1) / "1" / "model.onnx").write_bytes(b"not an onnx graph")
     with pytest.raises(TritonServerError, match="ranker"):
         TritonServer(repo, startup_timeout_s=60).start()
-
-
-def test_a_broken_new_version_fails_its_swap_and_the_old_version_keeps_serving(repository_copy, tiny_export):
-    with TritonServer(repository_copy) as server, DuetClient(server.endpoints.grpc_url, timeout_s=60) as client:
-        published = publish(tiny_export, repository_copy, "cpu")
-        (repository_copy / "ranker" / "2" / "model.onnx").write_bytes(b"not an onnx graph")
-        with pytest.raises(TritonServerError, match="ranker"):
-            server.swap(["click_encoder", "conv_encoder", "ranker"], published.version)
-        with server.client() as c:
-            assert c.is_model_ready("ranker", "1") and not c.is_model_ready("ranker", "2")
-        users = random_users(client.connect(), 2, seed=9)
-        assert len(client.score_fresh([FreshRequest(h, c) for h, c in users])) == 2

@@ -13,6 +13,7 @@ candidates are scored independently.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -77,12 +78,31 @@ def cut_to(array: np.ndarray, axis: int, size: int, side: str) -> np.ndarray:
     return array[tuple(index)]
 
 
+def verify_artifacts(directory: Path, signature: dict) -> None:
+    """Every artifact file has the sha256 recorded at export (``signature["sha256"]``: name -> hex digest);
+    a missing record, a missing file or a mismatch raises, so Triton never marks this version ready."""
+    digests = signature.get("sha256")
+    if not digests:
+        raise RuntimeError(f"{directory}/signature.json records no sha256 of the artifact files; republish it")
+    for name, want in sorted(digests.items()):
+        if not (directory / name).is_file():
+            raise RuntimeError(f"{directory / name}: missing; the release is incomplete")
+        digest = hashlib.sha256()
+        with open(directory / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != want:
+            raise RuntimeError(f"{directory / name}: sha256 {digest.hexdigest()} differs from the recorded {want}; "
+                               "refusing a tampered or corrupt artifact")
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         directory = Path(args["model_repository"]) / args["model_version"]
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.signature = json.loads((directory / "signature.json").read_text(encoding="utf-8"))
+        verify_artifacts(directory, self.signature)
         self.pad = self.signature["pad"]
         self.max_dims = {name: rng["max"] for name, rng in self.signature["dims"].items()}
         self.inputs = self.signature["inputs"]
