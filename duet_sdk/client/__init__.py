@@ -4,7 +4,14 @@
 ``tritonclient``) on first access; the rest is plain Python and numpy.
 """
 
-from duet_sdk.client.errors import ClientError, DeadlineExceeded, InvalidRequest, ServerError, Unavailable
+from duet_sdk.client.errors import (
+    ClientError,
+    DeadlineExceeded,
+    InvalidArgument,
+    InvalidRequest,
+    ServerError,
+    Unavailable,
+)
 from duet_sdk.client.types import (
     Candidates,
     Embedding,
@@ -18,7 +25,7 @@ from duet_sdk.client.types import (
 
 _LAZY = ("AsyncDuetClient", "DuetClient", "expected_inputs", "expected_outputs")
 __all__ = ["AsyncDuetClient", "Candidates", "ClientError", "DeadlineExceeded", "DuetClient", "Embedding", "Event",
-           "FreshRequest", "FreshResult", "InvalidRequest", "ScoreRequest", "Scores", "ServerError", "Unavailable",
+           "FreshRequest", "FreshResult", "InvalidArgument", "InvalidRequest", "ScoreRequest", "Scores", "ServerError", "Unavailable",
            "UserHistory", "expected_inputs", "expected_outputs"]
 
 

@@ -3,13 +3,17 @@
 ``duet-serve --model-repository DIR [--grpc-port P] [--http-port P] [--metrics-port P] [--host H]
 [--watch S]`` binds loopback unless ``--host`` says otherwise, prints the endpoints once every model is
 ready, swaps to each newly published version without downtime when ``--watch`` is set, and stops
-cleanly on SIGINT/SIGTERM. Exit status: 0 after a clean stop; 2 on bad input or a failed start.
+cleanly on SIGINT/SIGTERM. Model control is restricted to the operator key (``--admin-key-file`` or
+``DUET_TRITON_ADMIN_KEY[_FILE]``; default a random per-start key only duet-serve holds).
+Exit status: 0 after a clean stop; 1 when tritonserver died or did not stop cleanly (a signal, a
+non-zero status, or killed after its exit timeout); 2 on bad input or a failed start.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -19,7 +23,7 @@ from duet_sdk.errors import DuetError
 from duet_sdk.serving.config import ServingPolicy
 from duet_sdk.serving.interface import ENSEMBLES
 from duet_sdk.serving.repository import REPOSITORY_FILE, publish
-from duet_sdk.serving.server import LOOPBACK, TritonServer
+from duet_sdk.serving.server import ADMIN_KEY_FILE_ENV, LOOPBACK, TritonServer
 
 
 def latest_publish(repo: Path) -> dict | None:
@@ -67,7 +71,11 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
                    help="poll repository.json and swap to each new version (0: off)")
     p.add_argument("--log", type=Path, help="tritonserver log file")
+    p.add_argument("--admin-key-file", type=Path, help="file holding the operator key for model control "
+                   f"(else ${ADMIN_KEY_FILE_ENV} or DUET_TRITON_ADMIN_KEY; default: a random per-start key)")
     args = p.parse_args(argv)
+    if args.admin_key_file:
+        os.environ[ADMIN_KEY_FILE_ENV] = str(args.admin_key_file)
     if not (args.model_repository / REPOSITORY_FILE).exists():
         print(f"duet-serve: error: --model-repository: expected a published repository (with {REPOSITORY_FILE}), "
               f"got {args.model_repository}", file=sys.stderr)
@@ -91,12 +99,21 @@ def serve_main(argv: list[str] | None = None) -> int:
         while not stop.wait(0.5):
             if not server.running:
                 print(f"duet-serve: error: tritonserver exited:\n{server.log_tail()}", file=sys.stderr)
-                return 2
+                return 1
     finally:
         print("duet-serve: stopping ...", flush=True)
         status = server.stop()
-    print(f"duet-serve: stopped (tritonserver status {status})", flush=True)
-    return 0
+    return stop_status(status)
+
+
+def stop_status(status: int | None) -> int:
+    """duet-serve's exit status for tritonserver's: 0 for a clean exit, else 1 with the reason."""
+    if status == 0:
+        print("duet-serve: stopped (tritonserver status 0)", flush=True)
+        return 0
+    reason = (f"killed by signal {-status}" if status is not None and status < 0 else f"exited with status {status}")
+    print(f"duet-serve: error: tritonserver did not stop cleanly: {reason}", file=sys.stderr, flush=True)
+    return 1
 
 
 def publish_main(argv: list[str] | None = None) -> int:

@@ -4,12 +4,20 @@ The binary is ``tritonserver`` from PATH (e.g. the NGC container), else the one 
 ``nvidia-pytriton`` wheel. For the wheel's binary a private backend directory is assembled with the
 Python backend and the stub built for this interpreter, which Triton requires beside
 ``libtriton_python.so``; the stub runs this interpreter's environment (its ``bin`` leads PATH).
+
+Model control (load, unload, the repository index), shared memory, tracing and logging are restricted
+to an operator key (Triton's ``--grpc-restricted-protocol`` / ``--http-restricted-api``): requests need
+the header ``duet-admin-key``. The key comes from ``DUET_TRITON_ADMIN_KEY``, else the file named by
+``DUET_TRITON_ADMIN_KEY_FILE``, else a random one made per start, which only this process knows;
+``client()`` sends it. tritonserver 2.51 takes the key only as a flag, so it is in tritonserver's own
+argv (readable by local users of the host via /proc); it is never logged or printed here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -25,6 +33,10 @@ from duet_sdk.errors import DuetError
 
 LOOPBACK = "127.0.0.1"
 BENIGN = ("CudaDriverHelper", "CUDA driver version", "NVML", "DCGM")  # logged by every start without a GPU
+ADMIN_HEADER = "duet-admin-key"
+ADMIN_KEY_ENV, ADMIN_KEY_FILE_ENV = "DUET_TRITON_ADMIN_KEY", "DUET_TRITON_ADMIN_KEY_FILE"
+RESTRICTED = "model-repository,shared-memory,trace,logging"  # operator-only APIs
+_OPERATOR_CALLS = ("load_model", "unload_model", "get_model_repository_index")
 
 
 class TritonServerError(DuetError):
@@ -77,6 +89,47 @@ def free_port(host: str = LOOPBACK) -> int:
         return s.getsockname()[1]
 
 
+def operator_key(environ: dict[str, str] | None = None) -> str:
+    """The operator key: ``DUET_TRITON_ADMIN_KEY``, else the first line of ``DUET_TRITON_ADMIN_KEY_FILE``,
+    else a fresh random one. TritonServerError for an empty key or an unreadable file (never its text)."""
+    environ = os.environ if environ is None else environ
+    key = environ.get(ADMIN_KEY_ENV)
+    if key is None and environ.get(ADMIN_KEY_FILE_ENV):
+        path = Path(environ[ADMIN_KEY_FILE_ENV])
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise TritonServerError(f"{ADMIN_KEY_FILE_ENV}: expected a readable file, got {path} ({exc.strerror})") from exc
+    if key is None:
+        return secrets.token_urlsafe(32)
+    if not key.strip() or any(c in key for c in ",:=\n"):
+        raise TritonServerError(f"{ADMIN_KEY_ENV}: expected a non-empty key without ',', ':', '=' or newlines")
+    return key.strip()
+
+
+class OperatorClient:
+    """A tritonclient gRPC client that sends the operator key with model-control calls; anything else
+    is passed through unchanged."""
+
+    def __init__(self, client, key: str) -> None:
+        self._client, self._headers = client, {ADMIN_HEADER: key}
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if name not in _OPERATOR_CALLS:
+            return attr
+
+        def call(*args, headers=None, **kwargs):
+            return attr(*args, headers={**(headers or {}), **self._headers}, **kwargs)
+        return call
+
+    def __enter__(self) -> OperatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.close()
+
+
 @dataclass(frozen=True)
 class Endpoints:
     host: str
@@ -120,6 +173,7 @@ class TritonServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="duet-triton-"))
         self.log = Path(log) if log else self._workdir / "tritonserver.log"
         self._process: subprocess.Popen | None = None
+        self._admin_key = operator_key()
 
     def command(self, installation: Installation) -> list[str]:
         e = self.endpoints
@@ -127,6 +181,8 @@ class TritonServer:
                f"--grpc-address={e.host}", f"--grpc-port={e.grpc}", f"--http-address={e.host}", f"--http-port={e.http}",
                f"--metrics-address={e.host}", f"--metrics-port={e.metrics}", f"--exit-timeout-secs={self.exit_timeout_s}",
                "--strict-readiness=true", "--log-verbose=0",
+               f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={self._admin_key}",
+               f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={self._admin_key}",
                # a unique shared-memory prefix lets several servers share one machine
                f"--backend-config=python,shm-region-prefix-name=duet{os.getpid()}x{e.grpc}"]
         cmd += [f"--load-model={m}" for m in self.models]
@@ -135,7 +191,7 @@ class TritonServer:
         return cmd
 
     def _environment(self, installation: Installation) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k != ADMIN_KEY_ENV}  # the stubs need no key
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         if installation.libraries is not None:
             env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (env.get("LD_LIBRARY_PATH"), str(installation.libraries)) if p)
@@ -153,10 +209,11 @@ class TritonServer:
             raise
         return self
 
-    def client(self):
+    def client(self) -> OperatorClient:
+        """A gRPC client of this server that may load and unload models (it sends the operator key)."""
         import tritonclient.grpc as grpcclient
 
-        return grpcclient.InferenceServerClient(self.endpoints.grpc_url)
+        return OperatorClient(grpcclient.InferenceServerClient(self.endpoints.grpc_url), self._admin_key)
 
     def log_tail(self, lines: int = 30) -> str:
         """The server's error lines (without the GPU-less machine's CUDA noise) and the last lines of its log."""

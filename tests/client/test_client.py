@@ -8,7 +8,7 @@ from client_fakes import INTERFACE, FakeTriton, error, fresh_request, history, s
 
 from duet_sdk.client import client as client_module
 from duet_sdk.client.client import AsyncDuetClient, DuetClient, expected_inputs, interface_from_config
-from duet_sdk.client.errors import InvalidRequest, ServerError, Unavailable
+from duet_sdk.client.errors import InvalidArgument, InvalidRequest, ServerError, Unavailable
 from duet_sdk.serving.interface import DOWNSTREAM, FRESH, UPSTREAM
 
 FAST = {"timeout_s": 0.25, "retries": 2, "backoff_s": 0.001, "max_backoff_s": 0.002}
@@ -90,7 +90,7 @@ def test_other_server_errors_raise_at_once_with_the_servers_message(fake):
         fake.failures = [error("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'item_dense'")]
         with pytest.raises(ServerError, match="unexpected shape for input 'item_dense'") as info:
             client.score([score_request()])
-    assert type(info.value) is ServerError and info.value.status == "StatusCode.INVALID_ARGUMENT"
+    assert type(info.value) is InvalidArgument and info.value.status == "StatusCode.INVALID_ARGUMENT"
     assert info.value.model == DOWNSTREAM and len(fake.infers) == 1
 
 
