@@ -36,8 +36,8 @@ def latest_publish(repo: Path) -> dict | None:
 
 
 def swap_order(entry: dict) -> list[str]:
-    """Models of a publish in load order: components before the ensembles that use them."""
-    return [*entry["models"], *entry["ensembles"]]
+    """Models of a publish in load order: components and guards before the ensembles that use them."""
+    return [*entry["models"], *entry.get("guards", []), *entry["ensembles"]]
 
 
 def watch(server: TritonServer, stop: threading.Event, interval_s: float) -> None:

@@ -28,7 +28,8 @@ from duet_sdk.errors import CheckpointError, ConfigError
 from duet_sdk.export.manifest import read_manifest
 from duet_sdk.serving import interface as api
 from duet_sdk.serving.config import ServingPolicy, platform_config, runner_config, write_config
-from duet_sdk.serving.wiring import RANKER, build_interface, ensembles, pad_sides
+from duet_sdk.serving.guard import FORMAT as GUARD, guard_config
+from duet_sdk.serving.wiring import RANKER, build_interface, ensembles, guards, pad_sides
 
 RUNNER = Path(__file__).parent / "runner" / "model.py"
 REPOSITORY_FILE = "repository.json"
@@ -107,16 +108,18 @@ def _stage(repo: Path, model: str, version: int, config, lineage: dict) -> _Stag
 
 def _stage_model(repo: Path, model: str, record: dict, export_dir: Path, target: str, version: int,
                  lineage: dict, policy: ServingPolicy, precision: str, staged: list[_Staged]) -> None:
-    """Stage ``model``'s version: artifact files, ``signature.json``, lineage and, for cpu, the runner."""
-    config = runner_config(model, record, policy) if target == "cpu" else platform_config(model, record, policy, precision)
+    """Stage ``model``'s version: artifact files, ``signature.json``, lineage and, for cpu and guards, the runner."""
+    if record["format"] == GUARD:
+        config = guard_config(model, record, policy)
+    else:
+        config = runner_config(model, record, policy) if target == "cpu" else platform_config(model, record, policy, precision)
     stage = _stage(repo, model, version, config, lineage | {"artifact": record})
     staged.append(stage)
-    source = (export_dir / record["path"]).parent
     for name in record["files"]:
-        shutil.copy2(source / name, stage.staging / name)
+        shutil.copy2((export_dir / record["path"]).parent / name, stage.staging / name)
     signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record)}
     (stage.staging / "signature.json").write_text(json.dumps(signature, indent=2), encoding="utf-8")
-    if target == "cpu":
+    if target == "cpu" or record["format"] == GUARD:
         shutil.copy2(RUNNER, stage.staging / "model.py")
 
 
@@ -154,7 +157,7 @@ def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPo
                "export_manifest": str((export_dir / "manifest.json").resolve()), "export_created_at": manifest.get("created_at")}
     staged: list[_Staged] = []
     try:
-        for model, record in records.items():
+        for model, record in {**records, **guards(records)}.items():  # guards before their ensembles
             _stage_model(repo, model, record, export_dir, target, version, lineage, policy, precision, staged)
         for config in ensembles(records, interface):
             staged.append(_stage(repo, config.name, version, config, lineage))
@@ -170,7 +173,7 @@ def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPo
     history["versions"].append(lineage | {
         "models": {m: {"format": r["format"], "sources": r["source_checkpoints"], "max_abs_diff": r["max_abs_diff"]}
                    for m, r in records.items()},
-        "ensembles": list(api.ENSEMBLES)})
+        "guards": list(guards(records)), "ensembles": list(api.ENSEMBLES)})
     history["latest"] = version
     history["interface"] = json.loads(interface.to_json())
     atomic_write_json(repo / REPOSITORY_FILE, history)

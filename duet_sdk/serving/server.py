@@ -7,7 +7,8 @@ Python backend and the stub built for this interpreter, which Triton requires be
 
 Model control (load, unload, the repository index), shared memory, tracing and logging are restricted
 to an operator key (Triton's ``--grpc-restricted-protocol`` / ``--http-restricted-api``): requests need
-the header ``duet-admin-key``. The key comes from ``DUET_TRITON_ADMIN_KEY``, else the file named by
+the header ``duet-admin-key`` (HTTP) or ``triton-grpc-protocol-duet-admin-key`` (gRPC metadata); without
+it Triton answers UNAVAILABLE "This protocol is restricted". The key comes from ``DUET_TRITON_ADMIN_KEY``, else the file named by
 ``DUET_TRITON_ADMIN_KEY_FILE``, else a random one made per start, which only this process knows;
 ``client()`` sends it. tritonserver 2.51 takes the key only as a flag, so it is in tritonserver's own
 argv (readable by local users of the host via /proc); it is never logged or printed here.
@@ -16,6 +17,7 @@ argv (readable by local users of the host via /proc); it is never logged or prin
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -31,9 +33,11 @@ from pathlib import Path
 
 from duet_sdk.errors import DuetError
 
+log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 BENIGN = ("CudaDriverHelper", "CUDA driver version", "NVML", "DCGM")  # logged by every start without a GPU
 ADMIN_HEADER = "duet-admin-key"
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # Triton's gRPC endpoint expects this prefix
 ADMIN_KEY_ENV, ADMIN_KEY_FILE_ENV = "DUET_TRITON_ADMIN_KEY", "DUET_TRITON_ADMIN_KEY_FILE"
 RESTRICTED = "model-repository,shared-memory,trace,logging"  # operator-only APIs
 _OPERATOR_CALLS = ("load_model", "unload_model", "get_model_repository_index")
@@ -112,7 +116,7 @@ class OperatorClient:
     is passed through unchanged."""
 
     def __init__(self, client, key: str) -> None:
-        self._client, self._headers = client, {ADMIN_HEADER: key}
+        self._client, self._headers = client, {GRPC_ADMIN_HEADER: key}
 
     def __getattr__(self, name: str):
         attr = getattr(self._client, name)
@@ -261,8 +265,36 @@ class TritonServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def drain(self, timeout_s: float = 30.0) -> None:
+        """Unload the ensembles, then every other model (model control, operator key), waiting for each
+        group's in-flight requests to finish. New requests meanwhile get NOT_FOUND "... has no available
+        versions", which the client treats as ``Unavailable`` (retried).
+
+        Why: tritonserver 2.51 stopped by a signal under load unloads ensembles and their components
+        together, and an ensemble request arriving in between crashes it (SIGSEGV in
+        ``TRITONSERVER_ServerInferAsync``; seen in every stop under load here). Draining first leaves
+        it nothing to unload. Errors are logged, not raised: the signal still follows.
+        """
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            with self.client() as client:
+                loaded = [m.name for m in client.get_model_repository_index().models if m.state == "READY"]
+                ensembles = [m for m in loaded if client.get_model_config(m).config.platform == "ensemble"]
+                deadline = time.monotonic() + timeout_s
+                for group in (ensembles, [m for m in loaded if m not in ensembles]):
+                    for model in group:
+                        client.unload_model(model)
+                    while time.monotonic() < deadline and any(
+                            m.name in group and m.state == "READY" for m in client.get_model_repository_index().models):
+                        time.sleep(0.05)
+        except InferenceServerException as exc:
+            log.warning("draining tritonserver before its stop failed: %s", exc.message())
+
     def stop(self) -> int | None:
-        """SIGINT (Triton drains in-flight requests), then SIGKILL after the exit timeout; returns the status."""
+        """Drain (``drain``), SIGINT, then SIGKILL after the exit timeout; returns tritonserver's status."""
+        if self.running:
+            self.drain(self.exit_timeout_s)
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)

@@ -47,9 +47,15 @@ def test_ensembles_wire_the_components_and_carry_the_interface(cpu_repository):
     for config in configs.values():
         assert config.platform == "ensemble"
     steps = lambda name: [s.model_name for s in configs[name].ensemble_scheduling.step]
-    assert steps(UPSTREAM) == ["click_encoder", "conv_encoder"]
+    assert steps(UPSTREAM) == ["duet_upstream_guard", "click_encoder", "conv_encoder"]
     assert steps(DOWNSTREAM) == ["ranker"]
-    assert steps(FRESH) == ["click_encoder", "conv_encoder", "ranker"]
+    assert steps(FRESH) == ["duet_fresh_guard", "click_encoder", "conv_encoder", "ranker"]
+    for name in (UPSTREAM, FRESH):  # the parallel encoders start only after the guard passed the request
+        for step in configs[name].ensemble_scheduling.step[1:3]:
+            assert step.input_map["request_time"] == "request_time_checked"
+        guard = read_config(cpu_repository / f"{name}_guard" / "config.pbtxt")
+        assert guard.backend == "python" and guard.parameters["runtime"].string_value == "guard"
+        assert {i.name for i in guard.input} == {i.name for i in configs[name].input}
     assert {o.name for o in configs[UPSTREAM].output} == {"click_codes", "click_embedding", "conv_codes", "conv_embedding"}
     assert {i.name for i in configs[DOWNSTREAM].input} == {"static_sparse", "static_dense", "item_sparse", "item_dense",
                                                           "click_codes", "conv_codes"}

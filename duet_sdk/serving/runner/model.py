@@ -156,6 +156,9 @@ class TritonPythonModel:
         self.inputs = self.signature["inputs"]
         self.outputs = self.signature["outputs"]
         threads = int(params.get("threads", "1"))
+        if params["runtime"] == "guard":  # checks only (serving/guard.py): no artifact, no session
+            self.session = None
+            return
         artifact = directory / params["artifact"]
         if params["runtime"] == "onnxruntime":
             self.session = OnnxRuntimeSession(artifact, [o["name"] for o in self.outputs], threads)
@@ -198,6 +201,11 @@ class TritonPythonModel:
                 batch.append((i, tensors, sizes))
             except InvalidInput as exc:
                 responses[i] = pb_utils.InferenceResponse(error=invalid_argument(str(exc)))
+        if self.session is None:  # a guard: each valid request answers its checked request_time
+            for i, tensors, _ in batch:
+                checked = pb_utils.Tensor(self.outputs[0]["name"], tensors["request_time"])
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[checked])
+            return responses
         for i, response in self._run_isolated(batch):
             responses[i] = response
         return responses
