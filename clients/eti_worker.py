@@ -14,7 +14,8 @@ import argparse
 import json
 import threading
 
-from _common import add_connection_flags, add_metrics_flag, apply_credentials, serve_metrics, stop_on_signals, stores
+from _common import (add_connection_flags, add_metrics_flag, apply_credentials, report_errors, serve_metrics,
+                     stop_on_signals, stores)
 
 from duet_sdk.client import DuetClient
 from duet_sdk.online import EtiCollector, EtiConfig, EtiWorker, RedisStreamQueue, RedisThrottle
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until signalled)")
     args = p.parse_args(argv)
     apply_credentials(args)
+    return report_errors("eti_worker", run, args)
+
+
+def run(args: argparse.Namespace) -> int:
     stop = stop_on_signals()
     with DuetClient(args.triton, timeout_s=10.0) as client:
         interface = client.connect()

@@ -16,11 +16,11 @@ import sys
 import time
 
 import numpy as np
-from _common import add_connection_flags, add_population_flags, apply_credentials, population, stop_on_signals
+from _common import (add_connection_flags, add_population_flags, apply_credentials, population, report_errors,
+                     stop_on_signals)
 
-from duet_sdk.errors import DuetError
 from duet_sdk.online import RedisHistory, RedisStreamQueue
-from duet_sdk.online._redis import connect, redact
+from duet_sdk.online._redis import connect
 from duet_sdk.online.replay import live_events, preload, replay
 
 
@@ -43,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             print(f"loadgen: error: {message}", file=sys.stderr)
             return 2
-    try:
-        return run(args)
-    except DuetError as exc:
-        print(f"loadgen: error: {exc} (Redis {redact(args.redis)})", file=sys.stderr)
-        return 1
+    return report_errors("loadgen", run, args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 from _common import (add_connection_flags, add_metrics_flag, add_population_flags, apply_credentials, population,
-                     serve_metrics, stores)
+                     report_errors, serve_metrics, stores)
 
 from duet_sdk.client import DuetClient
 from duet_sdk.online.replay import ranker_requests
@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     add_metrics_flag(p)
     args = p.parse_args(argv)
     apply_credentials(args)
+    return report_errors("score", run, args)
+
+
+def run(args: argparse.Namespace) -> int:
     dataset = population(args)
     with DuetClient(args.triton, timeout_s=10.0) as client:
         interface = client.connect()

@@ -49,11 +49,32 @@ def _aio_triton_client(url: str) -> Any:
     return grpcaio.InferenceServerClient(url)
 
 
+def check_address(url: object) -> str:
+    """``host:port`` (a name, IPv4 or ``[IPv6]``; port 1..65535; no scheme) or ``unix:PATH``, else
+    ConfigError: gRPC would otherwise retry a malformed address as if the server were down, default the
+    port to 443, or wrap an out-of-range port onto another one."""
+    expected = "host:port (port 1..65535, no scheme) or unix:PATH"
+    if not isinstance(url, str) or not url or any(c.isspace() for c in url):
+        raise ConfigError("url", expected, url)
+    if url.startswith("unix:"):
+        return url
+    host, sep, port = url.rpartition(":")
+    if not sep or not host or "://" in url or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError("url", expected, url)
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ConfigError("url", expected, url)
+    elif ":" in host or "/" in host:
+        raise ConfigError("url", expected, url)
+    return url
+
+
 class _Base:
     def __init__(self, url: str, timeout_s: float, retries: int, backoff_s: float, max_backoff_s: float) -> None:
-        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise ConfigError("timeout_s", "a number of seconds > 0", timeout_s)
-        self.url, self.timeout_s = url, float(timeout_s)
+        if not (isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
+                and 0 < timeout_s < float("inf")):
+            raise ConfigError("timeout_s", "a finite number of seconds > 0", timeout_s)
+        self.url, self.timeout_s = check_address(url), float(timeout_s)
         self.policy = RetryPolicy(retries, backoff_s, max_backoff_s)
         self._triton: Any = None
         self._interface: ServingInterface | None = None

@@ -67,7 +67,9 @@ def _check_publish(user_id: str, stream: str, event_ts: int) -> None:
         raise ConfigError("user_id", "a non-empty str", user_id)
     if not isinstance(stream, str) or not stream:
         raise ConfigError("stream", "a non-empty str", stream)
-    require_int("event_ts", event_ts)
+    require_int("event_ts", event_ts, 0)
+    if event_ts > 2**32:
+        raise ConfigError("event_ts", "Unix seconds in [0, 2**32]", event_ts)
 
 
 class TriggerQueue(ABC):

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -23,7 +23,7 @@ from duet_sdk.errors import DuetError
 from duet_sdk.serving.config import ServingPolicy
 from duet_sdk.serving.interface import ENSEMBLES
 from duet_sdk.serving.repository import REPOSITORY_FILE, publish
-from duet_sdk.serving.server import ADMIN_KEY_FILE_ENV, LOOPBACK, TritonServer
+from duet_sdk.serving.server import ADMIN_KEY_FILE_ENV, LOOPBACK, TritonServer, operator_key
 
 
 def latest_publish(repo: Path) -> dict | None:
@@ -61,6 +61,27 @@ def watch(server: TritonServer, stop: threading.Event, interval_s: float) -> Non
         print(f"duet-serve: now serving version {serving}", flush=True)
 
 
+def serve_args_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with duet-serve's flags (named, with what was expected), or None."""
+    if not (args.model_repository / REPOSITORY_FILE).exists():
+        return (f"--model-repository: expected a published repository (with {REPOSITORY_FILE}), "
+                f"got {args.model_repository}")
+    ports = {"--grpc-port": args.grpc_port, "--http-port": args.http_port, "--metrics-port": args.metrics_port}
+    for flag, port in ports.items():
+        if not 0 <= port <= 65535:
+            return f"{flag}: expected a port in 1..65535 (0: a free one), got {port}"
+    taken = [p for p in ports.values() if p]
+    if len(set(taken)) != len(taken):
+        return f"--grpc-port, --http-port, --metrics-port: expected different ports, got {list(ports.values())}"
+    if not args.watch >= 0 or args.watch == float("inf"):
+        return f"--watch: expected seconds >= 0 (0: off), got {args.watch}"
+    try:
+        socket.getaddrinfo(args.host, None)
+    except (socket.gaierror, UnicodeError):
+        return f"--host: expected an address or host name this machine can bind, got {args.host!r}"
+    return None
+
+
 def serve_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="duet-serve", description=__doc__.splitlines()[0])
     p.add_argument("--model-repository", type=Path, required=True)
@@ -74,18 +95,17 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin-key-file", type=Path, help="file holding the operator key for model control "
                    f"(else ${ADMIN_KEY_FILE_ENV} or DUET_TRITON_ADMIN_KEY; default: a random per-start key)")
     args = p.parse_args(argv)
-    if args.admin_key_file:
-        os.environ[ADMIN_KEY_FILE_ENV] = str(args.admin_key_file)
-    if not (args.model_repository / REPOSITORY_FILE).exists():
-        print(f"duet-serve: error: --model-repository: expected a published repository (with {REPOSITORY_FILE}), "
-              f"got {args.model_repository}", file=sys.stderr)
+    problem = serve_args_problem(args)
+    if problem:
+        print(f"duet-serve: error: {problem}", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    server = TritonServer(args.model_repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
-                          metrics_port=args.metrics_port, log=args.log)
     try:
+        server = TritonServer(args.model_repository, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+                              metrics_port=args.metrics_port, log=args.log,
+                              admin_key=operator_key(key_file=args.admin_key_file))
         server.start()
     except DuetError as exc:
         print(f"duet-serve: error: {exc}", file=sys.stderr)

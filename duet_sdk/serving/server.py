@@ -93,17 +93,19 @@ def free_port(host: str = LOOPBACK) -> int:
         return s.getsockname()[1]
 
 
-def operator_key(environ: dict[str, str] | None = None) -> str:
-    """The operator key: ``DUET_TRITON_ADMIN_KEY``, else the first line of ``DUET_TRITON_ADMIN_KEY_FILE``,
-    else a fresh random one. TritonServerError for an empty key or an unreadable file (never its text)."""
+def operator_key(environ: dict[str, str] | None = None, key_file: Path | None = None) -> str:
+    """The operator key: the first line of ``key_file``, else ``DUET_TRITON_ADMIN_KEY``, else the first
+    line of ``DUET_TRITON_ADMIN_KEY_FILE``, else a fresh random one. TritonServerError for an empty key or
+    an unreadable file (never its text)."""
     environ = os.environ if environ is None else environ
-    key = environ.get(ADMIN_KEY_ENV)
-    if key is None and environ.get(ADMIN_KEY_FILE_ENV):
-        path = Path(environ[ADMIN_KEY_FILE_ENV])
+    key = None if key_file else environ.get(ADMIN_KEY_ENV)
+    if key is None and (key_file or environ.get(ADMIN_KEY_FILE_ENV)):
+        path = Path(key_file or environ[ADMIN_KEY_FILE_ENV])
         try:
             key = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise TritonServerError(f"{ADMIN_KEY_FILE_ENV}: expected a readable file, got {path} ({exc.strerror})") from exc
+            raise TritonServerError(f"{'--admin-key-file' if key_file else ADMIN_KEY_FILE_ENV}: expected a readable file, "
+                                    f"got {path} ({exc.strerror})") from exc
     if key is None:
         return secrets.token_urlsafe(32)
     if not key.strip() or any(c in key for c in ",:=\n"):
@@ -163,11 +165,12 @@ class TritonServer:
         host: address to bind; loopback unless told otherwise.
         grpc_port, http_port, metrics_port: 0 picks a free port.
         log: file receiving the server's output (default: a file in the private work directory).
+        admin_key: the operator key for model control (default: ``operator_key()``).
     """
 
     def __init__(self, repository: Path, models: Sequence[str] = ("*",), host: str = LOOPBACK, grpc_port: int = 0,
                  http_port: int = 0, metrics_port: int = 0, log: Path | None = None, startup_timeout_s: float = 120.0,
-                 exit_timeout_s: int = 30) -> None:
+                 exit_timeout_s: int = 30, admin_key: str | None = None) -> None:
         self.repository = Path(repository).resolve()
         self.models = tuple(models)
         self.endpoints = Endpoints(host, grpc_port or free_port(host), http_port or free_port(host),
@@ -177,7 +180,7 @@ class TritonServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="duet-triton-"))
         self.log = Path(log) if log else self._workdir / "tritonserver.log"
         self._process: subprocess.Popen | None = None
-        self._admin_key = operator_key()
+        self._admin_key = admin_key or operator_key()
 
     def command(self, installation: Installation) -> list[str]:
         e = self.endpoints

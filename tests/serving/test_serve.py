@@ -124,3 +124,25 @@ def test_a_broken_new_version_fails_its_swap_and_the_old_version_keeps_serving(r
             assert c.is_model_ready("ranker", "1") and not c.is_model_ready("ranker", "2")
         users = random_users(client.connect(), 2, seed=9)
         assert len(client.score_fresh([FreshRequest(h, c) for h, c in users])) == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--grpc-port", "70000"], "--grpc-port: expected a port in 1..65535"),
+    (["--http-port", "-1"], "--http-port: expected a port"),
+    (["--grpc-port", "9001", "--http-port", "9001"], "expected different ports"),
+    (["--watch", "-1"], "--watch: expected seconds >= 0"),
+    (["--host", "999.1.1.1"], "--host: expected an address"),
+])
+def test_duet_serve_names_a_bad_flag_before_starting_anything(cpu_repository, capsys, flags, message):
+    from duet_sdk.serving.cli import serve_main
+
+    assert serve_main(["--model-repository", str(cpu_repository), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_duet_serve_reports_an_unreadable_admin_key_file_without_a_traceback(cpu_repository, capsys, monkeypatch, tmp_path):
+    from duet_sdk.serving.cli import serve_main
+
+    monkeypatch.delenv("DUET_TRITON_ADMIN_KEY", raising=False)
+    assert serve_main(["--model-repository", str(cpu_repository), "--admin-key-file", str(tmp_path / "missing")]) == 2
+    assert "--admin-key-file: expected a readable file" in capsys.readouterr().err
