@@ -137,7 +137,13 @@ class EtiWorker:
         written = 0
         for start in range(0, len(users), self.config.max_batch):
             chunk = users[start:start + self.config.max_batch]
-            written += self._process(chunk, groups, opened, trailing, now)
+            try:
+                written += self._process(chunk, groups, opened, trailing, now)
+            except Exception:  # the chunks not reached keep their triggers pending and their deferrals
+                rest = users[start + self.config.max_batch:]
+                self._release([u for u in rest if u in opened])
+                self.throttle.redefer([trailing[u] for u in rest if u in trailing], now)
+                raise
         return written
 
     def _reclaim(self) -> list[Trigger]:

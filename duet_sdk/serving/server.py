@@ -8,10 +8,11 @@ Python backend and the stub built for this interpreter, which Triton requires be
 Model control (load, unload, the repository index), shared memory, tracing and logging are restricted
 to an operator key (Triton's ``--grpc-restricted-protocol`` / ``--http-restricted-api``): requests need
 the header ``duet-admin-key`` (HTTP) or ``triton-grpc-protocol-duet-admin-key`` (gRPC metadata); without
-it Triton answers UNAVAILABLE "This protocol is restricted". The key comes from ``DUET_TRITON_ADMIN_KEY``, else the file named by
-``DUET_TRITON_ADMIN_KEY_FILE``, else a random one made per start, which only this process knows;
-``client()`` sends it. tritonserver 2.51 takes the key only as a flag, so it is in tritonserver's own
-argv (readable by local users of the host via /proc); it is never logged or printed here.
+it Triton answers UNAVAILABLE "This protocol is restricted". The key comes from ``admin_key``, else
+``DUET_TRITON_ADMIN_KEY``, else the file named by ``DUET_TRITON_ADMIN_KEY_FILE``, else a random one made
+per start, which only this process knows; ``client()`` sends it. tritonserver 2.51 takes the key only
+as a flag, so it is in tritonserver's own argv (readable by local users of the host via /proc); it is
+never logged or printed here.
 """
 
 from __future__ import annotations
@@ -280,16 +281,17 @@ class TritonServer:
         """
         from tritonclient.utils import InferenceServerException
 
+        call = {"client_timeout": 5.0}  # a hung server must not hang its stop
         try:
             with self.client() as client:
-                loaded = [m.name for m in client.get_model_repository_index().models if m.state == "READY"]
-                ensembles = [m for m in loaded if client.get_model_config(m).config.platform == "ensemble"]
+                loaded = [m.name for m in client.get_model_repository_index(**call).models if m.state == "READY"]
+                ensembles = [m for m in loaded if client.get_model_config(m, **call).config.platform == "ensemble"]
                 deadline = time.monotonic() + timeout_s
                 for group in (ensembles, [m for m in loaded if m not in ensembles]):
                     for model in group:
-                        client.unload_model(model)
+                        client.unload_model(model, client_timeout=max(1.0, deadline - time.monotonic()))
                     while time.monotonic() < deadline and any(
-                            m.name in group and m.state == "READY" for m in client.get_model_repository_index().models):
+                            m.name in group and m.state == "READY" for m in client.get_model_repository_index(**call).models):
                         time.sleep(0.05)
         except InferenceServerException as exc:
             log.warning("draining tritonserver before its stop failed: %s", exc.message())
