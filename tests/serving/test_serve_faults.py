@@ -91,11 +91,20 @@ def test_graceful_stop_under_load_gives_clients_only_retryable_errors(cpu_reposi
     assert errors, "the clients never saw the server go away"
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
-    return out
+def _tritonserver_child(pid: int, timeout_s: float = 10.0) -> int:
+    """The tritonserver process that ``pid`` started (threads may come and go while /proc is read)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+                found = [c for c in children if "tritonserver" in Path(f"/proc/{c}/cmdline").read_text()]
+            except OSError:
+                continue
+            if found:
+                return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no tritonserver child of {pid}")
 
 
 def test_duet_serve_exits_non_zero_when_tritonserver_dies(repository_copy):
@@ -108,8 +117,7 @@ def test_duet_serve_exits_non_zero_when_tritonserver_dies(repository_copy):
         for line in process.stdout:
             if "duet-serve: ready" in line:
                 break
-        [triton] = [p for p in _children(process.pid) if "tritonserver" in Path(f"/proc/{p}/cmdline").read_text()]
-        os.kill(triton, signal.SIGSEGV)
+        os.kill(_tritonserver_child(process.pid), signal.SIGSEGV)
         code = process.wait(60)
         err = process.stderr.read()
     finally:
