@@ -5,6 +5,8 @@
 First every user's profile and older events are preloaded (shifted to end now); then the newer events
 are sent one by one at ``--rate`` events/s, each appended to the user's history and, when its stream is
 qualifying (``--qualifying``, default conv and click), published as a trigger on the Redis stream.
+Redis calls are retried ``--retries`` times with exponential backoff and jitter (a Redis restart);
+when Redis stays away the program stops with an error and exit status 1.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import sys
 import time
 
 import numpy as np
-from _common import add_connection_flags, add_population_flags, population, stop_on_signals
+from _common import (add_connection_flags, add_population_flags, apply_credentials, population, report_errors,
+                     stop_on_signals)
 
 from duet_sdk.online import RedisHistory, RedisStreamQueue
+from duet_sdk.online._redis import connect
 from duet_sdk.online.replay import live_events, preload, replay
 
 
@@ -28,17 +32,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=0, help="stop after this many live events (0: all)")
     p.add_argument("--qualifying", default="conv,click", help="streams whose events trigger an embedding refresh")
     p.add_argument("--live-fraction", type=float, default=0.2, help="share of each user's time span replayed live")
+    p.add_argument("--retries", type=int, default=8, help="reconnect attempts per Redis call (backoff 0.05 s .. 2 s)")
     args = p.parse_args(argv)
-    if args.rate < 0 or not 0 < args.live_fraction < 1:
-        print("loadgen: error: --rate: expected >= 0; --live-fraction: expected in (0, 1)", file=sys.stderr)
-        return 2
+    apply_credentials(args)
+    for bad, message in ((args.rate < 0, f"--rate: expected >= 0, got {args.rate}"),
+                         (not 0 < args.live_fraction < 1, f"--live-fraction: expected in (0, 1), got {args.live_fraction}"),
+                         (args.retries < 0, f"--retries: expected >= 0, got {args.retries}"),
+                         (args.users < 1, f"--users: expected >= 1, got {args.users}"),
+                         (args.events < 0, f"--events: expected >= 0, got {args.events}")):
+        if bad:
+            print(f"loadgen: error: {message}", file=sys.stderr)
+            return 2
+    return report_errors("loadgen", run, args)
+
+
+def run(args: argparse.Namespace) -> int:
     dataset = population(args)
     table, schema = dataset.table, dataset.schema
     users = list(range(min(args.users, table.num_users)))
     stamps = np.concatenate([table.streams[s].timestamps for s in table.streams])
     split = int(np.quantile(stamps, 1 - args.live_fraction))
-    history = RedisHistory(args.redis, {s.name: s.max_len for s in schema.streams})
-    queue = RedisStreamQueue(args.redis, consumer="loadgen")
+    redis = connect(args.redis, "--redis", retries=args.retries)
+    history = RedisHistory(redis, {s.name: s.max_len for s in schema.streams})
+    queue = RedisStreamQueue(redis, consumer="loadgen")
     preload(table, users, history, split, int(time.time()))
     events = live_events(table, users, split)
     if args.events:

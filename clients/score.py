@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import add_connection_flags, add_population_flags, population, stores
+from _common import (add_connection_flags, add_metrics_flag, add_population_flags, apply_credentials, population,
+                     report_errors, serve_metrics, stores)
 
 from duet_sdk.client import DuetClient
 from duet_sdk.online.replay import ranker_requests
 from duet_sdk.online.scorer import Scorer
+from duet_sdk.online.scorer_metrics import ScorerCollector
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,12 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", type=int, default=16, help="candidates per user")
     p.add_argument("--fallback", choices=("fresh", "default"), default="fresh", help="on a store miss")
     p.add_argument("--top", type=int, default=3)
+    add_metrics_flag(p)
     args = p.parse_args(argv)
+    apply_credentials(args)
+    return report_errors("score", run, args)
+
+
+def run(args: argparse.Namespace) -> int:
     dataset = population(args)
     with DuetClient(args.triton, timeout_s=10.0) as client:
         interface = client.connect()
         history, store = stores(args, {s: info.max_len for s, info in interface.streams.items()})
         scorer = Scorer(client, store, history, fallback=args.fallback)
+        serve_metrics(args.metrics_port, ScorerCollector(scorer))
         requests = [(h.user_id, c) for h, c in ranker_requests(dataset, args.requests, args.candidates)]
         task = interface.tasks[0]
         for result in scorer.score(requests):

@@ -4,7 +4,14 @@
 ``tritonclient``) on first access; the rest is plain Python and numpy.
 """
 
-from duet_sdk.client.errors import ClientError, DeadlineExceeded, InvalidRequest, ServerError, Unavailable
+from duet_sdk.client.errors import (
+    ClientError,
+    DeadlineExceeded,
+    InvalidArgument,
+    InvalidRequest,
+    ServerError,
+    Unavailable,
+)
 from duet_sdk.interface import (
     Candidates,
     Embedding,
@@ -18,8 +25,8 @@ from duet_sdk.interface import (
 
 _LAZY = ("AsyncDuetClient", "DuetClient", "Releases", "expected_inputs", "expected_outputs")
 __all__ = ["AsyncDuetClient", "Candidates", "ClientError", "DeadlineExceeded", "DuetClient", "Embedding", "Event",
-           "FreshRequest", "FreshResult", "InvalidRequest", "Releases", "ScoreRequest", "Scores", "ServerError",
-           "Unavailable", "UserHistory", "expected_inputs", "expected_outputs"]
+           "FreshRequest", "FreshResult", "InvalidArgument", "InvalidRequest", "Releases", "ScoreRequest", "Scores",
+           "ServerError", "Unavailable", "UserHistory", "expected_inputs", "expected_outputs"]
 
 
 def __getattr__(name: str) -> object:

@@ -12,7 +12,10 @@ Triton's response). An unpinned call goes to the alias ensembles (``duet_fresh``
 current release; ``release=V`` pins a call to release V's own ensembles (``duet_fresh_vV``). When an
 unpinned response reports a release other than the client's current interface, the client re-reads the
 interface from that release's ensemble config, so a new current release is picked up without a
-restart. ``releases()`` asks Triton's repository index which releases are loaded and which is current.
+restart. ``releases()`` says which release is current (the version the alias ``duet_upstream``'s
+metadata lists) and which are loaded (``duet_downstream_vV`` ready, probed for the ``RELEASE_WINDOW``
+releases either side of the current one). It uses only calls open to every client: duet-serve
+restricts Triton's repository index (model control) to the operator key.
 
 Example:
     >>> with DuetClient("127.0.0.1:8001", timeout_s=0.5) as client:
@@ -45,7 +48,6 @@ from duet_sdk.interface import (
     ServingInterface,
     UserHistory,
     release_model,
-    split_release_model,
 )
 
 try:
@@ -67,20 +69,22 @@ class Releases:
     loaded: tuple[int, ...]
 
 
-def releases_from_index(index: Mapping[str, Any]) -> Releases:
-    """``Releases`` from a ``get_model_repository_index(as_json=True)`` answer: a release is loaded when its
-    ``duet_downstream_vV`` is READY; the current one is the READY version of the alias ``duet_upstream``
-    (the newest if a reload shows two for a moment)."""
-    loaded, current = set(), []
-    for model in index.get("models", []):
-        if model.get("state") != "READY":
-            continue
-        split = split_release_model(model["name"])
-        if split and split[0] == DOWNSTREAM:
-            loaded.add(split[1])
-        elif model["name"] == UPSTREAM and str(model.get("version", "")).isdigit():
-            current.append(int(model["version"]))
-    return Releases(max(current) if current else None, tuple(sorted(loaded)))
+RELEASE_WINDOW = 8  # releases probed on either side of the current one (a repository keeps far fewer on disk)
+
+
+def current_from_metadata(metadata: Mapping[str, Any]) -> int | None:
+    """The current release from ``get_model_metadata("duet_upstream", as_json=True)``: the alias serves
+    only that release's version (the newest if a swap shows two for a moment); None if it lists none."""
+    versions = [int(v) for v in metadata.get("versions", []) if str(v).isdigit()]
+    return max(versions) if versions else None
+
+
+def probe_window(current: int | None) -> range:
+    """The releases whose ``duet_downstream_vV`` ``releases()`` asks about: ``RELEASE_WINDOW`` either side
+    of the current one (none without a current release)."""
+    if current is None:
+        return range(0)
+    return range(max(1, current - RELEASE_WINDOW), current + RELEASE_WINDOW + 1)
 
 
 def _triton_client(url: str) -> Any:
@@ -93,11 +97,32 @@ def _aio_triton_client(url: str) -> Any:
     return grpcaio.InferenceServerClient(url)
 
 
+def check_address(url: object) -> str:
+    """``host:port`` (a name, IPv4 or ``[IPv6]``; port 1..65535; no scheme) or ``unix:PATH``, else
+    ConfigError: gRPC would otherwise retry a malformed address as if the server were down, default the
+    port to 443, or wrap an out-of-range port onto another one."""
+    expected = "host:port (port 1..65535, no scheme) or unix:PATH"
+    if not isinstance(url, str) or not url or any(c.isspace() for c in url):
+        raise ConfigError("url", expected, url)
+    if url.startswith("unix:"):
+        return url
+    host, sep, port = url.rpartition(":")
+    if not sep or not host or "://" in url or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError("url", expected, url)
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ConfigError("url", expected, url)
+    elif ":" in host or "/" in host:
+        raise ConfigError("url", expected, url)
+    return url
+
+
 class _Base:
     def __init__(self, url: str, timeout_s: float, retries: int, backoff_s: float, max_backoff_s: float) -> None:
-        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise ConfigError("timeout_s", "a number of seconds > 0", timeout_s)
-        self.url, self.timeout_s = url, float(timeout_s)
+        if not (isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
+                and 0 < timeout_s < float("inf")):
+            raise ConfigError("timeout_s", "a finite number of seconds > 0", timeout_s)
+        self.url, self.timeout_s = check_address(url), float(timeout_s)
         self.policy = RetryPolicy(retries, backoff_s, max_backoff_s)
         self._triton: Any = None
         self._interface: ServingInterface | None = None  # the current release's
@@ -167,9 +192,13 @@ class DuetClient(_Base):
         return self._interfaces[release]
 
     def releases(self) -> Releases:
-        """The current and the loaded releases, from Triton's repository index."""
-        return releases_from_index(self._rpc(None, lambda t: t.get_model_repository_index(
-            as_json=True, client_timeout=self.timeout_s)))
+        """The current release (``duet_upstream``'s metadata) and the loaded ones (``duet_downstream_vV``
+        ready, for V within ``RELEASE_WINDOW`` of the current one); no operator key needed."""
+        current = current_from_metadata(self._rpc(UPSTREAM, lambda t: t.get_model_metadata(
+            UPSTREAM, as_json=True, client_timeout=self.timeout_s)))
+        loaded = [v for v in probe_window(current) if self._rpc(None, lambda t, v=v: t.is_model_ready(
+            release_model(DOWNSTREAM, v), client_timeout=self.timeout_s))]
+        return Releases(current, tuple(loaded))
 
     def _config(self, model: str) -> Mapping[str, Any]:
         return self._rpc(model, lambda t: t.get_model_config(model, as_json=True, client_timeout=self.timeout_s))
@@ -265,8 +294,11 @@ class AsyncDuetClient(_Base):
 
     async def releases(self) -> Releases:
         """See ``DuetClient.releases``."""
-        return releases_from_index(await self._rpc(None, lambda t: t.get_model_repository_index(
-            as_json=True, client_timeout=self.timeout_s)))
+        current = current_from_metadata(await self._rpc(UPSTREAM, lambda t: t.get_model_metadata(
+            UPSTREAM, as_json=True, client_timeout=self.timeout_s)))
+        loaded = [v for v in probe_window(current) if await self._rpc(None, lambda t, v=v: t.is_model_ready(
+            release_model(DOWNSTREAM, v), client_timeout=self.timeout_s))]
+        return Releases(current, tuple(loaded))
 
     async def _config(self, model: str) -> Mapping[str, Any]:
         return await self._rpc(model, lambda t: t.get_model_config(model, as_json=True, client_timeout=self.timeout_s))

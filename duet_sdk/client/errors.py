@@ -38,8 +38,23 @@ class DeadlineExceeded(ServerError):
     """A call ran past its deadline (transient: retried)."""
 
 
+class InvalidArgument(ServerError, InvalidRequest):
+    """The server refused a request as invalid (gRPC INVALID_ARGUMENT): its message names the input and
+    what was expected. An ``InvalidRequest`` too, so one ``except InvalidRequest`` catches bad input
+    found on either side; never retried."""
+
+    def __init__(self, message: str, status: str | None = None, model: str | None = None) -> None:
+        self.message, self.status, self.model = message, status, model
+        self.field, self.expected, self.got = model or "request", "input the model accepts", message
+        ClientError.__init__(self, f"{model or 'server'}: [{status or 'no status'}] {message}")
+
+
 TRANSIENT = (Unavailable, DeadlineExceeded)
-_BY_STATUS = {"StatusCode.UNAVAILABLE": Unavailable, "StatusCode.DEADLINE_EXCEEDED": DeadlineExceeded}
+_BY_STATUS = {"StatusCode.UNAVAILABLE": Unavailable, "StatusCode.DEADLINE_EXCEEDED": DeadlineExceeded,
+              "StatusCode.INVALID_ARGUMENT": InvalidArgument}
+# Triton answers NOT_FOUND for a model while its versions are being unloaded or loaded (a graceful stop,
+# a swap): transient, like a server that is not up yet.
+_UNLOADING = ("has no available versions", "is not ready")
 
 
 def from_triton(exc: Exception, model: str | None) -> ServerError:
@@ -50,4 +65,7 @@ def from_triton(exc: Exception, model: str | None) -> ServerError:
     """
     status = exc.status() if hasattr(exc, "status") else None
     message = exc.message() if hasattr(exc, "message") else None
-    return _BY_STATUS.get(status, ServerError)(message if message is not None else str(exc), status, model)
+    text = message if message is not None else str(exc)
+    if status == "StatusCode.NOT_FOUND" and any(s in text for s in _UNLOADING):
+        return Unavailable(text, status, model)
+    return _BY_STATUS.get(status, ServerError)(text, status, model)

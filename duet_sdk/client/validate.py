@@ -24,6 +24,7 @@ from duet_sdk.interface import Candidates, Event, FreshRequest, ScoreRequest, Se
 
 TS_MAX = 2**32  # timestamps and request times are Unix seconds in [0, 2**32]
 _I64 = np.iinfo(np.int64)
+_F32_MAX = float(np.finfo(np.float32).max)  # floats travel as float32: 1e39 is finite here, inf there
 
 
 def check_histories(histories: Sequence[UserHistory], interface: ServingInterface, field: str = "histories") -> None:
@@ -159,16 +160,16 @@ def _int_rows(rows: Sequence[Sequence[int]], width: int, where: Callable[[int], 
 
 
 def _float_rows(rows: Sequence[Sequence[float]], width: int, where: Callable[[int], str]) -> None:
-    """Rows of ``width`` finite floats (ints allowed)."""
+    """Rows of ``width`` floats that are finite as float32 (ints allowed; |x| <= 3.4e38)."""
     arr = _as_array(rows)
     if len(rows) == 0 or (arr is not None and arr.ndim == 2 and arr.shape[1] == width and (
-            arr.size == 0 or (arr.dtype.kind in "iuf" and bool(np.all(np.isfinite(arr)))))):
+            arr.size == 0 or (arr.dtype.kind in "iuf" and bool(np.all(np.abs(arr) <= _F32_MAX))))):
         return
     for i, row in enumerate(rows):
         _check_row(row, width, "floats", where(i))
         for j, value in enumerate(row):
-            if not _is_real(value) or not math.isfinite(value):
-                raise InvalidRequest(f"{where(i)}[{j}]", "a finite float", value)
+            if not _is_real(value) or not math.isfinite(value) or abs(float(value)) > _F32_MAX:
+                raise InvalidRequest(f"{where(i)}[{j}]", "a float finite as float32 (|x| <= 3.4e38)", value)
 
 
 def _check_row(row: object, width: int, what: str, path: str) -> None:

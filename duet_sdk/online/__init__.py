@@ -4,7 +4,8 @@ redis-py is imported only when a Redis backend is constructed.
 """
 
 from duet_sdk.online.backfill import Backfill, BackfillProgress
-from duet_sdk.online.eti import EtiConfig, EtiMetrics, EtiWorker
+from duet_sdk.online.eti import EtiConfig, EtiWorker
+from duet_sdk.online.eti_metrics import EtiCollector, EtiMetrics
 from duet_sdk.online.history import HistoryStore, InMemoryHistory, RedisHistory
 from duet_sdk.online.queue import InProcessQueue, RedisStreamQueue, Trigger, TriggerQueue
 from duet_sdk.online.redis_server import RedisServer
@@ -14,7 +15,8 @@ from duet_sdk.online.throttle import InMemoryThrottle, RedisThrottle, Throttle
 from duet_sdk.online.types import StoredCodes
 
 __all__ = [
-    "Backfill", "BackfillProgress", "EtiConfig", "EtiMetrics", "EtiWorker", "FeatureStore", "HistoryStore", "InMemoryHistory", "InMemoryThrottle",
+    "Backfill", "BackfillProgress", "EtiCollector", "EtiConfig", "EtiMetrics", "EtiWorker", "FeatureStore", "HistoryStore",
+    "InMemoryHistory", "InMemoryThrottle",
     "InProcessQueue", "RedisHistory", "RedisServer", "RedisStore", "RedisStreamQueue", "RedisThrottle",
     "Scorer", "ScorerMetrics", "SqliteStore", "StoredCodes", "Throttle", "Trigger", "TriggerQueue", "open_store",
 ]

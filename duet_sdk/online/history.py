@@ -27,6 +27,9 @@ from duet_sdk.errors import ConfigError, DataError
 from duet_sdk.online._redis import connect, redis_errors, text
 
 
+_F32_MAX = 3.4028234663852886e38  # models read static_dense as float32: 1e39 would become inf
+
+
 def encode_event(event: Event) -> str:
     """``[ts, [ids...]]`` JSON; also the tie-break order of equal ``ts`` (Redis sorts members by bytes)."""
     return json.dumps([event.ts, list(event.ids)], separators=(",", ":"))
@@ -86,8 +89,10 @@ class HistoryStore(ABC):
         sparse, dense = list(sparse), list(dense)
         if not all(_is_int(x) for x in sparse):
             raise DataError(f"user {user_id!r}: static_sparse must be ints, got {sparse!r}")
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in dense):
-            raise DataError(f"user {user_id!r}: static_dense must be finite floats, got {dense!r}")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                   and abs(x) <= _F32_MAX for x in dense):
+            raise DataError(f"user {user_id!r}: static_dense must be floats finite as float32 (|x| <= 3.4e38), "
+                            f"got {dense!r}")
         return tuple(sparse), tuple(float(x) for x in dense)
 
     def _check_events(self, user_id: str, stream: str, events: Sequence[Event]) -> list[Event]:

@@ -1,7 +1,14 @@
 """Trigger queue of event-triggered inference, at-least-once.
 
 A consumer ``read``s triggers, which then stay pending (owned by it) until ``ack``ed; ``reclaim`` hands
-a consumer the entries that have been pending longer than ``min_idle_ms`` (their owner died or hangs).
+a consumer the entries that have been pending longer than ``min_idle_ms`` (their owner died or hangs),
+each with how often it has been delivered. ``dead_letter`` moves poison entries (delivered too often,
+or failing alone) to a dead-letter stream and acks them, in one transaction.
+
+A Redis that restarted without persistence has lost the stream and its consumer group: the Redis queue
+then recreates the group (``NOGROUP`` on any call), carries on with new triggers, and counts the
+restart in ``recoveries`` and the time since its last successful read in ``lost_window_s`` (triggers
+published in that window, and all pending ones, are gone; see README "Redis persistence").
 
 Backends: ``RedisStreamQueue`` (a Redis stream and consumer group, shared by processes) and
 ``InProcessQueue`` (embedded default; consumers of one process share it via ``for_consumer``).
@@ -17,7 +24,9 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -33,15 +42,19 @@ from duet_sdk.errors import ConfigError, DataError
 from duet_sdk.online._redis import connect, redis_errors, text
 from duet_sdk.validation import require_int
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Trigger:
-    """A user's new event on ``stream`` at ``event_ts`` (Unix seconds); ``entry_id`` is what to ``ack``."""
+    """A user's new event on ``stream`` at ``event_ts`` (Unix seconds); ``entry_id`` is what to ``ack``;
+    ``deliveries``: how often it has been handed to a consumer (1 on first read)."""
 
     user_id: str
     event_ts: int
     stream: str
     entry_id: str
+    deliveries: int = 1
 
 
 def default_consumer() -> str:
@@ -54,7 +67,9 @@ def _check_publish(user_id: str, stream: str, event_ts: int) -> None:
         raise ConfigError("user_id", "a non-empty str", user_id)
     if not isinstance(stream, str) or not stream:
         raise ConfigError("stream", "a non-empty str", stream)
-    require_int("event_ts", event_ts)
+    require_int("event_ts", event_ts, 0)
+    if event_ts > 2**32:
+        raise ConfigError("event_ts", "Unix seconds in [0, 2**32]", event_ts)
 
 
 class TriggerQueue(ABC):
@@ -83,6 +98,17 @@ class TriggerQueue(ABC):
     def pending(self) -> int:
         """How many entries are read but not acked, over all consumers."""
 
+    @abstractmethod
+    def dead_letter(self, triggers: Sequence[Trigger], reason: str) -> int:
+        """Move pending ``triggers`` to the dead-letter store with ``reason`` and ack them; returns how many."""
+
+    @abstractmethod
+    def dead_letters(self, count: int = 100) -> list[dict]:
+        """The oldest ``count`` dead letters: ``user``, ``stream``, ``ts``, ``entry``, ``deliveries``, ``reason``."""
+
+    recoveries: int = 0  # times the queue found its group gone (a Redis restart without persistence)
+    lost_window_s: float = 0.0  # summed seconds between the last good read and each recovery
+
     def close(self) -> None:
         """Release connections."""
 
@@ -103,7 +129,7 @@ class RedisStreamQueue(TriggerQueue):
         maxlen: approximate cap on the stream's length (XADD MAXLEN ~); entries trimmed while pending
             are lost, so keep it far above the backlog. None: no cap.
 
-    Entries carry fields ``user``, ``stream``, ``ts``.
+    Entries carry fields ``user``, ``stream``, ``ts``. Dead letters go to the stream ``{stream}:dead``.
     """
 
     def __init__(self, client_or_url: Any, stream: str = "duet:triggers", group: str = "eti",
@@ -113,7 +139,10 @@ class RedisStreamQueue(TriggerQueue):
         self._owns_client = isinstance(client_or_url, str)
         self._redis = connect(client_or_url, "queue")
         self.stream, self.group, self.maxlen = stream, group, maxlen
+        self.dead_stream = f"{stream}:dead"
         self.consumer = consumer or default_consumer()
+        self.recoveries, self.lost_window_s = 0, 0.0
+        self._last_ok = time.time()
         self._create_group()
 
     @redis_errors
@@ -125,6 +154,26 @@ class RedisStreamQueue(TriggerQueue):
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def _group_call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``; where the group is gone (NOGROUP: Redis restarted without its data), recreate it,
+        count the recovery and the window since the last good call, and try once more."""
+        import redis
+        try:
+            out = fn()
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            now = time.time()
+            self._create_group()
+            self.recoveries += 1
+            self.lost_window_s += max(0.0, now - self._last_ok)
+            log.warning("trigger group %s of %s was gone (Redis restarted without persistence?): recreated; "
+                        "triggers pending or published in the last %.1fs are lost", self.group, self.stream,
+                        now - self._last_ok)
+            out = fn()
+        self._last_ok = time.time()
+        return out
+
     @redis_errors
     def publish(self, user_id: str, stream: str, event_ts: int) -> str:
         _check_publish(user_id, stream, event_ts)
@@ -135,7 +184,8 @@ class RedisStreamQueue(TriggerQueue):
     def read(self, count: int, block_ms: int) -> list[Trigger]:
         require_int("count", count, 1)
         block = int(block_ms) if block_ms and block_ms > 0 else None  # BLOCK 0 would wait forever
-        reply = self._redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block)
+        reply = self._group_call(lambda: self._redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                                                                count=count, block=block))
         if isinstance(reply, dict):  # RESP3 clients
             entries = [e for per_stream in reply.values() for e in per_stream[0]]
         else:
@@ -155,7 +205,9 @@ class RedisStreamQueue(TriggerQueue):
 
     @redis_errors
     def ack(self, entry_ids: Sequence[str]) -> int:
-        return int(self._redis.xack(self.stream, self.group, *entry_ids)) if entry_ids else 0
+        if not entry_ids:
+            return 0
+        return int(self._group_call(lambda: self._redis.xack(self.stream, self.group, *entry_ids)))
 
     @redis_errors
     def reclaim(self, min_idle_ms: int, count: int) -> list[Trigger]:
@@ -163,17 +215,44 @@ class RedisStreamQueue(TriggerQueue):
         claimed: list[Trigger] = []
         start = "0-0"
         while len(claimed) < count:
-            reply = self._redis.xautoclaim(self.stream, self.group, self.consumer, int(min_idle_ms),
-                                           start_id=start, count=count - len(claimed))
+            reply = self._group_call(lambda: self._redis.xautoclaim(
+                self.stream, self.group, self.consumer, int(min_idle_ms), start_id=start, count=count - len(claimed)))
             start, entries = text(reply[0]), reply[1]
             claimed += [t for t in map(self._trigger, entries) if t is not None]
             if start == "0-0":
                 break
-        return claimed
+        return self._with_deliveries(claimed)
+
+    def _with_deliveries(self, triggers: list[Trigger]) -> list[Trigger]:
+        """``triggers`` with their delivery counts from XPENDING (XAUTOCLAIM has just counted this one)."""
+        if not triggers:
+            return triggers
+        pipe = self._redis.pipeline(transaction=False)
+        for t in triggers:
+            pipe.xpending_range(self.stream, self.group, min=t.entry_id, max=t.entry_id, count=1)
+        counts = [int(r[0]["times_delivered"]) if r else 1 for r in pipe.execute()]
+        return [dataclasses.replace(t, deliveries=n) for t, n in zip(triggers, counts)]
+
+    @redis_errors
+    def dead_letter(self, triggers: Sequence[Trigger], reason: str) -> int:
+        if not triggers:
+            return 0
+        pipe = self._redis.pipeline(transaction=True)
+        for t in triggers:
+            pipe.xadd(self.dead_stream, {"user": t.user_id, "stream": t.stream, "ts": t.event_ts, "entry": t.entry_id,
+                                         "deliveries": t.deliveries, "reason": reason[:500]},
+                      maxlen=self.maxlen, approximate=True)
+        pipe.xack(self.stream, self.group, *[t.entry_id for t in triggers])
+        pipe.execute()
+        return len(triggers)
+
+    @redis_errors
+    def dead_letters(self, count: int = 100) -> list[dict]:
+        return [{text(k): text(v) for k, v in fields.items()} for _, fields in self._redis.xrange(self.dead_stream, count=count)]
 
     @redis_errors
     def pending(self) -> int:
-        return int(self._redis.xpending(self.stream, self.group)["pending"])
+        return int(self._group_call(lambda: self._redis.xpending(self.stream, self.group))["pending"])
 
     def close(self) -> None:
         if self._owns_client:
@@ -188,6 +267,7 @@ class _Broker:
         self.cond = threading.Condition()
         self.ready: OrderedDict[str, Trigger] = OrderedDict()
         self.pending: dict[str, tuple[Trigger, str, float]] = {}  # id -> (trigger, owner, delivered at)
+        self.dead: list[dict] = []
         self.ids = itertools.count(1)
 
 
@@ -241,9 +321,24 @@ class InProcessQueue(TriggerQueue):
         with b.cond:
             now = b.clock()
             stale = [(i, t) for i, (t, _, at) in b.pending.items() if (now - at) * 1000 >= min_idle_ms][:count]
+            out = []
             for entry_id, trigger in stale:
+                trigger = dataclasses.replace(trigger, deliveries=trigger.deliveries + 1)
                 b.pending[entry_id] = (trigger, self.consumer, now)
-            return [t for _, t in stale]
+                out.append(trigger)
+            return out
+
+    def dead_letter(self, triggers: Sequence[Trigger], reason: str) -> int:
+        with self._b.cond:
+            for t in triggers:
+                if self._b.pending.pop(t.entry_id, None) is not None:
+                    self._b.dead.append({"user": t.user_id, "stream": t.stream, "ts": str(t.event_ts), "entry": t.entry_id,
+                                         "deliveries": str(t.deliveries), "reason": reason})
+            return len(triggers)
+
+    def dead_letters(self, count: int = 100) -> list[dict]:
+        with self._b.cond:
+            return [dict(d) for d in self._b.dead[:count]]
 
     def pending(self) -> int:
         with self._b.cond:

@@ -38,11 +38,14 @@ def ping(port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def server_pid(port: int, timeout_s: float = 0.5) -> int | None:
+def server_pid(port: int, timeout_s: float = 0.5, password: str | None = None) -> int | None:
     """The process id the Redis server on 127.0.0.1:``port`` reports (INFO server); None where none answers."""
     data = b""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+            if password:
+                secret = password.encode()
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret))
             s.sendall(b"INFO server\r\n")
             while not re.search(rb"process_id:\d+\r\n", data):
                 chunk = s.recv(4096)
@@ -56,23 +59,33 @@ def server_pid(port: int, timeout_s: float = 0.5) -> int | None:
 
 
 class RedisServer:
-    """A ``redis-server`` on 127.0.0.1 without persistence (``--save '' --appendonly no``), in a temp dir.
+    """A ``redis-server`` on 127.0.0.1 in a temp dir, without persistence (``--save '' --appendonly no``)
+    unless ``appendonly``: then with an append-only file fsynced every second (``--appendonly yes
+    --appendfsync everysec``), which is what an ETI deployment needs to survive a restart.
 
     Args:
         port: the port to listen on; None picks a free one.
         binary: the executable; None looks ``redis-server`` up on PATH.
         start_timeout_s: how long to wait for the server to answer.
+        appendonly: persist every write to the AOF (a restart keeps streams, groups, histories, codes).
+        password: require AUTH with this password (``requirepass``); it is passed in a config file
+            in the private temp dir, never on the command line, and ``url`` does not contain it.
+
+    ``restart()`` stops the server and starts it again on the same port and directory (what survives
+    depends on ``appendonly``).
 
     ``url`` (``redis://127.0.0.1:PORT/0``) and ``port`` are valid between ``start()`` and ``stop()``.
     StoreError where the binary is missing or the server does not answer in time.
     """
 
-    def __init__(self, port: int | None = None, binary: str | None = None, start_timeout_s: float = 10.0) -> None:
+    def __init__(self, port: int | None = None, binary: str | None = None, start_timeout_s: float = 10.0,
+                 appendonly: bool = False, password: str | None = None) -> None:
         if port is not None and not (isinstance(port, int) and 0 < port < 65536):
             raise ConfigError("port", "an int in 1..65535 or None", port)
         if start_timeout_s <= 0:
             raise ConfigError("start_timeout_s", "a positive number of seconds", start_timeout_s)
         self._requested_port, self._binary, self._timeout_s = port, binary, start_timeout_s
+        self.appendonly, self._password = appendonly, password
         self._process: subprocess.Popen | None = None
         self._dir: tempfile.TemporaryDirectory | None = None
         self.port = 0
@@ -104,13 +117,17 @@ class RedisServer:
     def _launch(self, binary: str) -> bool:
         """Spawn one server on ``self.port``; True once it answers, False (process stopped) otherwise."""
         workdir = self._dir.name
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        config = Path(workdir) / "redis.conf"  # the password, if any, stays off the command line
+        config.write_text(f"requirepass {self._password}\n" if self._password else "", encoding="utf-8")
+        config.chmod(0o600)
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.appendonly else ["--appendonly", "no"]
+        args = [binary, str(config), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
                 "--dir", workdir, "--daemonize", "no", "--logfile", str(Path(workdir) / "redis.log")]
         self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + self._timeout_s
         while time.monotonic() < deadline:
-            if server_pid(self.port) == self._process.pid:  # not another server already on the port
+            if server_pid(self.port, password=self._password) == self._process.pid:  # not another server already on the port
                 return True
             if self._process.poll() is not None:
                 break
@@ -139,6 +156,14 @@ class RedisServer:
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
+
+    def restart(self) -> RedisServer:
+        """Stop the server (SIGTERM: Redis flushes its AOF) and start it again on the same port and dir."""
+        binary = self._binary or shutil.which("redis-server")
+        self._terminate()
+        if not self._launch(binary):
+            raise StoreError(f"redis-server did not come back on 127.0.0.1:{self.port}:\n{self._log_tail()}")
+        return self
 
     def stop(self) -> None:
         """SIGTERM, wait up to 5 s, then SIGKILL; removes the temp dir. Safe to call twice."""

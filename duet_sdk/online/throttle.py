@@ -1,8 +1,13 @@
-"""Per-user throttle window that coalesces ETI triggers.
+"""Per-user throttle window that coalesces ETI triggers, leading and trailing edge.
 
 ``admit(user, now)`` is True for the first trigger of a user in a ``window_s`` window and False for the
-rest, which are redundant: the admitted embedding reads the user's latest history. ``release(user)``
-ends the window early (the ETI worker does so when the admitted embedding failed).
+rest. ``release(user)`` ends the window early (the ETI worker does so when the admitted embedding failed).
+
+Trailing edge: a throttled trigger is ``defer``red, not dropped. It marks the user for one more
+embedding when the window that throttled it ends, so events after the admitted embedding are embedded
+even if the user goes quiet. ``due(now, limit)`` hands out (and removes) the users whose window has
+ended, each as ``Deferred(user, first_ts, count)``: the earliest throttled event time and how many
+triggers the trailing embedding covers.
 
 Example::
 
@@ -10,16 +15,20 @@ Example::
     throttle.admit("u1", now=100.0)  # True
     throttle.admit("u1", now=102.0)  # False: inside u1's window
     throttle.admit("u1", now=105.0)  # True: a new window
+    throttle.defer("u1", event_ts=106, now=106.0)  # throttled: embed u1 again at 110.0
+    throttle.due(now=110.0, limit=64)  # [Deferred("u1", 106, 1)]
 """
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from duet_sdk.errors import ConfigError
-from duet_sdk.online._redis import connect, redis_errors
+from duet_sdk.online._redis import connect, redis_errors, text
 
 
 def _check_window(window_s: float) -> float:
@@ -28,8 +37,17 @@ def _check_window(window_s: float) -> float:
     return float(window_s)
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """A user to embed at the end of its window: earliest throttled event time, triggers covered."""
+
+    user_id: str
+    first_ts: int
+    count: int
+
+
 class Throttle(ABC):
-    """At most one admitted trigger per user per ``window_s``."""
+    """At most one admitted trigger per user per ``window_s``, plus one trailing embedding per window."""
 
     window_s: float
 
@@ -40,6 +58,19 @@ class Throttle(ABC):
     @abstractmethod
     def release(self, user_id: str) -> None:
         """Close the user's window, so that the next trigger is admitted."""
+
+    @abstractmethod
+    def defer(self, user_id: str, event_ts: int, now: float, count: int = 1) -> None:
+        """Record ``count`` throttled triggers of ``user_id``: due at the end of its current window."""
+
+    @abstractmethod
+    def due(self, now: float, limit: int) -> list[Deferred]:
+        """Up to ``limit`` deferred users whose window has ended by ``now``, removed from the record."""
+
+    def redefer(self, deferred: Sequence[Deferred], now: float) -> None:
+        """Put back deferred users whose trailing embedding failed (due at once)."""
+        for d in deferred:
+            self.defer(d.user_id, d.first_ts, now - self.window_s, d.count)
 
     def close(self) -> None:
         """Release connections."""
@@ -52,6 +83,7 @@ class InMemoryThrottle(Throttle):
         self.window_s = _check_window(window_s)
         self._lock = threading.Lock()
         self._until: dict[str, float] = {}  # user -> end of its window
+        self._deferred: dict[str, tuple[float, int, int]] = {}  # user -> (due, first_ts, count)
         self._next_sweep = float("-inf")
 
     def admit(self, user_id: str, now: float) -> bool:
@@ -68,20 +100,62 @@ class InMemoryThrottle(Throttle):
         with self._lock:
             self._until.pop(user_id, None)
 
+    def defer(self, user_id: str, event_ts: int, now: float, count: int = 1) -> None:
+        with self._lock:
+            end = max(now, self._until.get(user_id, now))
+            due, first, n = self._deferred.get(user_id, (end, event_ts, 0))
+            self._deferred[user_id] = (min(due, end), min(first, event_ts), n + count)
+
+    def due(self, now: float, limit: int) -> list[Deferred]:
+        with self._lock:
+            ready = [u for u, (due, _, _) in self._deferred.items() if due <= now][:limit]
+            return [Deferred(u, *self._deferred.pop(u)[1:]) for u in ready]
+
     def __len__(self) -> int:
         """Windows held (some may have expired since the last sweep)."""
         return len(self._until)
 
 
+# KEYS: deferred zset (score = due), first-ts hash, count hash, the user's window key.
+# ARGV: user, event ts, now (s), count. Due = now + the window's remaining PTTL.
+_DEFER = """
+local ttl = redis.call('PTTL', KEYS[4])
+local due = tonumber(ARGV[3]) + math.max(ttl, 0) / 1000
+redis.call('ZADD', KEYS[1], 'NX', due, ARGV[1])
+local first = redis.call('HGET', KEYS[2], ARGV[1])
+if (not first) or tonumber(ARGV[2]) < tonumber(first) then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+redis.call('HINCRBY', KEYS[3], ARGV[1], ARGV[4])
+"""
+# KEYS: deferred zset, first-ts hash, count hash. ARGV: now, limit. Returns user, first, count triples.
+_DUE = """
+local users = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, u in ipairs(users) do
+  redis.call('ZREM', KEYS[1], u)
+  table.insert(out, u)
+  table.insert(out, redis.call('HGET', KEYS[2], u) or '0')
+  table.insert(out, redis.call('HGET', KEYS[3], u) or '0')
+  redis.call('HDEL', KEYS[2], u)
+  redis.call('HDEL', KEYS[3], u)
+end
+return out
+"""
+
+
 class RedisThrottle(Throttle):
     """``SET {prefix}{user} 1 NX PX window`` shared by all workers; windows run on Redis's clock, so
-    ``now`` is ignored here."""
+    ``now`` is ignored by ``admit``. Deferred users live in ``{prefix}deferred`` (a sorted set by due
+    time, with ``:first`` and ``:count`` hashes), updated and claimed atomically by Lua scripts, so a
+    deferred user is handed to exactly one worker."""
 
     def __init__(self, client_or_url: Any, window_s: float, prefix: str = "duet:throttle:") -> None:
         self.window_s = _check_window(window_s)
         self._owns_client = isinstance(client_or_url, str)
         self._redis = connect(client_or_url, "throttle")
         self.prefix, self._window_ms = prefix, max(1, round(self.window_s * 1000))
+        base = f"{prefix.rstrip(':')}@deferred"  # outside ``prefix + user``: no user name can collide
+        self._keys = [base, f"{base}:first", f"{base}:count"]
+        self._defer, self._due = self._redis.register_script(_DEFER), self._redis.register_script(_DUE)
 
     @redis_errors
     def admit(self, user_id: str, now: float) -> bool:
@@ -90,6 +164,15 @@ class RedisThrottle(Throttle):
     @redis_errors
     def release(self, user_id: str) -> None:
         self._redis.delete(self.prefix + user_id)
+
+    @redis_errors
+    def defer(self, user_id: str, event_ts: int, now: float, count: int = 1) -> None:
+        self._defer(keys=[*self._keys, self.prefix + user_id], args=[user_id, int(event_ts), repr(float(now)), int(count)])
+
+    @redis_errors
+    def due(self, now: float, limit: int) -> list[Deferred]:
+        flat = self._due(keys=self._keys, args=[repr(float(now)), int(limit)])
+        return [Deferred(text(flat[i]), int(text(flat[i + 1])), int(text(flat[i + 2]))) for i in range(0, len(flat), 3)]
 
     def close(self) -> None:
         if self._owns_client:

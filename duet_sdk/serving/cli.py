@@ -1,11 +1,14 @@
 """``duet-serve``: run tritonserver on a DUET model repository; ``duet-publish``: publish an export.
 
 ``duet-serve --model-repository DIR [--grpc-port P] [--http-port P] [--metrics-port P] [--host H]
-[--watch S] [--keep-loaded K]`` binds loopback unless ``--host`` says otherwise, loads the releases
-``repository.json`` lists as loaded (the current one first), prints the endpoints once every model is
-ready, swaps to the target release if it is another (a new publish, a rollback: at start and, with
-``--watch``, whenever it changes), and stops cleanly on SIGINT/SIGTERM. Exit status: 0 after a clean
-stop; 2 on bad input or a failed start.
+[--watch S] [--keep-loaded K] [--admin-key-file F]`` binds loopback unless ``--host`` says otherwise, loads
+the releases ``repository.json`` lists as loaded (the current one first), prints the endpoints once every
+model is ready, swaps to the target release if it is another (a new publish, a rollback: at start and,
+with ``--watch``, whenever it changes), and stops cleanly on SIGINT/SIGTERM. Model control is restricted
+to the operator key (``--admin-key-file`` or ``DUET_TRITON_ADMIN_KEY[_FILE]``; default a random
+per-start key only duet-serve holds). Exit status: 0 after a clean stop; 1 when tritonserver died or did
+not stop cleanly (a signal, a non-zero status, or killed after its exit timeout); 2 on bad input or a
+failed start.
 
 ``duet-publish --export DIR --model-repository DIR`` publishes a new release (the target);
 ``duet-publish --model-repository DIR --rollback V`` makes release V (still on disk) the target again.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -24,7 +28,7 @@ from duet_sdk.interface import ENSEMBLES
 from duet_sdk.serving import releases
 from duet_sdk.serving.config import ServingPolicy
 from duet_sdk.serving.repository import publish, request_rollback
-from duet_sdk.serving.server import LOOPBACK, TritonServer
+from duet_sdk.serving.server import ADMIN_KEY_FILE_ENV, LOOPBACK, TritonServer, operator_key
 from duet_sdk.serving.swap import SwapError, swap_release
 
 
@@ -55,6 +59,29 @@ def watch(server: TritonServer, stop: threading.Event, interval_s: float, keep_l
             print(f"duet-serve: error: {exc}", file=sys.stderr, flush=True)
 
 
+def serve_args_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with duet-serve's flags (named, with what was expected), or None."""
+    if not (args.model_repository / releases.INDEX).exists():
+        return (f"--model-repository: expected a published repository (with {releases.INDEX}), "
+                f"got {args.model_repository}")
+    if args.keep_loaded < 1:
+        return f"--keep-loaded: expected >= 1, got {args.keep_loaded}"
+    ports = {"--grpc-port": args.grpc_port, "--http-port": args.http_port, "--metrics-port": args.metrics_port}
+    for flag, port in ports.items():
+        if not 0 <= port <= 65535:
+            return f"{flag}: expected a port in 1..65535 (0: a free one), got {port}"
+    taken = [p for p in ports.values() if p]
+    if len(set(taken)) != len(taken):
+        return f"--grpc-port, --http-port, --metrics-port: expected different ports, got {list(ports.values())}"
+    if not args.watch >= 0 or args.watch == float("inf"):
+        return f"--watch: expected seconds >= 0 (0: off), got {args.watch}"
+    try:
+        socket.getaddrinfo(args.host, None)
+    except (socket.gaierror, UnicodeError):
+        return f"--host: expected an address or host name this machine can bind, got {args.host!r}"
+    return None
+
+
 def serve_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="duet-serve", description=__doc__.splitlines()[0])
     p.add_argument("--model-repository", type=Path, required=True)
@@ -67,23 +94,29 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-loaded", type=int, default=ServingPolicy().serve_versions, metavar="K",
                    help="releases kept loaded: the current one and K-1 before it (default %(default)s)")
     p.add_argument("--log", type=Path, help="tritonserver log file")
+    p.add_argument("--admin-key-file", type=Path, help="file holding the operator key for model control "
+                   f"(else ${ADMIN_KEY_FILE_ENV} or DUET_TRITON_ADMIN_KEY; default: a random per-start key)")
     args = p.parse_args(argv)
+    problem = serve_args_problem(args)
+    if problem:
+        print(f"duet-serve: error: {problem}", file=sys.stderr)
+        return 2
     try:
         index = releases.read_index(args.model_repository)
     except DuetError as exc:
         print(f"duet-serve: error: {exc}", file=sys.stderr)
         return 2
-    if index["current"] is None or args.keep_loaded < 1:
-        what = (f"--keep-loaded: expected >= 1, got {args.keep_loaded}" if index["current"] is not None else
-                f"--model-repository: expected a published repository (with {releases.INDEX}), got {args.model_repository}")
-        print(f"duet-serve: error: {what}", file=sys.stderr)
+    if index["current"] is None:
+        print(f"duet-serve: error: --model-repository: expected a published repository (a current release in "
+              f"{releases.INDEX}), got {args.model_repository}", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    server = TritonServer(args.model_repository, models=releases.startup_models(index), host=args.host,
-                          grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port, log=args.log)
     try:
+        server = TritonServer(args.model_repository, models=releases.startup_models(index), host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+                              metrics_port=args.metrics_port, log=args.log,
+                              admin_key=operator_key(key_file=args.admin_key_file))
         server.start()
     except DuetError as exc:
         print(f"duet-serve: error: {exc}", file=sys.stderr)
@@ -99,12 +132,21 @@ def serve_main(argv: list[str] | None = None) -> int:
         while not stop.wait(0.5):
             if not server.running:
                 print(f"duet-serve: error: tritonserver exited:\n{server.log_tail()}", file=sys.stderr)
-                return 2
+                return 1
     finally:
         print("duet-serve: stopping ...", flush=True)
         status = server.stop()
-    print(f"duet-serve: stopped (tritonserver status {status})", flush=True)
-    return 0
+    return stop_status(status)
+
+
+def stop_status(status: int | None) -> int:
+    """duet-serve's exit status for tritonserver's: 0 for a clean exit, else 1 with the reason."""
+    if status == 0:
+        print("duet-serve: stopped (tritonserver status 0)", flush=True)
+        return 0
+    reason = (f"killed by signal {-status}" if status is not None and status < 0 else f"exited with status {status}")
+    print(f"duet-serve: error: tritonserver did not stop cleanly: {reason}", file=sys.stderr, flush=True)
+    return 1
 
 
 def publish_main(argv: list[str] | None = None) -> int:

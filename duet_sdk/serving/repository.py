@@ -5,8 +5,10 @@ Layout written for release ``V`` (see ``releases`` for ``repository.json``)::
     <repo>/repository.json                    releases, current, loaded, target
     <repo>/<model>_vV/config.pbtxt, V/        click_encoder_vV, conv_encoder_vV, ranker_vV: artifact files,
                                               signature.json (with every file's sha256), lineage.json[, model.py]
+    <repo>/<ensemble>_guard_vV/config.pbtxt, V/  duet_upstream_guard_vV, duet_fresh_guard_vV (``guard.py``): the
+                                              runner in checks-only mode, signature.json, model.py; no artifact
     <repo>/<ensemble>_vV/config.pbtxt, V/     duet_upstream_vV, duet_downstream_vV, duet_fresh_vV: steps pinned
-                                              to the release's components, version V
+                                              to the release's guards and components, version V
     <repo>/<ensemble>/config.pbtxt, V/        duet_upstream, ...: aliases of the current release (written by a swap,
                                               or by the first publish)
 
@@ -34,7 +36,8 @@ from duet_sdk.errors import ArtifactError, CheckpointError, ConfigError
 from duet_sdk.export.manifest import MANIFEST, read_manifest, sha256_file
 from duet_sdk.serving import releases
 from duet_sdk.serving.config import ServingPolicy, only_version, platform_config, runner_config, write_config
-from duet_sdk.serving.wiring import RANKER, build_interface, ensembles, pad_sides
+from duet_sdk.serving.guard import FORMAT as GUARD, guard_config
+from duet_sdk.serving.wiring import RANKER, build_interface, ensembles, guards, pad_sides
 
 log = logging.getLogger(__name__)
 RUNNER = Path(__file__).parent / "runner" / "model.py"
@@ -135,16 +138,21 @@ def _stage_model(root: Path, name: str, version: int, config, files: dict[str, P
 def _stage_component(root: Path, model: str, record: dict, export_dir: Path, target: str, version: int,
                      lineage: dict, policy: ServingPolicy, precision: str) -> Path:
     """Stage ``model``'s release directory: artifact files (digests checked on the copies), signature.json
-    with their sha256, lineage and, for cpu, the runner."""
+    with their sha256, lineage and, for cpu and guards (``guard.py``: no artifact files), the runner."""
     name = api.release_model(model, version)
-    config = runner_config(name, record, policy) if target == "cpu" else platform_config(name, record, policy, precision)
-    source = (export_dir / record["path"]).parent
-    signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record), "sha256": record["sha256"]}
-    files = {n: source / n for n in record["files"]} | ({"model.py": RUNNER} if target == "cpu" else {})
+    guard = record["format"] == GUARD
+    if guard:
+        config = guard_config(name, record, policy)
+    else:
+        config = runner_config(name, record, policy) if target == "cpu" else platform_config(name, record, policy, precision)
+    digests = record.get("sha256", {})
+    signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record), "sha256": digests}
+    files = {n: (export_dir / record["path"]).parent / n for n in record["files"]}
+    files |= {"model.py": RUNNER} if target == "cpu" or guard else {}
     staging = _stage_model(root, name, version, config, files, {
         "signature.json": json.dumps(signature, indent=2), "lineage.json": json.dumps(lineage | {"artifact": record}, indent=2)})
     try:
-        check_digests(staging / str(version), record["sha256"], f"{model} ({record['format']}) of {export_dir}")
+        check_digests(staging / str(version), digests, f"{model} ({record['format']}) of {export_dir}")
     except ArtifactError:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -222,7 +230,7 @@ def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPo
                    "export_manifest": str((export_dir / MANIFEST).resolve()), "export_created_at": manifest.get("created_at")}
         staged: list[tuple[Path, str]] = []
         try:
-            for model, record in records.items():
+            for model, record in {**records, **guards(records)}.items():  # guards before their ensembles
                 path = _stage_component(repo, model, record, export_dir, target, version, lineage, policy, precision)
                 staged.append((path, api.release_model(model, version)))
             for config in ensembles(records, interface, version):
@@ -238,7 +246,7 @@ def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPo
             "status": releases.READY,
             "models": {m: {"format": r["format"], "sources": r["source_checkpoints"], "max_abs_diff": r["max_abs_diff"],
                            "sha256": r["sha256"]} for m, r in records.items()},
-            "ensembles": list(api.ENSEMBLES), "interface": json.loads(interface.to_json())})
+            "guards": list(guards(records)), "ensembles": list(api.ENSEMBLES), "interface": json.loads(interface.to_json())})
         if index["current"] is None:  # the first release is current at once
             for ensemble in api.ENSEMBLES:
                 releases.point_alias(repo, ensemble, version)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from duet_sdk import interface as api
 from duet_sdk.errors import ConfigError
 from duet_sdk.serving.config import Step, ensemble_config
+from duet_sdk.serving.guard import OUTPUT as CHECKED, guard_name, guard_record
 
 RANKER = "ranker"
 # Histories are left-padded (most recent event last); candidates are padded at the end.
@@ -68,26 +69,50 @@ def identity(specs: list[dict]) -> dict[str, str]:
     return {s["name"]: s["name"] for s in specs}
 
 
+def _inputs(records: dict[str, dict]) -> tuple[list[dict], list[dict]]:
+    """(duet_upstream's inputs, duet_fresh's inputs)."""
+    encoders = [r for m, r in records.items() if m.endswith("_encoder")]
+    up_inputs = _unique([s for r in encoders for s in r["inputs"]])
+    produced = {s["name"] for r in encoders for s in r["outputs"]}
+    return up_inputs, _unique(up_inputs + [s for s in records[RANKER]["inputs"] if s["name"] not in produced])
+
+
+def guards(records: dict[str, dict]) -> dict[str, dict]:
+    """The guard records of the ensembles that fan out (``guard.py``): name -> record."""
+    up_inputs, fresh_inputs = _inputs(records)
+    return {guard_name(e): guard_record(e, inputs, records) for e, inputs in ((api.UPSTREAM, up_inputs), (api.FRESH, fresh_inputs))}
+
+
+def _guarded(inputs: list[dict]) -> dict[str, str]:
+    """Step map of a first-stage step: ``request_time`` comes from the guard, the rest as given."""
+    return {s["name"]: CHECKED if s["name"] == "request_time" else s["name"] for s in inputs}
+
+
 def ensembles(records: dict[str, dict], interface: api.ServingInterface, version: int) -> list:
-    """The configs of release ``version``'s duet_upstream, duet_downstream and duet_fresh (release names,
-    e.g. ``duet_fresh_v3``), whose steps call that release's components (``ranker_v3``, version 3)."""
+    """The configs of release ``version``'s duet_upstream, duet_fresh (each behind its guard) and duet_downstream
+    (release names, e.g. ``duet_fresh_v3``), whose steps call that release's guards and components
+    (``duet_fresh_guard_v3``, ``ranker_v3``, version 3)."""
+    name = lambda model: api.release_model(model, version)  # noqa: E731
     encoders = {m: r for m, r in records.items() if m.endswith("_encoder")}
     ranker = records[RANKER]
-    name = lambda model: api.release_model(model, version)  # noqa: E731
-    encoder_steps = [Step(name(m), identity(r["inputs"]), identity(r["outputs"])) for m, r in encoders.items()]
-    up_inputs = _unique([s for r in encoders.values() for s in r["inputs"]])
+    up_inputs, fresh_inputs = _inputs(records)
     up_outputs = [s for r in encoders.values() for s in r["outputs"]]
-    produced = {s["name"] for s in up_outputs}
     codes = [s for s in up_outputs if s["name"] in {i["name"] for i in ranker["inputs"]}]
+
+    def guard(ensemble: str, inputs: list[dict]) -> Step:
+        return Step(name(guard_name(ensemble)), identity(inputs), {CHECKED: CHECKED})
+
+    encoder_steps = [Step(name(m), _guarded(r["inputs"]), identity(r["outputs"])) for m, r in encoders.items()]
     ranker_step = Step(name(RANKER), identity(ranker["inputs"]), identity(ranker["outputs"]))
-    fresh_encoder_steps = [Step(name(m), identity(r["inputs"]), identity([s for s in r["outputs"] if s["name"].endswith("_codes")]))
+    fresh_encoder_steps = [Step(name(m), _guarded(r["inputs"]), identity([s for s in r["outputs"] if s["name"].endswith("_codes")]))
                            for m, r in encoders.items()]
     max_batch = interface.max_batch
     params = {api.PARAMETER: interface.to_json()}
     return [
-        ensemble_config(name(api.UPSTREAM), up_inputs, up_outputs, encoder_steps, max_batch, version, params),
+        ensemble_config(name(api.UPSTREAM), up_inputs, up_outputs, [guard(api.UPSTREAM, up_inputs), *encoder_steps],
+                        max_batch, version, params),
         ensemble_config(name(api.DOWNSTREAM), ranker["inputs"], ranker["outputs"], [ranker_step], max_batch, version,
                         params),
-        ensemble_config(name(api.FRESH), _unique(up_inputs + [s for s in ranker["inputs"] if s["name"] not in produced]),
-                        [*ranker["outputs"], *codes], [*fresh_encoder_steps, ranker_step], max_batch, version, params),
+        ensemble_config(name(api.FRESH), fresh_inputs, [*ranker["outputs"], *codes],
+                        [guard(api.FRESH, fresh_inputs), *fresh_encoder_steps, ranker_step], max_batch, version, params),
     ]

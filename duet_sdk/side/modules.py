@@ -65,13 +65,23 @@ class SideEncoder(nn.Module):
 
 class SideDecoder(nn.Module):
     """The rule-based decoder: codes (B, L) int64 -> (B, d) float32, the sum over levels l of
-    ``codebooks[l, codes[:, l]]``. Codes must lie in [0, K); ``SideCodec.decode`` checks that."""
+    ``codebooks[l, codes[:, l]]``.
+
+    A code outside [0, K) never reads another level's codeword: it is masked (contributes zeros), and
+    no index leaves the table, so an exported decoder cannot raise on it either. Callers reject such
+    codes before decoding (``SideCodec.decode``, the client, the serving runner); the mask only keeps
+    a code that got past them from aliasing.
+    """
 
     def __init__(self, codebooks: torch.Tensor) -> None:
         super().__init__()
         levels, size, _ = codebooks.shape
+        self.codebook_size = size
         self.register_buffer("codebooks", codebooks.detach().to(torch.float32).clone())
         self.register_buffer("offsets", torch.arange(levels) * size, persistent=False)  # (L,)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        return F.embedding(codes + self.offsets, self.codebooks.flatten(0, 1)).sum(1)
+        valid = (codes >= 0) & (codes < self.codebook_size)  # (B, L)
+        index = torch.where(valid, codes, torch.zeros_like(codes)) + self.offsets  # (B, L), inside the table
+        rows = F.embedding(index, self.codebooks.flatten(0, 1))  # (B, L, d)
+        return (rows * valid.unsqueeze(-1).to(rows.dtype)).sum(1)  # (B, d)

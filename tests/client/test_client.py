@@ -8,7 +8,8 @@ from client_fakes import INTERFACE, FakeTriton, error, fresh_request, history, s
 
 from duet_sdk.client import client as client_module
 from duet_sdk.client.client import AsyncDuetClient, DuetClient, expected_inputs, interface_from_config
-from duet_sdk.client.errors import InvalidRequest, ServerError, Unavailable
+from duet_sdk.client.errors import InvalidArgument, InvalidRequest, ServerError, Unavailable
+from duet_sdk.errors import ConfigError
 from duet_sdk.interface import DOWNSTREAM, FRESH, UPSTREAM
 
 FAST = {"timeout_s": 0.25, "retries": 2, "backoff_s": 0.001, "max_backoff_s": 0.002}
@@ -108,7 +109,7 @@ def test_other_server_errors_raise_at_once_with_the_servers_message(fake):
         fake.failures = [error("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'item_dense'")]
         with pytest.raises(ServerError, match="unexpected shape for input 'item_dense'") as info:
             client.score([score_request()])
-    assert type(info.value) is ServerError and info.value.status == "StatusCode.INVALID_ARGUMENT"
+    assert type(info.value) is InvalidArgument and info.value.status == "StatusCode.INVALID_ARGUMENT"
     assert info.value.model == DOWNSTREAM and len(fake.infers) == 1
 
 
@@ -181,3 +182,23 @@ def test_async_client_retries_and_raises_server_errors(async_fake):
 
     asyncio.run(run())
     assert len(async_fake.fake.infers) == 3
+
+
+@pytest.mark.parametrize("url", ["not a host", "http://127.0.0.1:8001", "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:0",
+                                 "", "127.0.0.1:80x", "::1:8001", None])
+def test_a_malformed_address_is_a_config_error_not_an_unavailable_server(url):
+    """gRPC would report these as UNAVAILABLE (retried as if the server were down), default the port to
+    443, or wrap port 99999 onto 34463; the client refuses them up front, naming the field."""
+    with pytest.raises(ConfigError, match="url: expected host:port"):
+        DuetClient(url)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8001", "localhost:1", "[::1]:8001", "unix:/tmp/triton.sock"])
+def test_well_formed_addresses_are_accepted(url):
+    DuetClient(url)
+
+
+@pytest.mark.parametrize("timeout_s", [0, -1, float("nan"), float("inf"), True])
+def test_a_deadline_must_be_finite_and_positive(timeout_s):
+    with pytest.raises(ConfigError, match="timeout_s"):
+        DuetClient("127.0.0.1:8001", timeout_s=timeout_s)

@@ -5,7 +5,8 @@ import pytest
 from tritonclient.grpc._utils import get_error_grpc
 from tritonclient.utils import InferenceServerException
 
-from duet_sdk.client.errors import ClientError, DeadlineExceeded, InvalidRequest, ServerError, Unavailable, from_triton
+from duet_sdk.client.errors import (ClientError, DeadlineExceeded, InvalidArgument, InvalidRequest, ServerError,
+                                   Unavailable, from_triton)
 from duet_sdk.errors import DuetError
 
 
@@ -28,7 +29,7 @@ class _RpcError(grpc.RpcError):
 @pytest.mark.parametrize("code, kind", [
     (grpc.StatusCode.UNAVAILABLE, Unavailable),
     (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceeded),
-    (grpc.StatusCode.INVALID_ARGUMENT, ServerError),
+    (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
     (grpc.StatusCode.NOT_FOUND, ServerError),
     (grpc.StatusCode.INTERNAL, ServerError),
 ])
@@ -51,3 +52,24 @@ def test_hierarchy():
     assert issubclass(InvalidRequest, ClientError) and issubclass(InvalidRequest, ValueError)
     error = InvalidRequest("histories[3].streams.click[5].ids", "3 int64s", "2 values")
     assert str(error) == "histories[3].streams.click[5].ids: expected 3 int64s, got '2 values'"
+
+
+def test_invalid_argument_is_an_invalid_request_and_never_retried():
+    from duet_sdk.client.errors import TRANSIENT
+
+    error = from_triton(get_error_grpc(_RpcError(grpc.StatusCode.INVALID_ARGUMENT, "input click_codes: expected ...")),
+                        "ranker")
+    assert isinstance(error, InvalidRequest) and isinstance(error, ServerError) and not isinstance(error, TRANSIENT)
+    assert "input click_codes" in str(error) and error.status == "StatusCode.INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("details", ["Request for unknown model: 'ranker' has no available versions",
+                                     "Request for unknown model: 'duet_fresh' version 2 is not ready"])
+def test_a_model_being_unloaded_is_unavailable_and_retried(details):
+    error = from_triton(get_error_grpc(_RpcError(grpc.StatusCode.NOT_FOUND, details)), "duet_fresh")
+    assert type(error) is Unavailable and error.message == details
+
+
+def test_an_unknown_model_stays_a_server_error():
+    error = from_triton(get_error_grpc(_RpcError(grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'x' is not found")), "x")
+    assert type(error) is ServerError

@@ -33,6 +33,8 @@ def _clicks(*events):
     (history(static_sparse=(1, "a")), "histories[1].static_sparse[1]"),
     (history(static_dense=(math.nan,)), "histories[1].static_dense[0]"),
     (history(static_dense=(math.inf,)), "histories[1].static_dense[0]"),
+    (history(static_dense=(1e39,)), "histories[1].static_dense[0]"),  # finite as float64, inf as float32
+    (history(static_dense=(-3.5e38,)), "histories[1].static_dense[0]"),
     (history(static_dense=()), "histories[1].static_dense"),
     (history(user_id=3), "histories[1].user_id"),
     ("not a history", "histories[1]"),
@@ -92,6 +94,7 @@ def test_invalid_codes_name_the_field(codes, field):
     (Candidates([(1, 2), (3, 4)], [(0.0, 0.0, 0.0)]), "requests[0].candidates.item_dense"),
     (Candidates([(1, 2), (3,)], [(0.0, 0.0, 0.0)] * 2), "requests[0].candidates.item_sparse[1]"),
     (Candidates([(1, 2)], [(0.0, math.nan, 0.0)]), "requests[0].candidates.item_dense[0][1]"),
+    (Candidates([(1, 2)], [(0.0, 0.0, 1e39)]), "requests[0].candidates.item_dense[0][2]"),
     (Candidates([(1, 2)], [(0.0, 0.0)]), "requests[0].candidates.item_dense[0]"),
 ])
 def test_invalid_candidates_name_the_field(bad, field):

@@ -4,7 +4,9 @@ import threading
 import time
 
 import pytest
+from duet_sdk.interface import Event
 
+from duet_sdk.client.errors import InvalidRequest, Unavailable
 from duet_sdk.online import StoredCodes
 from eti_proc import fake_codes, fake_embed
 
@@ -90,14 +92,14 @@ def test_failed_embed_acks_nothing_and_releases_the_throttle(online):
     online.user("u1")
     producer = online.queue_for("producer")
     producer.publish("u1", "click", 1_000)
-    failures = [RuntimeError("triton down")]
+    failures = [Unavailable("triton down")]
 
     def flaky(histories):
         if failures:
             raise failures.pop()
         return fake_embed(histories)
     worker = online.worker("w1", embed=flaky, reclaim_idle_s=60.0)
-    with pytest.raises(RuntimeError, match="triton down"):
+    with pytest.raises(Unavailable, match="triton down"):
         worker.run_once()
     assert worker.queue.pending() == 1 and worker.metrics.failed_batches == 1
     producer.publish("u1", "click", 1_001)  # admitted: the failed batch released u1's window
@@ -167,3 +169,65 @@ def test_run_loops_until_stopped(online):
     thread.join(timeout=5)
     assert not thread.is_alive()
     assert online.store.get("u1") is not None
+
+
+def test_a_poison_user_is_isolated_and_its_batch_is_stored(online):
+    """One user whose embedding fails (as a NaN or 1e39 profile does in the client's validation) fails
+    alone: the others of its batch are stored and acked, its triggers go to the dead-letter stream."""
+    users = ["a", "poison", "b", "c"]
+    for u in users:
+        online.user(u)
+
+    def embed(histories):
+        for h in histories:
+            if h.user_id == "poison":
+                raise InvalidRequest("histories[1].static_dense[0]", "a float finite as float32", float("nan"))
+        return fake_embed(histories)
+    worker = online.worker("w1", embed=embed)
+    producer = online.queue_for("producer")
+    for u in users:
+        producer.publish(u, "click", 1_000)
+    assert worker.run_once() == 3
+    assert set(online.store.get_many(users)) == {"a", "b", "c"}
+    assert worker.queue.pending() == 0
+    [dead] = worker.queue.dead_letters()
+    assert dead["user"] == "poison" and "static_dense" in dead["reason"]
+    m = worker.metrics
+    assert (m.poison_users, m.dead_lettered, m.embedded, m.failed_batches) == (1, 1, 3, 0)
+
+
+def test_a_trigger_delivered_too_often_goes_to_the_dead_letter_stream(online):
+    online.user("u1")
+    online.queue_for("producer").publish("u1", "click", 1_000)
+    assert len(online.queue_for("crashes").read(count=10, block_ms=0)) == 1  # delivery 1, never acked
+    time.sleep(0.15)
+    worker = online.worker("w1", max_deliveries=1)
+    assert worker.run_once() == 0  # reclaimed as delivery 2 > 1: dead-lettered, not embedded
+    [dead] = worker.queue.dead_letters()
+    assert dead["user"] == "u1" and dead["deliveries"] == "2" and "delivered more than 1" in dead["reason"]
+    assert worker.queue.pending() == 0 and online.store.get("u1") is None
+    assert worker.metrics.dead_lettered == 1
+
+
+def test_a_throttled_user_is_embedded_again_at_the_end_of_the_window(online):
+    """Leading edge at t=1000; an event at t=1010 is throttled; the user goes quiet. Once the window
+    (60 s) has ended the worker embeds the user again, and staleness counts the throttled trigger."""
+    online.user("u1", ts=1_000)
+    now = [1_000.0]
+    worker = online.worker("w1", clock=lambda: now[0])
+    producer = online.queue_for("producer")
+    producer.publish("u1", "click", 1_000)
+    assert worker.run_once() == 1
+    online.history.append("u1", "click", [Event(1_010, (9, 9))])
+    producer.publish("u1", "click", 1_010)
+    now[0] = 1_010.0
+    assert worker.run_once() == 0 and worker.metrics.throttled == 1
+    assert worker.queue.pending() == 0  # acked: the deferral holds it
+    now[0] = 1_040.0
+    assert worker.run_once() == 0  # the window is still open
+    now[0] = 1_100.0  # past the window's end (Redis: 1010 + its remaining TTL)
+    assert worker.run_once() == 1
+    assert online.store.get("u1").produced_at == 1_100.0
+    m = worker.metrics
+    assert (m.trailing, m.embedded, m.staleness_s.count) == (1, 2, 2)
+    assert m.staleness_s.max == 90.0  # 1100 - 1010: the throttled event waited for the window

@@ -77,3 +77,12 @@ def test_redis_group_is_created_once_and_stream_capped(redis_url):
     client = redis.Redis.from_url(redis_url)
     assert len(client.xinfo_groups("s")) == 1
     assert client.xlen("s") < 1000  # approximate trimming
+
+
+@pytest.mark.parametrize("event_ts", [-1, 2**40, 1.5, "1700000000"])
+def test_a_trigger_time_outside_unix_seconds_is_refused(event_ts):
+    from duet_sdk.errors import ConfigError
+    from duet_sdk.online import InProcessQueue
+
+    with pytest.raises(ConfigError, match="event_ts"):
+        InProcessQueue().publish("u1", "click", event_ts)

@@ -103,8 +103,9 @@ def test_bad_tensor_is_refused_by_the_runner_with_a_message(triton, client):
         t = grpcclient.InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
         t.set_data_from_numpy(array)
         tensors.append(t)
-    with triton.client() as c, pytest.raises(InferenceServerException, match="click_len must be in"):
+    with triton.client() as c, pytest.raises(InferenceServerException, match="expected dim click_len in") as info:
         c.infer(CLICK_ENCODER, tensors)
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
 def test_async_client_answers_like_the_sync_client(triton, client):

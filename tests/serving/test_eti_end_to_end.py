@@ -129,3 +129,31 @@ def test_invalid_requests_raise_typed_errors_before_reaching_the_server(client, 
                 client.embed([request])
             assert field in info.value.field
         assert c.get_inference_statistics("duet_upstream").model_stats[0].inference_count == before
+
+
+def test_poison_profiles_are_dead_lettered_and_the_rest_embedded(redis_url, client, reference):
+    """Profiles holding NaN and 1e39 (written by another writer, past set_profile's checks) beside good
+    users: the good ones get their real codes, the poison ones are isolated, dead-lettered with the
+    client's reason, and never stored (1e39 used to become codes [0, 0, 0, 0])."""
+    import redis
+
+    history, users = _online(redis_url, client, 5, seed=13)
+    raw = redis.Redis.from_url(redis_url)
+    poison = {users[1][0].user_id: "NaN", users[3][0].user_id: "1e39"}
+    for user, value in poison.items():
+        dense = [value] + ["0.5"] * (client.interface.static_dense - 1)
+        raw.hset(f"duet:hist:profile:{user}", "static_dense", "[" + ",".join(dense) + "]")
+    queue = RedisStreamQueue(redis_url, consumer="producer")
+    for h, _ in users:
+        queue.publish(h.user_id, "conv", NOW - 1)
+    worker = _worker(redis_url, client, history)
+    assert worker.run_once() == 3
+    stored = RedisStore(redis_url).get_many([h.user_id for h, _ in users])
+    assert set(stored) == {h.user_id for h, _ in users} - set(poison)
+    for h, _ in users:
+        if h.user_id in stored:
+            want = reference.embed(h)
+            assert stored[h.user_id].codes == {n: tuple(want[f"{n}_codes"].tolist()) for n in client.interface.embeddings}
+    dead = {d["user"]: d["reason"] for d in worker.queue.dead_letters()}
+    assert set(dead) == set(poison) and all("static_dense" in r for r in dead.values())
+    assert worker.metrics.poison_users == 2 and queue.pending() == 0

@@ -67,9 +67,16 @@ def test_ensembles_of_a_release_pin_its_components_and_the_aliases_copy_the_curr
         assert alias.name == name and alias.ensemble_scheduling == config.ensemble_scheduling
         assert list(alias.version_policy.specific.versions) == [1] and (cpu_repository / name / "1").is_dir()
     steps = lambda name: [s.model_name for s in configs[name].ensemble_scheduling.step]
-    assert steps(UPSTREAM) == [v1("click_encoder"), v1("conv_encoder")]
+    assert steps(UPSTREAM) == [v1("duet_upstream_guard"), v1("click_encoder"), v1("conv_encoder")]
     assert steps(DOWNSTREAM) == [v1("ranker")]
-    assert steps(FRESH) == [v1("click_encoder"), v1("conv_encoder"), v1("ranker")]
+    assert steps(FRESH) == [v1("duet_fresh_guard"), v1("click_encoder"), v1("conv_encoder"), v1("ranker")]
+    for name in (UPSTREAM, FRESH):  # the parallel encoders start only after the guard passed the request
+        for step in configs[name].ensemble_scheduling.step[1:3]:
+            assert step.input_map["request_time"] == "request_time_checked"
+        guard = read_config(cpu_repository / v1(f"{name}_guard") / "config.pbtxt")
+        assert guard.backend == "python" and guard.parameters["runtime"].string_value == "guard"
+        assert list(guard.version_policy.specific.versions) == [1] and (cpu_repository / v1(f"{name}_guard") / "1").is_dir()
+        assert {i.name for i in guard.input} == {i.name for i in configs[name].input}
     assert {o.name for o in configs[UPSTREAM].output} == {"click_codes", "click_embedding", "conv_codes", "conv_embedding"}
     assert {i.name for i in configs[DOWNSTREAM].input} == {"static_sparse", "static_dense", "item_sparse", "item_dense",
                                                           "click_codes", "conv_codes"}

@@ -120,3 +120,27 @@ def test_a_repository_that_fails_to_load_raises_with_the_server_log(tiny_export,
     (repo / release_model("ranker", 1) / "1" / "model.onnx").write_bytes(b"not an onnx graph")
     with pytest.raises(TritonServerError, match="ranker"):
         TritonServer(repo, startup_timeout_s=60).start()
+
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--grpc-port", "70000"], "--grpc-port: expected a port in 1..65535"),
+    (["--http-port", "-1"], "--http-port: expected a port"),
+    (["--grpc-port", "9001", "--http-port", "9001"], "expected different ports"),
+    (["--watch", "-1"], "--watch: expected seconds >= 0"),
+    (["--keep-loaded", "0"], "--keep-loaded: expected >= 1"),
+    (["--host", "999.1.1.1"], "--host: expected an address"),
+])
+def test_duet_serve_names_a_bad_flag_before_starting_anything(cpu_repository, capsys, flags, message):
+    from duet_sdk.serving.cli import serve_main
+
+    assert serve_main(["--model-repository", str(cpu_repository), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_duet_serve_reports_an_unreadable_admin_key_file_without_a_traceback(cpu_repository, capsys, monkeypatch, tmp_path):
+    from duet_sdk.serving.cli import serve_main
+
+    monkeypatch.delenv("DUET_TRITON_ADMIN_KEY", raising=False)
+    assert serve_main(["--model-repository", str(cpu_repository), "--admin-key-file", str(tmp_path / "missing")]) == 2
+    assert "--admin-key-file: expected a readable file" in capsys.readouterr().err

@@ -99,3 +99,12 @@ def test_export_with_a_dynamic_batch_dimension(beam_width):
     for n in (1, 5, 17):
         assert torch.equal(exported_encoder(x[:n]), codes[:n])
         torch.testing.assert_close(exported_decoder(codes[:n]), decoder(codes[:n]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [16, 17, 31, -1, -16, 2**40])
+def test_decoder_never_aliases_an_out_of_range_code_into_another_level(bad):
+    """The flat (L*K)-row table would read level 1's codeword for code K at level 0; the mask reads zeros."""
+    books, _ = random_case(3, 16, 8, 1, seed=2)
+    codes = torch.tensor([[bad, 3, 5]])
+    want = books[1, 3] + books[2, 5]  # level 0 masked out
+    torch.testing.assert_close(SideDecoder(books)(codes)[0], want, rtol=0, atol=1e-6)

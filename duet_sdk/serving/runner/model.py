@@ -9,6 +9,13 @@ Triton hands ``execute`` the requests its dynamic batcher grouped. Requests may 
 ("left" for histories, most recent event last; "right" for candidates), run once, and every output is
 cut back to each request's own rows and sizes. Padding is neutral: histories carry their lengths and
 candidates are scored independently.
+
+Every request is judged alone before it joins the group (``check_request``): shapes, then values —
+finite floats, integer inputs that index a table (``range`` in the signature, e.g. SIDE codes) within
+it, ``0 <= <s>_len <= T``, ``request_time`` in [0, 2**32] and every real event's time in
+[0, request_time]. A request that breaks one fails alone with INVALID_ARGUMENT naming the input and
+what was expected; the rest of the group runs. Should the runtime still fail a group, each of its
+requests is run alone, so only the one that fails gets an (INTERNAL) error.
 """
 
 from __future__ import annotations
@@ -21,6 +28,11 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 DTYPES = {"int64": np.int64, "float32": np.float32}
+TS_MAX = 2**32  # request times and event times are Unix seconds in [0, 2**32], as the client checks
+
+
+class InvalidInput(ValueError):
+    """A request breaks the model's input contract; the message names the input and the expectation."""
 
 
 class OnnxRuntimeSession:
@@ -96,18 +108,77 @@ def verify_artifacts(directory: Path, signature: dict) -> None:
                                "refusing a tampered or corrupt artifact")
 
 
+def invalid_argument(message: str):
+    """A TritonError with gRPC status INVALID_ARGUMENT (Triton >= 23.07's Python backend)."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
+def _first_bad(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def check_values(specs: list[dict], tensors: dict[str, np.ndarray]) -> None:
+    """InvalidInput unless every value of one request is one the model is defined on (see module doc).
+
+    Args:
+        specs: the signature's input specs (``name``, ``dtype``, ``shape``, optional ``range`` [lo, hi)).
+        tensors: the request's inputs by name, already shape-checked; ``<s>_len`` (B,), ``<s>_ts`` (B, T).
+    """
+    for spec in specs:
+        name, array = spec["name"], tensors[spec["name"]]
+        if spec["dtype"] == "float32" and not np.isfinite(array).all():
+            at = _first_bad(~np.isfinite(array))
+            raise InvalidInput(f"input {name}: expected finite float32 values, got {array[at]} at {at}")
+        if "range" in spec:
+            lo, hi = spec["range"]
+            bad = (array < lo) | (array >= hi)
+            if bad.any():
+                at = _first_bad(bad)
+                raise InvalidInput(f"input {name}: expected values in [{lo}, {hi}) (codes per level), "
+                                   f"got {array[at]} at {at}")
+    request_time = tensors.get("request_time")
+    if request_time is not None:
+        bad = (request_time < 0) | (request_time > TS_MAX)
+        if bad.any():
+            at = _first_bad(bad)
+            raise InvalidInput(f"input request_time: expected Unix seconds in [0, 2**32], got {request_time[at]} at {at}")
+    for name, lengths in tensors.items():
+        stream = name.removesuffix("_len")
+        if not name.endswith("_len") or f"{stream}_ts" not in tensors:
+            continue
+        ts = tensors[f"{stream}_ts"]  # (B, T), left-padded: the last len[b] slots are real events
+        width = ts.shape[1]
+        bad = (lengths < 0) | (lengths > width)
+        if bad.any():
+            at = _first_bad(bad)
+            raise InvalidInput(f"input {name}: expected a length in [0, T={width}] (T = {stream}_ts.shape[1]), "
+                               f"got {lengths[at]} at {at}")
+        if request_time is None:
+            continue
+        real = np.arange(width)[None, :] >= (width - lengths)[:, None]  # (B, T)
+        bad = real & ((ts < 0) | (ts > request_time[:, None]))
+        if bad.any():
+            at = _first_bad(bad)
+            raise InvalidInput(f"input {stream}_ts: expected event times in [0, request_time={request_time[at[0]]}], "
+                               f"got {ts[at]} at {at}")
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         directory = Path(args["model_repository"]) / args["model_version"]
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.signature = json.loads((directory / "signature.json").read_text(encoding="utf-8"))
-        verify_artifacts(directory, self.signature)
         self.pad = self.signature["pad"]
         self.max_dims = {name: rng["max"] for name, rng in self.signature["dims"].items()}
         self.inputs = self.signature["inputs"]
         self.outputs = self.signature["outputs"]
         threads = int(params.get("threads", "1"))
+        if params["runtime"] == "guard":  # checks only (serving/guard.py): no artifact, no session
+            self.session = None
+            return
+        verify_artifacts(directory, self.signature)
         artifact = directory / params["artifact"]
         if params["runtime"] == "onnxruntime":
             self.session = OnnxRuntimeSession(artifact, [o["name"] for o in self.outputs], threads)
@@ -115,25 +186,29 @@ class TritonPythonModel:
             self.session = TorchScriptSession(artifact, [i["name"] for i in self.inputs], threads)
 
     def _read(self, request) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """The request's inputs and the size of each symbolic dim in it; ValueError if inconsistent."""
+        """The request's inputs and the size of each symbolic dim in it; InvalidInput if inconsistent."""
         tensors, sizes = {}, {}
         for spec in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, spec["name"])
             if tensor is None:
-                raise ValueError(f"input {spec['name']}: missing")
+                raise InvalidInput(f"input {spec['name']}: expected a tensor, got none")
             array = tensor.as_numpy()
             if array.ndim != len(spec["shape"]):
-                raise ValueError(f"input {spec['name']}: expected {len(spec['shape'])} dims {spec['shape']}, got shape {array.shape}")
+                raise InvalidInput(f"input {spec['name']}: expected {len(spec['shape'])} dims {spec['shape']}, got shape {array.shape}")
             for axis, dim in enumerate(spec["shape"]):
                 size = array.shape[axis]
                 if isinstance(dim, int) and size != dim:
-                    raise ValueError(f"input {spec['name']}: expected size {dim} on axis {axis}, got shape {array.shape}")
+                    raise InvalidInput(f"input {spec['name']}: expected size {dim} on axis {axis}, got shape {array.shape}")
                 if isinstance(dim, str):
                     if sizes.setdefault(dim, size) != size:
-                        raise ValueError(f"input {spec['name']}: dim {dim} is {size} here but {sizes[dim]} in another input")
+                        raise InvalidInput(f"input {spec['name']}: expected dim {dim} = {sizes[dim]} as in the other inputs, "
+                                           f"got {size} (shape {array.shape})")
                     if not 1 <= size <= self.max_dims[dim]:
-                        raise ValueError(f"input {spec['name']}: dim {dim} must be in [1, {self.max_dims[dim]}], got {size}")
+                        raise InvalidInput(f"input {spec['name']}: expected dim {dim} in [1, {self.max_dims[dim]}], got {size}")
             tensors[spec["name"]] = np.ascontiguousarray(array, dtype=DTYPES[spec["dtype"]])
+        rows = {name: a.shape[0] for name, a in tensors.items()}
+        if len(set(rows.values())) > 1 or min(rows.values(), default=1) < 1:
+            raise InvalidInput(f"inputs: expected the same batch size >= 1 in every input, got {rows}")
         return tensors, sizes
 
     def execute(self, requests: list) -> list:
@@ -142,17 +217,30 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             try:
                 tensors, sizes = self._read(request)
+                check_values(self.inputs, tensors)
                 batch.append((i, tensors, sizes))
-            except ValueError as exc:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
-        if batch:
-            try:
-                for i, response in self._run(batch):
-                    responses[i] = response
-            except Exception as exc:  # a runtime failure fails this group only, with the runtime's message
-                for i, _, _ in batch:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))
+            except InvalidInput as exc:
+                responses[i] = pb_utils.InferenceResponse(error=invalid_argument(str(exc)))
+        if self.session is None:  # a guard: each valid request answers its checked request_time
+            for i, tensors, _ in batch:
+                checked = pb_utils.Tensor(self.outputs[0]["name"], tensors["request_time"])
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[checked])
+            return responses
+        for i, response in self._run_isolated(batch):
+            responses[i] = response
         return responses
+
+    def _run_isolated(self, batch: list) -> list:
+        """``_run`` on the group; if the runtime fails it, each request alone, so only a failing one errs."""
+        if not batch:
+            return []
+        try:
+            return self._run(batch)
+        except Exception as exc:  # noqa: BLE001 - the runtime's message goes back to the caller
+            if len(batch) == 1:
+                return [(batch[0][0], pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")))]
+        return [pair for item in batch for pair in self._run_isolated([item])]
 
     def _run(self, batch: list) -> list:
         """Pad the group to its longest request per symbolic dim, run once, cut per request."""
