@@ -2,7 +2,7 @@
 
 Fields::
 
-    releases   [{version, status, published_at, models, ensembles, interface, ...}]  status: "ready" (published,
+    releases   [{version, status, published_at, models, guards, ensembles, interface, ...}]  status: "ready" (published,
                digests verified), "failed" (a swap to it failed; ``error`` says why), "pruned" (files removed)
     current    the release the alias ensembles (duet_upstream, ...) point to
     loaded     releases a server loads, most recently current first (current first)
