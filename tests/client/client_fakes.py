@@ -95,6 +95,18 @@ class FakeTriton:
         assert {o.name() for o in outputs} == set(answers)
         return SimpleNamespace(as_numpy=answers.get, get_response=lambda: SimpleNamespace(model_version=release))
 
+    def get_model_metadata(self, model_name, as_json=False, client_timeout=None):
+        """The alias serves only the current release's version (``release``)."""
+        self.calls.append(("metadata", model_name, client_timeout))
+        self._maybe_fail()
+        return {"name": model_name, "versions": [self.release]}
+
+    def is_model_ready(self, model_name, model_version="", client_timeout=None):
+        """``<model>_vV`` is ready for V in ``loaded`` (the current release only, unless set)."""
+        self.calls.append(("ready", model_name, client_timeout))
+        split = split_release_model(model_name)
+        return bool(split) and split[1] in getattr(self, "loaded", {int(self.release)})
+
     def close(self):
         self.closed = True
 

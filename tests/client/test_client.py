@@ -7,10 +7,17 @@ import pytest
 from client_fakes import INTERFACE, FakeTriton, error, fresh_request, history, score_request
 
 from duet_sdk.client import client as client_module
-from duet_sdk.client.client import AsyncDuetClient, DuetClient, expected_inputs, interface_from_config
+from duet_sdk.client.client import (
+    RELEASE_WINDOW,
+    AsyncDuetClient,
+    DuetClient,
+    Releases,
+    expected_inputs,
+    interface_from_config,
+)
 from duet_sdk.client.errors import InvalidArgument, InvalidRequest, ServerError, Unavailable
 from duet_sdk.errors import ConfigError
-from duet_sdk.interface import DOWNSTREAM, FRESH, UPSTREAM
+from duet_sdk.interface import DOWNSTREAM, FRESH, UPSTREAM, split_release_model
 
 FAST = {"timeout_s": 0.25, "retries": 2, "backoff_s": 0.001, "max_backoff_s": 0.002}
 
@@ -29,6 +36,15 @@ def test_a_pinned_call_goes_to_its_releases_ensemble_and_its_results_name_that_r
     assert [c[1] for c in fake.infers] == ["duet_downstream_v3", "duet_upstream_v3"]
     assert scores[0].model_version == "3" and embeddings[0].model_version == "3"
     assert ("config", "duet_upstream_v3") in [c[:2] for c in fake.calls]  # release 3's own interface
+
+
+def test_releases_come_from_the_alias_metadata_and_release_readiness_without_the_repository_index(fake):
+    fake.release, fake.loaded = "10", {1, 9, 10}  # 1 is outside the probed window around 10
+    with DuetClient(**FAST) as client:
+        assert client.releases() == Releases(current=10, loaded=(9, 10))
+    assert ("metadata", UPSTREAM) in [c[:2] for c in fake.calls]
+    probed = sorted(split_release_model(c[1])[1] for c in fake.calls if c[0] == "ready")
+    assert probed == list(range(10 - RELEASE_WINDOW, 10 + RELEASE_WINDOW + 1))
 
 
 def test_an_unpinned_response_from_a_new_release_makes_the_client_adopt_it_without_a_restart(fake):
