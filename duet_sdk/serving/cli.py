@@ -114,7 +114,8 @@ def serve_main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        server = TritonServer(args.model_repository, models=releases.startup_models(index), host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+        server = TritonServer(args.model_repository, models=releases.startup_models(index), host=args.host,
+                              grpc_port=args.grpc_port, http_port=args.http_port,
                               metrics_port=args.metrics_port, log=args.log,
                               admin_key=operator_key(key_file=args.admin_key_file))
         server.start()

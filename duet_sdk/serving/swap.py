@@ -3,12 +3,13 @@
 Why release names: a Triton ``config.pbtxt`` belongs to a model and is shared by all its versions, so one
 ensemble cannot pin version V's steps to V and version V+1's to V+1. Each release therefore has its own
 models (``click_encoder_v3``, ``ranker_v3``, the guards ``duet_fresh_guard_v3`` ..., ``duet_fresh_v3``, ...:
-version directory 3, ensemble steps pinned to version 3 of the release's guards and components), and the unversioned ensembles ``duet_upstream``,
-``duet_downstream``, ``duet_fresh`` are aliases whose config is a copy of the current release's.
+version directory 3, ensemble steps pinned to version 3 of the release's guards and components), and the
+unversioned ensembles ``duet_upstream``, ``duet_downstream``, ``duet_fresh`` are aliases whose config is a
+copy of the current release's.
 
 A swap to release T (``swap_release``):
-1. loads every model of T that is not loaded yet, components and guards before ensembles, each waited on until
-   ready; nothing that serves changes;
+1. loads every model of T that is not loaded yet, components and guards before ensembles, each waited on
+   until ready; nothing that serves changes;
 2. re-points the three aliases to T (config rewritten, model reloaded: Triton keeps serving the old alias
    until the new one is ready, so no request fails), each checked ready at version T;
 3. records T as current in ``repository.json``; releases beyond the newest ``keep_loaded`` are unloaded
