@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except DuetError as exc:
         print(f"backfill: error: {exc}", file=sys.stderr)
         return 2
-    print(f"backfill: release {progress.target}: {progress.reembedded} users re-embedded in {progress.elapsed_s:.1f}s "
-          f"({progress.rate_users_s:.1f} users/s), {progress.remaining_old} still on other releases, "
+    print(f"backfill: release {progress.target}: {progress.reembedded} users re-embedded ({progress.run_reembedded} by "
+          f"this run in {progress.elapsed_s:.1f}s, {progress.rate_users_s:.1f} users/s), "
+          f"{progress.remaining_old} still on other releases, "
           f"{progress.no_profile} without a profile")
     return 0 if progress.remaining_old == 0 else 1
 

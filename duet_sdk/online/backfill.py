@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class BackfillProgress:
     """Where a backfill stands. ``remaining_old``: users whose codes come from another release, as of the
-    last count (None before the first); ``cursor``: where the current pass resumes (None: pass done)."""
+    last count (None before the first); ``cursor``: where the current pass resumes (None: pass done);
+    ``elapsed_s`` and ``run_reembedded``: time and users of this run alone (a resumed run starts both at 0)."""
 
     target: str
     scanned: int = 0
@@ -47,10 +48,12 @@ class BackfillProgress:
     remaining_old: int | None = None
     cursor: str | None = ""
     elapsed_s: float = 0.0
+    run_reembedded: int = 0
 
     @property
     def rate_users_s(self) -> float:
-        return self.reembedded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Users re-embedded per second by this run (``reembedded`` also counts the runs it resumed)."""
+        return self.run_reembedded / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 class Backfill:
@@ -78,7 +81,7 @@ class Backfill:
         if self.resume is not None and self.resume.exists():
             saved = json.loads(self.resume.read_text(encoding="utf-8"))
             if saved.get("target") == progress.target:
-                progress = BackfillProgress(**{k: v for k, v in saved.items() if k != "elapsed_s"})
+                progress = BackfillProgress(**{k: v for k, v in saved.items() if k not in ("elapsed_s", "run_reembedded")})
         return progress
 
     def _save(self, progress: BackfillProgress) -> None:
@@ -105,10 +108,11 @@ class Backfill:
                 self._reembed([r for r in records if r.model_version != progress.target], progress)
                 progress.cursor = next_cursor
                 progress.elapsed_s = time.monotonic() - started
+                progress.run_reembedded = progress.reembedded - done_at_start
                 self._save(progress)
                 if on_progress is not None:
                     on_progress(progress)
-                wait = (progress.reembedded - done_at_start) / self.rate_users_s - (time.monotonic() - started)
+                wait = progress.run_reembedded / self.rate_users_s - (time.monotonic() - started)
                 if wait > 0:
                     stop.wait(wait)
             if progress.cursor is None:
@@ -117,6 +121,7 @@ class Backfill:
                 log.info("backfill to release %s: pass %d done, %d users re-embedded, %d still on other releases",
                          progress.target, progress.passes, progress.reembedded, progress.remaining_old)
         progress.elapsed_s = time.monotonic() - started
+        progress.run_reembedded = progress.reembedded - done_at_start
         self._save(progress)
         return progress
 
