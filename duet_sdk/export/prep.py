@@ -125,3 +125,25 @@ def check_split(engine: ServingModel, seed: int = 4321) -> None:
     for name in fused.signature.output_names:
         if not torch.equal(got[name], want[name]):
             raise ConfigError(f"{engine.name} split", "prep -> engine equal to the fused encoder", name)
+
+
+def engine_inputs(engine: ServingModel, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The engine's inputs for raw inputs ``raw``, computed by its eager prep model."""
+    with torch.no_grad():
+        return compose(engine.prep.eager, lambda prepared: prepared, engine.signature)(raw)
+
+
+def split_for_target(models: dict[str, ServingModel], target: str) -> dict[str, ServingModel]:
+    """For the gpu target, each fused encoder becomes ``<name>_prep`` then ``<name>_encoder`` (the
+    engine); other models and the cpu target's are returned as they are."""
+    if target != "gpu":
+        return models
+    out: dict[str, ServingModel] = {}
+    for name, serving in models.items():
+        if isinstance(serving.module, EncoderServing):
+            prep, engine = split_encoder(serving)
+            out[prep.name] = prep
+            out[name] = engine
+        else:
+            out[name] = serving
+    return out
