@@ -89,3 +89,10 @@ def check_plan_toolchain(model: str, record: dict, here: Toolchain, force: bool 
     warning = f"--force: {message}"
     log.warning(warning)
     return warning
+
+
+def check_plans(records: dict[str, dict], force: bool = False) -> list[str]:
+    """``check_plan_toolchain`` for every TensorRT record of a publish; returns the forced warnings."""
+    plans = {m: r for m, r in records.items() if r["format"] == "tensorrt"}
+    here = current_toolchain() if plans else None
+    return [w for m, r in plans.items() if (w := check_plan_toolchain(m, r, here, force))]

@@ -26,9 +26,10 @@ from pathlib import Path
 from duet_sdk.checkpoint import atomic_write_json
 from duet_sdk.errors import CheckpointError, ConfigError
 from duet_sdk.export.manifest import read_manifest
+from duet_sdk.export.toolchain import check_plans
 from duet_sdk.serving import interface as api
 from duet_sdk.serving.config import ServingPolicy, platform_config, runner_config, write_config
-from duet_sdk.serving.wiring import RANKER, build_interface, ensembles, pad_sides
+from duet_sdk.serving.wiring import RANKER, build_interface, client_records, ensembles, gpu_ensembles, pad_sides, require_roles
 
 RUNNER = Path(__file__).parent / "runner" / "model.py"
 REPOSITORY_FILE = "repository.json"
@@ -134,29 +135,34 @@ def prune(repo: Path, keep: int) -> list[Path]:
 
 
 def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPolicy | None = None,
-            precision: str = "fp16", formats: tuple[str, ...] | None = None) -> Published:
+            precision: str = "fp16", formats: tuple[str, ...] | None = None, force: bool = False) -> Published:
     """Publish the artifacts of ``export_dir/manifest.json`` into ``repo`` as one new version.
 
     ``formats``: artifact formats in order of preference (default: tensorrt, onnx, torchscript for gpu;
-    onnx, torchscript for cpu). ``precision`` is the gpu ONNX Runtime TensorRT accelerator's.
+    onnx, torchscript for cpu). ``precision`` is the gpu ONNX Runtime TensorRT accelerator's where the
+    manifest does not say. gpu: encoders are prep + engine chains; a TensorRT plan built with another
+    TensorRT/CUDA/GPU than this host's is refused unless ``force`` (then recorded as a warning).
 
     Components are written before the ensembles that use them; ``repository.json`` is updated last.
     """
     export_dir, repo, policy = Path(export_dir), Path(repo), policy or ServingPolicy()
     manifest = read_manifest(export_dir)
     records = _select(manifest, target, formats)
+    require_roles(records, target)
     _require_accepted(records)
+    warnings = check_plans(records, force) if target == "gpu" else []
     repo.mkdir(parents=True, exist_ok=True)
     version = max(existing_versions(repo), default=0) + 1
-    interface = build_interface(records, version)
+    interface = build_interface(client_records(records) if target == "gpu" else records, version)
     published_at = datetime.now(UTC).isoformat()
     lineage = {"version": version, "target": target, "published_at": published_at,
-               "export_manifest": str((export_dir / "manifest.json").resolve()), "export_created_at": manifest.get("created_at")}
+               "export_manifest": str((export_dir / "manifest.json").resolve()), "export_created_at": manifest.get("created_at"),
+               **({"warnings": warnings} if warnings else {})}
     staged: list[_Staged] = []
     try:
         for model, record in records.items():
             _stage_model(repo, model, record, export_dir, target, version, lineage, policy, precision, staged)
-        for config in ensembles(records, interface):
+        for config in (gpu_ensembles(records, interface) if target == "gpu" else ensembles(records, interface)):
             staged.append(_stage(repo, config.name, version, config, lineage))
     except BaseException:
         for stage in staged:
