@@ -142,7 +142,8 @@ def _verify(serving: ServingModel, runner: Runner, out: Path, precision: str, ca
 
 
 def verify_fallback(serving: ServingModel, path: Path, out: Path, spec: ExportSpec, cases) -> dict:
-    """The ONNX engine under ONNX Runtime's TensorRT accelerator at its precision, or why unverified."""
+    """An ONNX artifact (engine or ranker) under ONNX Runtime's TensorRT accelerator at its precision,
+    or why it is unverified."""
     from duet_sdk.export import ort_tensorrt
 
     precision = ort_tensorrt.accelerator_precision(spec.precision)
@@ -171,7 +172,7 @@ def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: Export
         converted = time.perf_counter()
         precision = spec.precision if fmt == "tensorrt" else "fp32"
         result = _verify(serving, _runner(fmt, path, serving), out, precision, cases, f"{serving.name}-{fmt}")
-        if serving.role == "engine" and fmt == "onnx":
+        if spec.target == "gpu" and fmt == "onnx" and serving.role != "prep":  # served with the TensorRT accelerator
             fallback = verify_fallback(serving, path, out, spec, cases)
         verified = time.perf_counter()
         files = sorted(p.name for p in tmp.iterdir())
