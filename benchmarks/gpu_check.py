@@ -55,7 +55,7 @@ def random_models(preset: str, max_len: tuple[int, int], max_batch: int) -> dict
     for kind in ("click", "conv"):
         net = UpstreamNet(upstream_config(kind, schema, preset)).eval()
         codec = SideCodec(SideConfig(levels=4, codebook_size=256), torch.randn(4, 256, net.config.embedding_dim) * 0.3)
-        models[f"{kind}_encoder"] = extract_encoder(net, codec, kind, max_batch, opt_batch=8)
+        models[f"{kind}_encoder"] = extract_encoder(net, codec, kind, max_batch, opt_batch=min(8, max_batch))
         codecs[kind] = codec
         embeddings.append(UserEmbeddingInput(kind, dim=net.config.embedding_dim, levels=4, codebook_size=256))
     config = RankerConfig(schema=schema, tasks=(TaskSpec("offsite_conversion"), TaskSpec("link_click")),
@@ -65,7 +65,7 @@ def random_models(preset: str, max_len: tuple[int, int], max_batch: int) -> dict
     ranker = Ranker(config).eval()
     for kind, codec in codecs.items():
         ranker.decoders[kind].codebooks.copy_(codec.codebooks)
-    models["ranker"] = extract_ranker(ranker, max_batch, 8, 128, 32)
+    models["ranker"] = extract_ranker(ranker, max_batch, min(8, max_batch), 128, 32)
     return models
 
 
@@ -75,7 +75,7 @@ def checkpoint_models(runs: Path, max_batch: int) -> dict[str, ServingModel]:
     from duet_sdk.export.sources import select_all
     from duet_sdk.export.spec import ExportSpec, ShapeSpec
 
-    spec = ExportSpec(checkpoints=runs, shapes=ShapeSpec(opt_batch=8, max_batch=max_batch))
+    spec = ExportSpec(checkpoints=runs, shapes=ShapeSpec(opt_batch=min(8, max_batch), max_batch=max_batch))
     return build_serving(select_all(runs, spec.encoders, spec.ranker, False), spec)
 
 
