@@ -1,5 +1,7 @@
 """GPU check of the serving models with CUDA and PyTorch only (no TensorRT, ONNX Runtime or Triton needed).
 
+It imports duet_sdk, so duet_sdk's base dependencies must import (numpy, safetensors, scikit-learn).
+
 What it runs, on random-weight encoders and a DUET ranker of a preset's size (or the accepted
 checkpoints of ``--runs``), every parity check through ``verify_artifact`` on the profile's cases
 against CPU eager PyTorch at the stated tolerances (fp32: 1e-4 embeddings, 1e-5 probabilities;
