@@ -203,7 +203,7 @@ def export_all(spec: ExportSpec, out: Path, force: bool = False, explicit: dict[
     """Export every model of ``spec`` in every format into ``out``; returns the manifest written."""
     if "tensorrt" in spec.formats:
         _compat.require_tensorrt()  # fail before any work, naming the extra
-    if "onnx" in spec.formats or "tensorrt" in spec.formats:
+    if "onnx" in spec.formats or "tensorrt" in spec.formats or spec.target == "gpu":  # gpu: prep models are ONNX
         _compat.require_onnx()
     out = Path(out)
     previous = manifest_target(read_manifest(out))
