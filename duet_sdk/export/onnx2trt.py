@@ -124,18 +124,22 @@ def tensorrt_runner(path: Path, signature: ModelSignature) -> Runner:
     trt = _compat.require_tensorrt()
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+    if engine is None:
+        raise TensorRTRunError(f"{path}: TensorRT {trt.__version__} cannot deserialize this plan (built with another "
+                               "TensorRT version or for another GPU?)")
     context = engine.create_execution_context()
 
     def run(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        stream = torch.cuda.current_stream()
         keep = {}
         for spec in signature.inputs:
+            shape = tuple(inputs[spec.name].shape)
+            if not context.set_input_shape(spec.name, shape):  # False: outside the profile, nothing is run
+                raise TensorRTRunError(f"{path}: input {spec.name} shape {shape} is outside the engine's "
+                                       f"optimization profile {profile_shapes(signature)[spec.name]}")
             tensor = inputs[spec.name].to(device="cuda", dtype=spec.torch_dtype).contiguous()
             keep[spec.name] = tensor
-            if not context.set_input_shape(spec.name, tuple(tensor.shape)):
-                raise TensorRTRunError(f"{path}: input {spec.name} shape {tuple(tensor.shape)} is outside the engine's "
-                                       f"optimization profile {profile_shapes(signature)[spec.name]}")
             context.set_tensor_address(spec.name, tensor.data_ptr())
+        stream = torch.cuda.current_stream()
         outputs = {}
         for spec in signature.outputs:
             shape = tuple(context.get_tensor_shape(spec.name))

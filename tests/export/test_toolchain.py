@@ -92,3 +92,54 @@ def test_profile_shapes_come_from_the_signature_dims():
     signature = ModelSignature("m", (TensorSpec("ids", "int32", ("batch", "t", 3)),), (TensorSpec("y", "float32", ("batch",)),),
                                {"batch": (1, 4, 8), "t": (1, 16, 16)})
     assert profile_shapes(signature) == {"ids": ((1, 1, 3), (4, 16, 3), (8, 16, 3))}
+
+
+class _Context:
+    """An execution context whose profile admits batch <= 4 (TensorRT's set_input_shape returns a bool)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def set_input_shape(self, name, shape):
+        self.calls.append((name, shape))
+        return shape[0] <= 4
+
+
+def _fake_trt(engine):
+    """A ``tensorrt`` module whose Runtime deserializes every plan to ``engine``."""
+
+    def logger(level):
+        return None
+
+    logger.WARNING = 2
+    return SimpleNamespace(__version__="10.5.0.18", Logger=logger,
+                           Runtime=lambda log: SimpleNamespace(deserialize_cuda_engine=lambda data: engine))
+
+
+def test_an_input_shape_outside_the_profile_is_a_typed_error_before_anything_runs(monkeypatch, tmp_path):
+    import torch
+
+    from duet_sdk.export.onnx2trt import TensorRTRunError, tensorrt_runner
+
+    context = _Context()
+    fake = _fake_trt(SimpleNamespace(create_execution_context=lambda: context))
+    monkeypatch.setattr(_compat, "require_tensorrt", lambda: fake)
+    (tmp_path / "model.plan").write_bytes(b"plan")
+    signature = ModelSignature("m", (TensorSpec("x", "float32", ("batch",)),), (TensorSpec("y", "float32", ("batch",)),),
+                               {"batch": (1, 2, 4)})
+    run = tensorrt_runner(tmp_path / "model.plan", signature)
+    with pytest.raises(TensorRTRunError, match=r"input x shape \(5,\) is outside the engine's optimization profile"):
+        run({"x": torch.zeros(5)})
+    assert context.calls == [("x", (5,))]
+
+
+def test_a_plan_this_tensorrt_cannot_deserialize_is_a_typed_error(monkeypatch, tmp_path):
+    from duet_sdk.export.onnx2trt import TensorRTRunError, tensorrt_runner
+
+    fake = _fake_trt(None)  # what deserialize_cuda_engine returns for a plan of another TensorRT version
+    monkeypatch.setattr(_compat, "require_tensorrt", lambda: fake)
+    (tmp_path / "model.plan").write_bytes(b"plan")
+    signature = ModelSignature("m", (TensorSpec("x", "float32", ("batch",)),), (TensorSpec("y", "float32", ("batch",)),),
+                               {"batch": (1, 2, 4)})
+    with pytest.raises(TensorRTRunError, match="cannot deserialize this plan"):
+        tensorrt_runner(tmp_path / "model.plan", signature)
