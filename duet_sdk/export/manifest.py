@@ -18,6 +18,7 @@ from duet_sdk.checkpoint import atomic_write_json
 from duet_sdk.export.signature import ModelSignature
 
 MANIFEST = "manifest.json"
+GPU_FIELDS = ("prep", "raw_inputs", "toolchain", "fallback")  # written where set (gpu exports)
 
 
 @dataclass
@@ -46,8 +47,7 @@ class ArtifactRecord:
 
     def to_dict(self) -> dict:
         io = self.signature.to_dict()
-        optional = {k: getattr(self, k) for k in ("prep", "raw_inputs", "toolchain", "fallback") if getattr(self, k) is not None}
-        return optional | {"role": self.role} | {
+        return {
             "model": self.model, "format": self.format, "path": self.path, "files": self.files,
             "inputs": io["inputs"], "outputs": io["outputs"], "dims": io["dims"], "precision": self.precision,
             "max_abs_diff": max(self.max_abs_diff.values(), default=0.0),
@@ -57,17 +57,18 @@ class ArtifactRecord:
             "tolerance": {n: self.signature.tolerance(n, self.precision).to_dict() for n in self.signature.output_names},
             "verified_rows": self.verified_rows, "bytes": self.bytes, "timings_s": self.timings_s,
             "source_checkpoints": self.source_checkpoints, "warnings": self.warnings,
+            "role": self.role, **{k: getattr(self, k) for k in GPU_FIELDS if getattr(self, k) is not None},
         }
-
-
-def manifest_target(manifest: dict) -> str | None:
-    """The target a manifest was exported for (manifests before the field: cpu, if they hold artifacts)."""
-    return manifest.get("target") or ("cpu" if manifest.get("artifacts") else None)
 
 
 def read_manifest(out: Path) -> dict:
     path = Path(out) / MANIFEST
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"artifacts": []}
+
+
+def manifest_target(manifest: dict) -> str | None:
+    """The target a manifest was exported for (manifests before the field: cpu, if they hold artifacts)."""
+    return manifest.get("target") or ("cpu" if manifest.get("artifacts") else None)
 
 
 def write_manifest(out: Path, records: list[ArtifactRecord], extraction: dict, warnings: list[str],
