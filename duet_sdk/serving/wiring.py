@@ -118,15 +118,16 @@ def client_records(records: dict[str, dict]) -> dict[str, dict]:
             for m, r in records.items() if r.get("role") != "prep"}
 
 
-def _chain(records: dict[str, dict], step) -> list:
+def _chain(records: dict[str, dict], step, model_name, chained: set[str]) -> list:
     """An ensemble step of an engine (on raw inputs) as prep step + engine step; other steps as they are."""
-    engine = records.get(step.model_name, {})
+    engine = next((r for m, r in records.items() if model_name(m) == step.model_name), {})
     if engine.get("role") != "engine":
         return [step]
+    chained.add(engine["model"])
     prep = records[engine["prep"]]
     produced = {s["name"]: PREP_TENSOR.format(prep=prep["model"], tensor=s["name"]) for s in prep["outputs"]}
     step_type = type(step)
-    prep_step = step_type(model_name=prep["model"], model_version=step.model_version,
+    prep_step = step_type(model_name=model_name(prep["model"]), model_version=step.model_version,
                           input_map={s["name"]: step.input_map[s["name"]] for s in prep["inputs"]}, output_map=produced)
     engine_step = step_type(model_name=step.model_name, model_version=step.model_version,
                             input_map={s["name"]: produced.get(s["name"]) or step.input_map[s["name"]] for s in engine["inputs"]},
@@ -134,16 +135,21 @@ def _chain(records: dict[str, dict], step) -> list:
     return [prep_step, engine_step]
 
 
-def gpu_ensembles(records: dict[str, dict], interface: api.ServingInterface) -> list:
-    """The gpu target's duet_upstream, duet_downstream and duet_fresh: the same interface as ``ensembles``
-    with each engine step preceded by its prep step."""
-    configs = ensembles(client_records(records), interface)
+def gpu_ensembles(records: dict[str, dict], interface: api.ServingInterface, *args, model_name=lambda model: model) -> list:
+    """The gpu target's duet_upstream, duet_downstream and duet_fresh: ``ensembles`` (``args`` passed on)
+    with each engine step preceded by its prep step. ``model_name`` maps a model to the name the
+    ensemble steps call it by. ConfigError if an engine is left without its prep step."""
+    configs = ensembles(client_records(records), interface, *args)
+    chained: set[str] = set()
     for config in configs:
         steps = []
         for step in config.ensemble_scheduling.step:
             copy = type(step)()
             copy.CopyFrom(step)
-            steps += _chain(records, copy)
+            steps += _chain(records, copy, model_name, chained)
         del config.ensemble_scheduling.step[:]
         config.ensemble_scheduling.step.extend(steps)
+    engines = {m for m, r in records.items() if r.get("role") == "engine"}
+    if chained != engines:
+        raise ConfigError("gpu ensembles", f"a prep step before every engine step {sorted(engines)}", sorted(chained))
     return configs

@@ -180,3 +180,15 @@ def test_publish_refuses_a_tensorrt_plan_built_elsewhere_before_writing_anything
     with pytest.raises(PlanToolchainError, match="ranker: TensorRT plan .* was built elsewhere .*--force"):
         publish(export, tmp_path / "repo", "gpu")
     assert not (tmp_path / "repo").exists() or existing_versions(tmp_path / "repo") == []
+
+
+def test_gpu_ensembles_refuse_to_leave_an_engine_without_its_prep_step(gpu_export):
+    from duet_sdk.errors import ConfigError
+    from duet_sdk.serving.wiring import build_interface, client_records, gpu_ensembles
+
+    _, by_format = _records(gpu_export)
+    records = {m: r for (m, _), r in by_format.items()}
+    interface = build_interface(client_records(records), 1)
+    assert len(gpu_ensembles(records, interface)) == len(ENSEMBLES)
+    with pytest.raises(ConfigError, match="a prep step before every engine step"):  # steps named otherwise than expected
+        gpu_ensembles(records, interface, model_name=lambda model: f"{model}_v1")
