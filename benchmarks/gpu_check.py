@@ -40,6 +40,7 @@ from duet_sdk.export.verify import Case, VerificationError, profile_cases, sampl
 
 log = logging.getLogger("gpu_check")
 BATCHES = (1, 8, 64)
+NO_CUDA = "no CUDA device here (torch.cuda.is_available() is False)"
 
 
 def random_models(preset: str, max_len: tuple[int, int], max_batch: int) -> dict[str, ServingModel]:
@@ -174,56 +175,59 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[gpu_check] %(message)s")
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
-    cuda = device is not None
     results: dict = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": device,
                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "checks": {}, "throughput": {}}
-    no_cuda = "no CUDA device here (torch.cuda.is_available() is False)"
     models = checkpoint_models(args.runs, args.max_batch) if args.runs else random_models(args.preset, tuple(args.max_len), args.max_batch)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for name, fused in models.items():
-            cases = profile_cases(fused.signature)
-            check(results, f"{name}/torchscript-cpu-fp32", fused, script_runner(traced(fused, "cpu", False, directory), fused.signature, "cpu", False), "fp32", cases)
-            if name == "ranker":
-                if not cuda:
-                    skip(results, "ranker/torchscript-cuda", no_cuda)
-                for half in (False, True) if cuda else ():
-                    precision = "fp16" if half else "fp32"
-                    check(results, f"ranker/torchscript-{device}-{precision}", fused,
-                          script_runner(traced(fused, device, half, directory), fused.signature, device, half), precision, cases)
-                continue
-            prep, engine = split_encoder(fused)
-            prep_cpu = traced(prep, "cpu", False, directory)
-            check(results, f"{prep.name}/torchscript-cpu-fp32", prep, script_runner(prep_cpu, prep.signature, "cpu", False), "fp32",
-                  profile_cases(prep.signature))
-            if not cuda:
-                for what in ("torchscript-cuda-fp32", "cpu-traced-on-cuda", "prep-torchscript-cuda", "engine-cuda-fp32",
-                             "engine-cuda-fp16", "tensorrt"):
-                    skip(results, f"{name}/{what}", no_cuda)
-                continue
-            check(results, f"{name}/torchscript-{device}-fp32", fused, script_runner(traced(fused, device, False, directory), fused.signature, device, False), "fp32", cases)
-            cpu_traced = torch.jit.load(str(directory / _filename(fused, "cpu", False)), map_location=device)
-            check(results, f"{name}/cpu-traced-on-{device}", fused, script_runner(cpu_traced, fused.signature, device, False), "fp32", cases)
-            prep_run = script_runner(traced(prep, device, False, directory), prep.signature, device, False)
-            check(results, f"{prep.name}/torchscript-{device}", prep, prep_run, "fp32", profile_cases(prep.signature))
-            engines = {}
-            for half in (False, True):
-                precision = "fp16" if half else "fp32"
-                engines[precision] = traced(engine, device, half, directory)
-                check(results, f"{name}/engine-{device}-{precision}", fused,
-                      compose(prep_run, script_runner(engines[precision], engine.signature, device, half), engine.signature), precision, cases)
-            tensorrt_checks(results, name, fused, engine, prep_run, directory, cases)
-            results["throughput"][name] = encoder_throughput(fused, prep, engine, engines, directory, device, args.iters)
-        if cuda and "ranker" in models:
+            check_model(results, name, fused, device, directory, args.iters)
+        if device and "ranker" in models:
             results["throughput"]["ranker"] = ranker_throughput(models["ranker"], directory, device, args.iters)
-        else:
-            results["throughput"]["skipped"] = no_cuda
+        elif device is None:
+            results["throughput"]["skipped"] = NO_CUDA
     text = json.dumps(results, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
     print(text)
     return 1 if any(c["status"] == "failed" for c in results["checks"].values()) else 0
+
+
+def check_model(results: dict, name: str, fused: ServingModel, device: str | None, directory: Path, iters: int) -> None:
+    """Every check of one fused model (and, for an encoder, its prep + engine split) on CPU and ``device``."""
+    cases = profile_cases(fused.signature)
+
+    def on(serving, dev, half):
+        return script_runner(traced(serving, dev, half, directory), serving.signature, dev, half)
+
+    check(results, f"{name}/torchscript-cpu-fp32", fused, on(fused, "cpu", False), "fp32", cases)
+    if name == "ranker":
+        if device is None:
+            skip(results, "ranker/torchscript-cuda", NO_CUDA)
+        for precision in ("fp32", "fp16") if device else ():
+            check(results, f"ranker/torchscript-{device}-{precision}", fused, on(fused, device, precision == "fp16"), precision, cases)
+        return
+    prep, engine = split_encoder(fused)
+    check(results, f"{prep.name}/torchscript-cpu-fp32", prep, on(prep, "cpu", False), "fp32", profile_cases(prep.signature))
+    if device is None:
+        for what in ("torchscript-cuda-fp32", "cpu-traced-on-cuda", "prep-torchscript-cuda", "engine-cuda-fp32",
+                     "engine-cuda-fp16", "tensorrt"):
+            skip(results, f"{name}/{what}", NO_CUDA)
+        return
+    check(results, f"{name}/torchscript-{device}-fp32", fused, on(fused, device, False), "fp32", cases)
+    cpu_traced = torch.jit.load(str(directory / _filename(fused, "cpu", False)), map_location=device)
+    check(results, f"{name}/cpu-traced-on-{device}", fused, script_runner(cpu_traced, fused.signature, device, False), "fp32", cases)
+    prep_run = on(prep, device, False)
+    check(results, f"{prep.name}/torchscript-{device}", prep, prep_run, "fp32", profile_cases(prep.signature))
+    engines = {}
+    for precision in ("fp32", "fp16"):
+        half = precision == "fp16"
+        engines[precision] = traced(engine, device, half, directory)
+        engine_run = script_runner(engines[precision], engine.signature, device, half)
+        check(results, f"{name}/engine-{device}-{precision}", fused, compose(prep_run, engine_run, engine.signature), precision, cases)
+    tensorrt_checks(results, name, fused, engine, prep_run, directory, cases)
+    results["throughput"][name] = encoder_throughput(fused, prep, engine, engines, directory, device, iters)
 
 
 def tensorrt_checks(results, name, fused, engine, prep_run, directory, cases) -> None:

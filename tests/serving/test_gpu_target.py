@@ -170,7 +170,9 @@ def test_gpu_ensembles_chain_prep_into_engine_behind_the_cpu_targets_interface(g
         assert [s.model_name for s in steps if not s.model_name.endswith("_prep")] == cpu_models
 
 
-def test_publish_refuses_a_tensorrt_plan_built_elsewhere_before_writing_anything(gpu_export, tmp_path):
+def test_publish_refuses_a_tensorrt_plan_built_elsewhere_before_writing_anything(gpu_export, tmp_path, capsys):
+    from duet_sdk.serving.cli import publish_main
+
     export = shutil.copytree(gpu_export, tmp_path / "export")
     manifest, records = _records(export)
     ranker = records[("ranker", "onnx")]
@@ -179,6 +181,8 @@ def test_publish_refuses_a_tensorrt_plan_built_elsewhere_before_writing_anything
     (export / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PlanToolchainError, match="ranker: TensorRT plan .* was built elsewhere .*--force"):
         publish(export, tmp_path / "repo", "gpu")
+    assert publish_main(["--export", str(export), "--model-repository", str(tmp_path / "repo"), "--target", "gpu"]) == 2
+    assert "was built elsewhere" in capsys.readouterr().err
     assert not (tmp_path / "repo").exists() or existing_versions(tmp_path / "repo") == []
 
 
