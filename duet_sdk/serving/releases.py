@@ -85,7 +85,7 @@ def usable(index: dict, version: int) -> dict:
 
 
 def components(entry: dict) -> list[str]:
-    """Release names of ``entry``'s components (encoders before the ranker)."""
+    """Release names of ``entry``'s components (encoders before the ranker; gpu: the prep models too)."""
     return [api.release_model(m, entry["version"]) for m in entry["models"]]
 
 

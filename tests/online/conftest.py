@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from collections.abc import Callable
 
 import pytest
-import redis
 
 from duet_sdk.interface import Event
 from duet_sdk.online import (EtiConfig, EtiWorker, FeatureStore, HistoryStore, InMemoryHistory, InMemoryThrottle,
