@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SETUP := $(VENV)/.setup-done
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup redis-server demo test clean
+.PHONY: setup redis-server demo test bench clean
 
 setup: $(SETUP) redis-server
 
@@ -29,6 +29,10 @@ demo: $(SETUP) redis-server
 
 test: $(SETUP) redis-server
 	$(PY) -m pytest -q
+
+# Performance against the machine's limit (benchmarks/README.md); QUICK=1 for a few-minute run.
+bench: $(SETUP)
+	$(PY) -m benchmarks.bench --out runs/bench $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -223,7 +223,7 @@ def to_markdown(summary: dict) -> str:
     c = summary["config"]
     lines = [
         f"Seeds {c['seeds']}; L = {c['history_len']}, k = {c['top_k']}, d_repr = {c['d_repr']}, {c['epochs']} epochs; "
-        f"data: {c['events'] or 'long-history synthetic, ' + str(c['num_users']) + ' users'}",
+        f"data: {c['events'] or c.get('dataset', 'long_history') + ' synthetic, ' + str(c['num_users']) + ' users'}",
         "",
         "| arm | d_att | val NE | val AUC | search NDCG@k | before training | random search |",
         "| --- | --- | --- | --- | --- | --- | --- |",

@@ -3,6 +3,8 @@
 Steps that need no conversion (``extract``, ``signature``) are kept apart from the converters
 (``torch2torchscript``, ``torch2onnx``, ``onnx2trt``); ``verify`` checks every artifact against eager
 PyTorch and ``manifest`` records the results. ``duet-export`` (``cli``) drives them from a TOML spec.
+For the gpu target ``prep`` splits each encoder into a prep model (int64 hashing, time features) and
+an engine with int32/float32 inputs; ``toolchain`` pins TensorRT and records what built each plan.
 """
 
 from duet_sdk.export.extract import ExtractionReport, ServingModel, extract_encoder, extract_ranker

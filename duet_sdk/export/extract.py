@@ -130,11 +130,19 @@ class RankerServing(nn.Module):
 
 @dataclass
 class ServingModel:
-    """A serving module, its declared signature and the extraction report."""
+    """A serving module, its declared signature and the extraction report.
+
+    ``role``: ``"fused"`` (raw inputs to outputs), or for the gpu target's split encoders ``"prep"``
+    and ``"engine"``; an engine carries its ``prep`` model and the fused ``reference`` it is verified
+    against (through the prep model, on raw inputs).
+    """
 
     module: nn.Module
     signature: ModelSignature
     report: ExtractionReport
+    role: str = "fused"
+    reference: ServingModel | None = None
+    prep: ServingModel | None = None
 
     @property
     def name(self) -> str:

@@ -1,6 +1,10 @@
 """``<out>/manifest.json``: every artifact with its interface, parity figures, size and sources.
 
-Written atomically (``atomic_write_json``); artifacts of models not exported this time are kept.
+Written atomically (``atomic_write_json``); artifacts of models not exported this time are kept. The
+manifest names its ``target``; gpu exports hold ``role`` ``"prep"`` and ``"engine"`` records (an
+engine names its ``prep`` model and the ``raw_inputs`` clients send), TensorRT plans their
+``toolchain`` (TensorRT, CUDA, GPU) and ONNX engines the ``fallback`` verification under ONNX
+Runtime's TensorRT accelerator (or why it is unverified).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from duet_sdk.checkpoint import atomic_write_json
 from duet_sdk.export.signature import ModelSignature
 
 MANIFEST = "manifest.json"
+GPU_FIELDS = ("prep", "raw_inputs", "toolchain", "fallback")  # written where set (gpu exports)
 
 
 @dataclass
@@ -36,6 +41,11 @@ class ArtifactRecord:
     timings_s: dict[str, float] = field(default_factory=dict)
     verified_rows: int = 0
     warnings: list[str] = field(default_factory=list)
+    role: str = "fused"
+    prep: str | None = None
+    raw_inputs: list[dict] | None = None
+    toolchain: dict | None = None
+    fallback: dict | None = None
 
     def to_dict(self) -> dict:
         io = self.signature.to_dict()
@@ -49,6 +59,7 @@ class ArtifactRecord:
             "tolerance": {n: self.signature.tolerance(n, self.precision).to_dict() for n in self.signature.output_names},
             "verified_rows": self.verified_rows, "bytes": self.bytes, "timings_s": self.timings_s,
             "source_checkpoints": self.source_checkpoints, "warnings": self.warnings,
+            "role": self.role, **{k: getattr(self, k) for k in GPU_FIELDS if getattr(self, k) is not None},
         }
 
 
@@ -66,7 +77,13 @@ def read_manifest(out: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"artifacts": []}
 
 
-def write_manifest(out: Path, records: list[ArtifactRecord], extraction: dict, warnings: list[str]) -> dict:
+def manifest_target(manifest: dict) -> str | None:
+    """The target a manifest was exported for (manifests before the field: cpu, if they hold artifacts)."""
+    return manifest.get("target") or ("cpu" if manifest.get("artifacts") else None)
+
+
+def write_manifest(out: Path, records: list[ArtifactRecord], extraction: dict, warnings: list[str],
+                   target: str = "cpu", toolchain: dict | None = None) -> dict:
     """Merge ``records`` into ``out/manifest.json`` (same model+format replaced) and write it atomically."""
     previous = read_manifest(out)
     new = [r.to_dict() for r in records]
@@ -74,6 +91,8 @@ def write_manifest(out: Path, records: list[ArtifactRecord], extraction: dict, w
     artifacts = [a for a in previous.get("artifacts", []) if (a["model"], a["format"]) not in replaced] + new
     manifest = {
         "created_at": datetime.now(timezone.utc).isoformat(),
+        "target": target,
+        **({"toolchain": toolchain} if toolchain else {}),
         "artifacts": sorted(artifacts, key=lambda a: (a["model"], a["format"])),
         "extraction": {**previous.get("extraction", {}), **extraction},
         "warnings": warnings,

@@ -3,6 +3,12 @@
 Each artifact is written into a temporary directory inside ``out`` and renamed to
 ``out/artifacts/<model>/<format>/`` only after it passed verification, so no half-written or
 unverified artifact is ever visible.
+
+The gpu target splits each encoder into ``<name>_prep`` (ONNX only) and the engine ``<name>_encoder``
+(``duet_sdk.export.prep``); an engine artifact is verified on raw inputs through the exported prep
+ONNX against the fused eager encoder. ONNX engines are also verified under ONNX Runtime's TensorRT
+accelerator where it is available (``fallback`` in the manifest), TensorRT plans record the
+toolchain they were built with.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ from pathlib import Path
 
 import torch
 
-from duet_sdk.errors import CheckpointError
+from duet_sdk.errors import CheckpointError, ConfigError
 from duet_sdk.export import _compat
 from duet_sdk.export.extract import ServingModel, extract_encoder, extract_ranker
-from duet_sdk.export.manifest import ArtifactRecord, sha256_file, write_manifest
+from duet_sdk.export.manifest import ArtifactRecord, manifest_target, read_manifest, sha256_file, write_manifest
+from duet_sdk.export.prep import compose, engine_inputs, split_for_target
 from duet_sdk.export.sources import Selection, Source, select_all
 from duet_sdk.export.spec import ExportSpec
-from duet_sdk.export.verify import Case, example_inputs, verify_artifact
+from duet_sdk.export.toolchain import current_toolchain
+from duet_sdk.export.verify import Case, Runner, example_inputs, sample_inputs, verify_artifact
 
 FILENAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "tensorrt": "model.plan"}
 Progress = Callable[[str], None]
@@ -85,15 +93,22 @@ def _runner(fmt: str, path: Path, serving: ServingModel):
     return tensorrt_runner(path, serving.signature)
 
 
+def _inputs(serving: ServingModel, case: Case | None = None, seed: int = 99) -> dict:
+    """Inputs of ``serving`` (an engine's come from raw inputs through its eager prep); no case: the
+    export example."""
+    raw_signature = serving.reference.signature if serving.role == "engine" else serving.signature
+    raw = example_inputs(raw_signature) if case is None else sample_inputs(raw_signature, case, seed=seed)
+    return engine_inputs(serving, raw) if serving.role == "engine" else raw
+
+
 def convert(serving: ServingModel, fmt: str, directory: Path, spec: ExportSpec, onnx_path: Path | None = None) -> Path:
     """Write the ``fmt`` artifact of ``serving`` into ``directory``; returns the model file."""
     path = directory / FILENAMES[fmt]
-    example = example_inputs(serving.signature)
+    example = _inputs(serving)
     if fmt == "torchscript":
         from duet_sdk.export.torch2torchscript import check_standalone, export_torchscript
-        from duet_sdk.export.verify import sample_inputs
         export_torchscript(serving, example, path)
-        check_standalone(path, serving, sample_inputs(serving.signature, Case(2, "short", "mixed"), seed=99))
+        check_standalone(path, serving, _inputs(serving, Case(2, "short", "mixed")))
     elif fmt == "onnx":
         from duet_sdk.export.torch2onnx import export_onnx
         export_onnx(serving, example, path, spec.opset)
@@ -108,6 +123,40 @@ def convert(serving: ServingModel, fmt: str, directory: Path, spec: ExportSpec, 
     return path
 
 
+def _prep_runner(serving: ServingModel, out: Path) -> Runner:
+    """ONNX Runtime on the prep model already exported into ``out`` (prep models come first)."""
+    from duet_sdk.export.torch2onnx import onnxruntime_runner
+
+    path = out / "artifacts" / serving.prep.name / "onnx" / FILENAMES["onnx"]
+    if not path.is_file():
+        raise ConfigError(f"{serving.name} prep model", f"the ONNX artifact {path} exported before the engine", None)
+    return onnxruntime_runner(path)
+
+
+def _verify(serving: ServingModel, runner: Runner, out: Path, precision: str, cases, tag: str):
+    """Verify a fused or prep artifact against its eager module; an engine on raw inputs through the
+    exported prep ONNX against the fused eager encoder."""
+    if serving.role == "engine":
+        runner, serving = compose(_prep_runner(serving, out), runner, serving.signature), serving.reference
+    return verify_artifact(serving, runner, precision, cases, failures_dir=out / "failures", tag=tag)
+
+
+def verify_fallback(serving: ServingModel, path: Path, out: Path, spec: ExportSpec, cases) -> dict:
+    """An ONNX artifact (engine or ranker) under ONNX Runtime's TensorRT accelerator at its precision,
+    or why it is unverified."""
+    from duet_sdk.export import ort_tensorrt
+
+    precision = ort_tensorrt.accelerator_precision(spec.precision)
+    record = {"runtime": "onnxruntime+tensorrt", "precision": precision}
+    reason = ort_tensorrt.unavailable_reason()
+    if reason is not None:
+        return record | {"verified": False, "reason": reason}
+    result = _verify(serving, ort_tensorrt.onnxruntime_tensorrt_runner(path, precision), out, precision, cases,
+                     f"{serving.name}-onnx-tensorrt")
+    return record | {"verified": True, "max_abs_diff": result.max_abs_diff, "near_ties": result.near_ties,
+                     "verified_rows": result.rows}
+
+
 def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: ExportSpec, sources: list[Source],
                         progress: Progress = quiet_progress, cases: tuple[Case, ...] | None = None,
                         onnx_path: Path | None = None) -> ArtifactRecord:
@@ -116,14 +165,15 @@ def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: Export
     out = Path(out)
     final = out / "artifacts" / serving.name / fmt
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{serving.name}-{fmt}-", dir=out))
+    fallback = None
     try:
         started = time.perf_counter()
         path = convert(serving, fmt, tmp, spec, onnx_path)
         converted = time.perf_counter()
         precision = spec.precision if fmt == "tensorrt" else "fp32"
-        kwargs = {} if cases is None else {"cases": cases}
-        result = verify_artifact(serving, _runner(fmt, path, serving), precision, failures_dir=out / "failures",
-                                 tag=f"{serving.name}-{fmt}", **kwargs)
+        result = _verify(serving, _runner(fmt, path, serving), out, precision, cases, f"{serving.name}-{fmt}")
+        if spec.target == "gpu" and fmt == "onnx" and serving.role != "prep":  # served with the TensorRT accelerator
+            fallback = verify_fallback(serving, path, out, spec, cases)
         verified = time.perf_counter()
         files = sorted(p.name for p in tmp.iterdir())
         digests = {name: sha256_file(tmp / name) for name in files}
@@ -138,6 +188,9 @@ def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: Export
         near_ties=result.near_ties, bytes=size, files=files, sha256=digests, verified_rows=result.rows,
         source_checkpoints=[s.to_dict() for s in sources], warnings=[s.warning for s in sources if s.warning],
         timings_s={"convert": round(converted - started, 2), "verify": round(verified - converted, 2)},
+        role=serving.role, prep=serving.prep.name if serving.prep else None,
+        raw_inputs=serving.reference.signature.to_dict()["inputs"] if serving.reference else None,
+        toolchain=current_toolchain().to_dict() if fmt == "tensorrt" else None, fallback=fallback,
     )
     worst_abs, _ = result.overall()
     ties = sum(result.near_ties.values())
@@ -151,25 +204,30 @@ def export_all(spec: ExportSpec, out: Path, force: bool = False, explicit: dict[
     """Export every model of ``spec`` in every format into ``out``; returns the manifest written."""
     if "tensorrt" in spec.formats:
         _compat.require_tensorrt()  # fail before any work, naming the extra
-    if "onnx" in spec.formats or "tensorrt" in spec.formats:
+    if "onnx" in spec.formats or "tensorrt" in spec.formats or spec.target == "gpu":  # gpu: prep models are ONNX
         _compat.require_onnx()
     out = Path(out)
+    previous = manifest_target(read_manifest(out))
+    if previous not in (None, spec.target):
+        raise ConfigError("out", f"a new directory or one of a {spec.target} export", f"{out} (a {previous} export)")
     out.mkdir(parents=True, exist_ok=True)
     selection = select_all(spec.checkpoints, spec.encoders, spec.ranker, force, explicit)
     for warning in selection.warnings:
         progress(f"WARNING {warning}")
-    models = build_serving(selection, spec)
+    models = split_for_target(build_serving(selection, spec), spec.target)
     records = []
     order = [f for f in ("onnx", "torchscript", "tensorrt") if f in spec.formats]  # TensorRT reuses the ONNX
-    total, done = len(models) * len(order), 0
+    formats = {name: ["onnx"] if serving.role == "prep" else order for name, serving in models.items()}
+    total, done = sum(len(f) for f in formats.values()), 0
     for name, serving in models.items():
         progress(f"{name}: extracted; {serving.report.summary()}")
-        for fmt in order:
+        for fmt in formats[name]:
             done += 1
             progress(f"[{done}/{total}] {name} {fmt} ...")
             onnx_path = next((out / r.path for r in records if r.model == name and r.format == "onnx"), None)
-            records.append(export_model_format(serving, fmt, out, spec, selection.sources[name], progress, cases, onnx_path))
+            sources = selection.sources[name.removesuffix("_prep") + "_encoder" if serving.role == "prep" else name]
+            records.append(export_model_format(serving, fmt, out, spec, sources, progress, cases, onnx_path))
     extraction = {name: serving.report.to_dict() for name, serving in models.items()}
-    manifest = write_manifest(out, records, extraction, selection.warnings)
+    manifest = write_manifest(out, records, extraction, selection.warnings, spec.target, current_toolchain().to_dict())
     progress(f"wrote {out / 'manifest.json'} ({len(records)} artifacts)")
     return manifest

@@ -12,7 +12,7 @@ import torch
 
 from duet_sdk.errors import ConfigError
 
-DTYPES = {"int64": torch.int64, "float32": torch.float32}
+DTYPES = {"int64": torch.int64, "int32": torch.int32, "float32": torch.float32}
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -61,6 +61,9 @@ EMBEDDING_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
 PROBABILITY_ATOL = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 5e-2}
 # Relative distance gap of a near tie in SIDE encoding; wider at reduced precision.
 TIE_RTOL = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
+# Prep-model time features (|x| <= 5): sin/cos of phases up to ~400 rad, where one float32 ulp is 3e-5;
+# ONNX Runtime's and PyTorch's kernels differ by ~1e-5 observed.
+FEATURE_ATOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ class ModelSignature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     dims: dict[str, tuple[int, int, int]]  # name -> (min, opt, max)
-    kinds: dict[str, str] = field(default_factory=dict)  # output name -> "embedding" | "probability" | "codes"
+    # output name -> "embedding" | "probability" | "codes" | "index" (exact) | "feature" (prep floats)
+    kinds: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [t.name for t in (*self.inputs, *self.outputs)]
@@ -97,6 +101,10 @@ class ModelSignature:
         kind = self.kinds.get(output, "embedding")
         if kind == "codes":
             return Tolerance(exact=True, tie_rtol=TIE_RTOL[precision])
+        if kind == "index":
+            return Tolerance(exact=True)
+        if kind == "feature":
+            return Tolerance(atol=FEATURE_ATOL)
         return Tolerance(atol=(PROBABILITY_ATOL if kind == "probability" else EMBEDDING_ATOL)[precision])
 
     def dynamic_shapes(self) -> tuple[dict[int, torch.export.Dim], ...]:

@@ -2,7 +2,7 @@
 
 Example::
 
-    target = "cpu"
+    target = "cpu"                     # "gpu": encoders split into prep + engine (duet_sdk.export.prep)
     checkpoints = "runs/demo"          # a duet-train output directory
     formats = ["torchscript", "onnx"]
     encoders = ["click", "conv"]
@@ -71,6 +71,8 @@ class ExportSpec:
             raise ConfigError("target", f"one of {TARGETS}", self.target)
         if not self.formats or any(f not in FORMATS for f in self.formats) or len(set(self.formats)) != len(self.formats):
             raise ConfigError("formats", f"a non-empty list of distinct {FORMATS}", self.formats)
+        if "tensorrt" in self.formats and self.target != "gpu":
+            raise ConfigError("formats", 'tensorrt only with target = "gpu" (its engines take no int64 arithmetic)', self.formats)
         if any(e not in ENCODERS for e in self.encoders) or len(set(self.encoders)) != len(self.encoders):
             raise ConfigError("encoders", f"distinct names from {ENCODERS}", self.encoders)
         if self.ranker == "":

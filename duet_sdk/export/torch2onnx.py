@@ -20,7 +20,7 @@ from duet_sdk.export.extract import ServingModel
 from duet_sdk.export.signature import ModelSignature
 from duet_sdk.export.verify import Runner
 
-ONNX_TYPES = {1: "float32", 7: "int64", 10: "float16", 16: "bfloat16", 9: "bool"}
+ONNX_TYPES = {1: "float32", 6: "int32", 7: "int64", 10: "float16", 16: "bfloat16", 9: "bool"}
 
 
 class OnnxExportError(DuetError):

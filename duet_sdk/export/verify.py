@@ -1,9 +1,10 @@
 """Verification of an artifact against eager PyTorch on realistic inputs.
 
-Cases cover batch sizes 1, 7 and 64, sequence widths 1, short and max, heavy padding, empty streams
-and IDs never seen in training (random int64 over the full range). Checks run in order: output names,
-shapes, all finite, values. A failure raises ``VerificationError`` with the max abs/rel difference and
-the offending inputs saved as safetensors for reproduction.
+Cases are drawn from the signature's own profile (``profile_cases``): batch sizes min, opt, max and
+one between, sequence widths min, opt and max, heavy padding, empty streams and IDs never seen in
+training (random int64 over the full range). A case outside the profile is refused. Checks run in
+order: output names, shapes, all finite, values. A failure raises ``VerificationError`` with the max
+abs/rel difference and the offending inputs saved as safetensors for reproduction.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from duet_sdk.errors import DuetError
+from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.export.extract import EncoderServing, ServingModel
 from duet_sdk.export.signature import ModelSignature
 
@@ -36,8 +37,9 @@ class VerificationError(DuetError):
 
 @dataclass(frozen=True)
 class Case:
-    """One verification batch: ``batch`` rows, every sequence dim ``width`` (``"1"``, ``"short"``, ``"max"``),
-    lengths drawn by ``lengths`` (``"full"``, ``"mixed"``, ``"heavy_padding"``, ``"empty"``)."""
+    """One verification batch: ``batch`` rows, every sequence dim ``width`` (``"1"`` = the profile's min,
+    ``"short"``, ``"opt"``, ``"max"``), lengths drawn by ``lengths`` (``"full"``, ``"mixed"``,
+    ``"heavy_padding"``, ``"empty"``)."""
 
     batch: int
     width: str
@@ -47,10 +49,21 @@ class Case:
         return f"batch={self.batch} width={self.width} lengths={self.lengths}"
 
 
-DEFAULT_CASES = (
-    Case(1, "1", "full"), Case(7, "short", "mixed"), Case(64, "max", "mixed"),
-    Case(64, "max", "heavy_padding"), Case(7, "max", "empty"), Case(1, "max", "full"),
-)
+def profile_cases(signature: ModelSignature) -> tuple[Case, ...]:
+    """Cases at the signature's own (min, opt, max) batch and widths, plus a batch between opt and max."""
+    lo, opt, hi = signature.dims["batch"]
+    between = (opt + hi) // 2
+    cases = (Case(lo, "1", "full"), Case(opt, "opt", "mixed"), Case(hi, "max", "mixed"), Case(hi, "max", "heavy_padding"),
+             Case(opt, "max", "empty"), Case(lo, "max", "full"), Case(between, "short", "mixed"))
+    return tuple(dict.fromkeys(cases))
+
+
+def check_cases(signature: ModelSignature, cases: tuple[Case, ...]) -> None:
+    """Every case's batch lies within the profile (an engine cannot run others); else ConfigError."""
+    lo, _, hi = signature.dims["batch"]
+    for case in cases:
+        if not lo <= case.batch <= hi:
+            raise ConfigError(f"{signature.model} verification case", f"batch within the profile [{lo}, {hi}]", case.batch)
 
 
 @dataclass
@@ -69,7 +82,8 @@ class VerificationResult:
 
 def _width(signature: ModelSignature, dim: str, width: str) -> int:
     lo, _, hi = signature.dims[dim]
-    return {"1": lo, "short": min(hi, max(lo, 3)), "example": min(hi, max(lo, 2, 5)), "max": hi}[width]
+    _, opt, _ = signature.dims[dim]
+    return {"1": lo, "short": min(hi, max(lo, 3)), "opt": opt, "example": min(hi, max(lo, 2, 5)), "max": hi}[width]
 
 
 def _lengths(rng: np.random.Generator, batch: int, width: int, mode: str) -> np.ndarray:
@@ -140,10 +154,13 @@ def _diffs(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:
     return float(diff.max()), float(rel.max())
 
 
-def verify_artifact(serving: ServingModel, runner: Runner, precision: str = "fp32", cases=DEFAULT_CASES,
+def verify_artifact(serving: ServingModel, runner: Runner, precision: str = "fp32", cases: tuple[Case, ...] | None = None,
                     failures_dir: Path = Path("."), tag: str = "artifact", seed: int = 0) -> VerificationResult:
-    """Run ``runner`` and eager ``serving`` on every case; raise ``VerificationError`` on a mismatch."""
+    """Run ``runner`` and eager ``serving`` on every case (default: ``profile_cases``); raise
+    ``VerificationError`` on a mismatch, ``ConfigError`` for a case outside the profile."""
     signature = serving.signature
+    cases = profile_cases(signature) if cases is None else tuple(cases)
+    check_cases(signature, cases)
     result = VerificationResult()
     for index, case in enumerate(cases):
         inputs = sample_inputs(signature, case, seed + index)
@@ -169,15 +186,16 @@ def verify_artifact(serving: ServingModel, runner: Runner, precision: str = "fp3
             g, w = got[name], want[name].to(got[name].dtype)
             tol = signature.tolerance(name, precision)
             if tol.exact:
-                mismatch = (g != w).any(1) if g.dim() > 1 else g != w
+                mismatch = (g != w).flatten(1).any(1) if g.dim() > 1 else g != w  # (B,)
                 ties = torch.zeros_like(mismatch)
-                if isinstance(serving.module, EncoderServing):
+                if tol.tie_rtol > 0 and isinstance(serving.module, EncoderServing):
                     embedding = next(v for k, v in want.items() if k.endswith("_embedding"))
                     ties = serving.module.near_tie_rows(embedding, tol.tie_rtol)
                 bad = mismatch & ~ties
                 result.near_ties[name] = result.near_ties.get(name, 0) + int((mismatch & ties).sum())
                 abs_diff = float((g - w).abs().max()) if g.numel() else 0.0
-                result.max_abs_diff[name] = max(result.max_abs_diff.get(name, 0.0), float((g[~ties] - w[~ties]).abs().max()) if (~ties).any() else 0.0)
+                kept = (g[~ties] - w[~ties]).abs()
+                result.max_abs_diff[name] = max(result.max_abs_diff.get(name, 0.0), float(kept.max()) if kept.numel() else 0.0)
                 result.max_rel_diff[name] = max(result.max_rel_diff.get(name, 0.0), 0.0 if not bad.any() else float("inf"))
                 if bad.any():
                     fail(f"output {name}: {int(bad.sum())} rows differ outside near ties", abs_diff, float("inf"), name)

@@ -38,21 +38,38 @@ class MultiHashEmbedding(nn.Module):
         self.table = nn.Embedding(num_fields * config.num_hashes * config.table_size, config.dim)
         nn.init.normal_(self.table.weight, std=0.05)
 
-    def forward(self, ids: torch.Tensor, fields: torch.Tensor | None = None) -> torch.Tensor:
-        """``fields`` (F',) int64 optionally says which of the F fields the columns of ``ids`` are."""
+    @property
+    def num_rows(self) -> int:
+        """Rows of the shared table: every slot is in [0, num_rows)."""
+        return self.table.num_embeddings
+
+    def slots(self, ids: torch.Tensor, fields: torch.Tensor | None = None) -> torch.Tensor:
+        """The int64 arithmetic of the hashes: ids (..., F) int64 -> table rows (..., F, H) int64.
+
+        ``fields`` (F',) int64 optionally says which of the F fields the columns of ``ids`` are.
+        """
         mult, add, offsets = self.mult, self.add, self.offsets
         if fields is not None:
             mult, add, offsets = mult[fields], add[fields], offsets[fields]
         x = torch.remainder(ids, HASH_PRIME).unsqueeze(-1)  # (..., F, 1)
         slot = torch.remainder(torch.remainder(x * mult + add, HASH_PRIME), self.table_size)  # (..., F, H)
-        return self.table(slot + offsets).sum(dim=-2)  # (..., F, dim)
+        return slot + offsets
+
+    def lookup(self, slots: torch.Tensor) -> torch.Tensor:
+        """Table rows (..., F, H) of any integer dtype -> summed embeddings (..., F, dim); no arithmetic."""
+        return self.table(slots).sum(dim=-2)
+
+    def forward(self, ids: torch.Tensor, fields: torch.Tensor | None = None) -> torch.Tensor:
+        """``lookup(slots(ids, fields))``."""
+        return self.lookup(self.slots(ids, fields))
 
 
 class TimeEncoding(nn.Module):
     """Dense encoding of event age relative to the request time, plus time of day.
 
-    Features: log-age in minutes, its sines/cosines at ``num_frequencies`` scales, and the sine and
-    cosine of the event's time of day, projected linearly to ``d_model``.
+    Features (``features``): log-age in minutes / 10, its sines/cosines at ``num_frequencies`` scales,
+    and the sine and cosine of the event's time of day; all within [-5, 5] for any int64 input, so
+    they hold in fp16. ``forward`` projects them linearly to ``d_model``.
 
     Args:
         request_time: (B,) int64 Unix seconds; timestamps: (B, T) int64. Returns (B, T, d_model).
@@ -63,10 +80,17 @@ class TimeEncoding(nn.Module):
         self.register_buffer("frequencies", torch.logspace(-1.0, 1.0, num_frequencies))
         self.proj = nn.Linear(2 * num_frequencies + 3, d_model)
 
-    def forward(self, request_time: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+    @property
+    def num_features(self) -> int:
+        return self.proj.in_features
+
+    def features(self, request_time: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+        """The int64 arithmetic on time: (B,) and (B, T) int64 -> (B, T, num_features) float32."""
         age = (request_time.unsqueeze(1) - timestamps).clamp(min=0).to(torch.float32)  # (B, T)
-        log_age = torch.log1p(age / 60.0).unsqueeze(-1)  # (B, T, 1)
+        log_age = torch.log1p(age / 60.0).unsqueeze(-1)  # (B, T, 1), <= 40 for any int64 age
         phase = log_age * self.frequencies  # (B, T, K)
         day = torch.remainder(timestamps, SECONDS_PER_DAY).to(torch.float32).unsqueeze(-1) * (2 * torch.pi / SECONDS_PER_DAY)
-        features = torch.cat([log_age / 10.0, phase.sin(), phase.cos(), day.sin(), day.cos()], dim=-1)
-        return self.proj(features)
+        return torch.cat([log_age / 10.0, phase.sin(), phase.cos(), day.sin(), day.cos()], dim=-1)
+
+    def forward(self, request_time: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(request_time, timestamps))

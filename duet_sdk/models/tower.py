@@ -12,8 +12,8 @@ from duet_sdk.models.layers import MLP, RMSNorm
 
 
 def valid_from_lengths(lengths: torch.Tensor, width: int | torch.SymInt) -> torch.Tensor:
-    """(B, T) bool mask of left-padded rows: slot t is real iff t >= T - length."""
-    slot = torch.arange(width, device=lengths.device)
+    """(B, T) bool mask of left-padded rows: slot t is real iff t >= T - length (in ``lengths``' dtype)."""
+    slot = torch.arange(width, device=lengths.device, dtype=lengths.dtype)
     return slot.unsqueeze(0) >= (width - lengths).unsqueeze(1)
 
 
@@ -63,7 +63,13 @@ class EventTower(nn.Module):
         timestamps: torch.Tensor,
         lengths: torch.Tensor,
     ) -> torch.Tensor:
-        seq = self.event_proj(event_features) + self.time(request_time, timestamps)  # (B, T, d)
+        return self.encode(static, event_features, self.time.features(request_time, timestamps), lengths)
+
+    def encode(self, static: torch.Tensor, event_features: torch.Tensor, time_features: torch.Tensor,
+               lengths: torch.Tensor) -> torch.Tensor:
+        """``forward`` after the int64 time arithmetic: time_features (B, T, time.num_features) float32,
+        lengths (B,) int32 or int64."""
+        seq = self.event_proj(event_features) + self.time.proj(time_features)  # (B, T, d)
         valid = valid_from_lengths(lengths, seq.shape[1])  # (B, T)
         for keep, block in zip(self.pyramid, self.blocks):
             if keep:

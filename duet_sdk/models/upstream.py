@@ -4,6 +4,10 @@ ClickAUN stacks self-attention blocks; ConvAUN interleaves cross- and self-atten
 The encoder reads a batch dict with, per stream s in ``config.streams``, ``s_ids`` (B, T, F) int64,
 ``s_ts`` (B, T) int64 and ``s_len`` (B,) int64, plus ``static_sparse`` (B, S) int64,
 ``static_dense`` (B, D) float32 and ``request_time`` (B,) int64.
+
+``UserEncoder.forward`` is ``encode(prepare(batch))``: ``prepare`` holds all int64 arithmetic (ID
+hashing into table rows, event ages and time of day), ``encode`` only looks rows up and runs float
+layers. The gpu target exports the two halves as separate models (``duet_sdk.export.prep``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,24 @@ from duet_sdk.data import schema as keys
 from duet_sdk.models.config import UpstreamConfig
 from duet_sdk.models.embeddings import MultiHashEmbedding
 from duet_sdk.models.layers import MLP, CrossNetV2, RMSNorm
-from duet_sdk.models.tower import EventTower
+from duet_sdk.models.tower import EventTower, valid_from_lengths
+
+STATIC_SLOTS = "static_slots"
+
+
+def slots_key(stream: str) -> str:
+    """Prepared key: table rows of a stream's event IDs (B, T, F, H)."""
+    return f"{stream}_slots"
+
+
+def time_key(stream: str) -> str:
+    """Prepared key: a stream's time features (B, T, time_features) float32."""
+    return f"{stream}_time"
+
+
+def count_key(stream: str) -> str:
+    """Prepared key: a stream's number of real events (B,), in [0, T]."""
+    return f"{stream}_count"
 
 
 class StaticTokens(nn.Module):
@@ -36,8 +57,12 @@ class StaticTokens(nn.Module):
         self.norm = RMSNorm(d)
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        b = sparse.shape[0]
-        tokens = [self.sparse_proj(self.embedding(sparse)) + self.field]  # (B, S, d)
+        return self.from_slots(self.embedding.slots(sparse), dense)
+
+    def from_slots(self, slots: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """``forward`` after hashing: slots (B, S, H) table rows (int32 or int64), dense (B, D)."""
+        b = slots.shape[0]
+        tokens = [self.sparse_proj(self.embedding.lookup(slots)) + self.field]  # (B, S, d)
         if self.dense_proj is not None:
             tokens.append(self.dense_proj(dense).unsqueeze(1))  # (B, 1, d)
         tokens.append(self.seeds.unsqueeze(0).expand(b, -1, -1))  # (B, n_seed, d)
@@ -81,12 +106,29 @@ class UserEncoder(nn.Module):
         self.summarizer = UserSummarizer(len(config.streams) * config.tower_out_dim, config.dcn_layers, config.embedding_dim)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        static = self.static(batch[keys.STATIC_SPARSE], batch[keys.STATIC_DENSE])  # (B, Q, d)
+        return self.encode(self.prepare(batch) | {keys.STATIC_DENSE: batch[keys.STATIC_DENSE]})  # (B, embedding_dim)
+
+    def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """All int64 arithmetic of the encoder (``static_dense`` is not needed): raw inputs ->
+        ``static_slots`` (B, S, H) and per stream ``<s>_slots`` (B, T, F, H) int64 rows in [0, table
+        rows), ``<s>_time`` (B, T, K) float32 in [-5, 5], ``<s>_count`` (B,) int64 in [0, T]."""
         request_time = batch[keys.REQUEST_TIME]
+        out = {STATIC_SLOTS: self.static.embedding.slots(batch[keys.STATIC_SPARSE])}
+        for name, tower in self.towers.items():
+            ids = batch[keys.ids_key(name)]  # (B, T, F)
+            out[slots_key(name)] = self.event_embedding.slots(ids)  # (B, T, F, H)
+            out[time_key(name)] = tower.time.features(request_time, batch[keys.ts_key(name)])  # (B, T, K)
+            out[count_key(name)] = valid_from_lengths(batch[keys.len_key(name)], ids.shape[1]).sum(1)  # (B,)
+        return out
+
+    def encode(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``prepare``'s outputs (slots and counts int32 or int64) plus ``static_dense`` -> (B, embedding_dim);
+        lookups and float layers only."""
+        static = self.static.from_slots(prepared[STATIC_SLOTS], prepared[keys.STATIC_DENSE])  # (B, Q, d)
         outputs = []
         for name, tower in self.towers.items():
-            events = self.event_embedding(batch[name + "_ids"]).flatten(2)  # (B, T, F*hash_dim)
-            outputs.append(tower(static, events, request_time, batch[name + "_ts"], batch[name + "_len"]))
+            events = self.event_embedding.lookup(prepared[slots_key(name)]).flatten(2)  # (B, T, F*hash_dim)
+            outputs.append(tower.encode(static, events, prepared[time_key(name)], prepared[count_key(name)]))
         return self.summarizer(torch.cat(outputs, dim=1))  # (B, embedding_dim)
 
 

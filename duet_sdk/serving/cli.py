@@ -161,7 +161,10 @@ def publish_main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--formats", help="comma-separated artifact formats in order of preference "
                    "(default: onnx,torchscript for cpu; tensorrt,onnx,torchscript for gpu)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp16", help="gpu ONNX Runtime TensorRT accelerator")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp16",
+                   help="gpu ONNX Runtime TensorRT accelerator, where the manifest does not record the verified one")
+    p.add_argument("--force", action="store_true", help="gpu: publish TensorRT plans built with another TensorRT, "
+                   "CUDA or GPU than this host's (recorded as a warning)")
     defaults = ServingPolicy()
     p.add_argument("--instances", type=int, default=defaults.instances)
     p.add_argument("--threads", type=int, default=defaults.threads)
@@ -180,7 +183,7 @@ def publish_main(argv: list[str] | None = None) -> int:
                                keep_versions=args.keep_versions)
         formats = tuple(f for f in args.formats.split(",") if f) if args.formats else None
         published = publish(args.export, args.model_repository, args.target, policy, args.precision, formats,
-                            activate=not args.no_activate)
+                            activate=not args.no_activate, force=args.force)
     except DuetError as exc:
         print(f"duet-publish: error: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@ and symbolic dims (strings) that become ``-1``. Three kinds of model config:
 - ``runner_config``: the cpu target, Triton's Python backend running ONNX Runtime or TorchScript;
   inputs with symbolic non-batch dims allow ragged batching (the runner pads each batched group).
 - ``platform_config``: the gpu target, ``tensorrt_plan``, ``onnxruntime_onnx`` (TensorRT accelerator)
-  or ``pytorch_libtorch``; these need same-shaped requests to batch, so clients pad to buckets.
+  or ``pytorch_libtorch``; these need same-shaped requests to batch, so clients pad to buckets. A
+  prep model (``role: "prep"``) runs under ``onnxruntime_onnx`` on CPU instances.
 - ``ensemble_config``: ``platform: "ensemble"`` steps wiring models together by tensor name, every step
   pinned to one version (the release's), never "latest".
 """
@@ -25,7 +26,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from duet_sdk.errors import ConfigError
 from duet_sdk.validation import require_int
 
-DATA_TYPES = {"int64": pb.TYPE_INT64, "float32": pb.TYPE_FP32}
+DATA_TYPES = {"int64": pb.TYPE_INT64, "int32": pb.TYPE_INT32, "float32": pb.TYPE_FP32}
 PLATFORMS = {"tensorrt": "tensorrt_plan", "onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}
 FILENAMES = {"tensorrt": "model.plan", "onnx": "model.onnx", "torchscript": "model.pt"}
 RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torchscript"}
@@ -125,8 +126,23 @@ def runner_config(name: str, record: dict, policy: ServingPolicy) -> pb.ModelCon
     return config
 
 
+def prep_config(name: str, record: dict, policy: ServingPolicy) -> pb.ModelConfig:
+    """gpu target: a prep model (int64 hashing, time features) under ``onnxruntime_onnx`` on CPU instances."""
+    if record["format"] != "onnx":
+        raise ConfigError(f"{name}.format", "onnx for a prep model", record["format"])
+    config = _scheduled(name, record, record["dims"]["batch"]["max"], policy, pb.ModelInstanceGroup.KIND_CPU, ragged=False)
+    config.platform = PLATFORMS["onnx"]
+    config.default_model_filename = FILENAMES["onnx"]
+    return config
+
+
 def platform_config(name: str, record: dict, policy: ServingPolicy, precision: str = "fp16") -> pb.ModelConfig:
-    """gpu target: the artifact under its native Triton platform on GPU instances."""
+    """gpu target: the artifact under its native Triton platform on GPU instances (a prep model: on CPU).
+
+    An ONNX engine gets the TensorRT accelerator at the precision its ``fallback`` was verified at
+    (``precision`` where the manifest has none)."""
+    if record.get("role") == "prep":
+        return prep_config(name, record, policy)
     fmt = record["format"]
     if fmt not in PLATFORMS:
         raise ConfigError(f"{name}.format", f"one of {tuple(PLATFORMS)}", fmt)
@@ -134,6 +150,7 @@ def platform_config(name: str, record: dict, policy: ServingPolicy, precision: s
     config.platform = PLATFORMS[fmt]
     config.default_model_filename = FILENAMES[fmt]
     if fmt == "onnx":
+        precision = (record.get("fallback") or {}).get("precision", precision)
         trt = pb.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(
             name="tensorrt", parameters={"precision_mode": "FP16" if precision == "fp16" else "FP32",
                                          "max_workspace_size_bytes": str(1 << 31)})

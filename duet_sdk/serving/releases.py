@@ -85,8 +85,8 @@ def usable(index: dict, version: int) -> dict:
 
 
 def components(entry: dict) -> list[str]:
-    """Release names of ``entry``'s components (encoders before the ranker), then of its guards
-    (``duet_fresh_guard_v3``, ``serving/guard.py``; absent from releases recorded before guards existed)."""
+    """Release names of ``entry``'s components (encoders before the ranker; gpu: the prep models too), then of
+    its guards (``duet_fresh_guard_v3``, ``serving/guard.py``; absent from releases recorded before guards existed)."""
     return [api.release_model(m, entry["version"]) for m in [*entry["models"], *entry.get("guards", [])]]
 
 

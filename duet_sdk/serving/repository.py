@@ -3,12 +3,14 @@
 Layout written for release ``V`` (see ``releases`` for ``repository.json``)::
 
     <repo>/repository.json                    releases, current, loaded, target
-    <repo>/<model>_vV/config.pbtxt, V/        click_encoder_vV, conv_encoder_vV, ranker_vV: artifact files,
+    <repo>/<model>_vV/config.pbtxt, V/        click_encoder_vV, conv_encoder_vV, ranker_vV (gpu: also the prep
+                                              models click_prep_vV, conv_prep_vV): artifact files,
                                               signature.json (with every file's sha256), lineage.json[, model.py]
     <repo>/<ensemble>_guard_vV/config.pbtxt, V/  duet_upstream_guard_vV, duet_fresh_guard_vV (``guard.py``): the
                                               runner in checks-only mode, signature.json, model.py; no artifact
     <repo>/<ensemble>_vV/config.pbtxt, V/     duet_upstream_vV, duet_downstream_vV, duet_fresh_vV: steps pinned
-                                              to the release's guards and components, version V
+                                              to the release's guards (cpu) and components, version V (gpu: each
+                                              engine step preceded by its prep step, both release V)
     <repo>/<ensemble>/config.pbtxt, V/        duet_upstream, ...: aliases of the current release (written by a swap,
                                               or by the first publish)
 
@@ -34,10 +36,11 @@ from pathlib import Path
 from duet_sdk import interface as api
 from duet_sdk.errors import ArtifactError, CheckpointError, ConfigError
 from duet_sdk.export.manifest import MANIFEST, read_manifest, sha256_file
+from duet_sdk.export.toolchain import check_plans
 from duet_sdk.serving import releases
 from duet_sdk.serving.config import ServingPolicy, only_version, platform_config, runner_config, write_config
 from duet_sdk.serving.guard import FORMAT as GUARD, guard_config
-from duet_sdk.serving.wiring import RANKER, build_interface, ensembles, guards, pad_sides
+from duet_sdk.serving.wiring import RANKER, build_interface, client_records, ensembles, gpu_ensembles, guards, pad_sides, require_roles
 
 log = logging.getLogger(__name__)
 RUNNER = Path(__file__).parent / "runner" / "model.py"
@@ -207,11 +210,15 @@ def prune(repo: Path, index: dict, keep: int) -> list[int]:
 
 
 def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPolicy | None = None,
-            precision: str = "fp16", formats: tuple[str, ...] | None = None, activate: bool = True) -> Published:
+            precision: str = "fp16", formats: tuple[str, ...] | None = None, activate: bool = True,
+            force: bool = False) -> Published:
     """Publish the artifacts of ``export_dir/manifest.json`` into ``repo`` as one new release.
 
     ``formats``: artifact formats in order of preference (default: tensorrt, onnx, torchscript for gpu;
-    onnx, torchscript for cpu). ``precision`` is the gpu ONNX Runtime TensorRT accelerator's.
+    onnx, torchscript for cpu). ``precision`` is the gpu ONNX Runtime TensorRT accelerator's where the
+    manifest does not say. gpu: encoders are prep + engine chains (the prep models are components of the
+    release too: ``click_prep_vV``); a TensorRT plan built with another TensorRT/CUDA/GPU than this
+    host's is refused unless ``force`` (then recorded as a warning in the release's lineage).
     ``activate``: make it the target release (duet-serve swaps to it); the first release is current at once.
     ArtifactError if the export is partial or a file differs from its manifest sha256 (nothing is written).
     """
@@ -220,33 +227,40 @@ def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPo
         raise ArtifactError(f"{export_dir}: no {MANIFEST}; expected a complete duet-export output directory")
     manifest = read_manifest(export_dir)
     records = _select(manifest, target, formats)
+    require_roles(records, target)
     _require_accepted(records)
     _require_complete(export_dir, records)
+    warnings = check_plans(records, force) if target == "gpu" else []
     with releases.locked_index(repo) as index:
         remove_orphans(repo, index)
         version = max((e["version"] for e in index["releases"]), default=0) + 1
-        interface = build_interface(manifest, records, version)
+        interface = build_interface(manifest, client_records(records) if target == "gpu" else records, version)
         lineage = {"version": version, "target": target, "published_at": datetime.now(UTC).isoformat(),
-                   "export_manifest": str((export_dir / MANIFEST).resolve()), "export_created_at": manifest.get("created_at")}
+                   "export_manifest": str((export_dir / MANIFEST).resolve()), "export_created_at": manifest.get("created_at"),
+                   **({"warnings": warnings} if warnings else {})}
+        name = lambda model: api.release_model(model, version)  # noqa: E731
+        configs = (gpu_ensembles(records, interface, version, model_name=name) if target == "gpu"
+                   else ensembles(records, interface, version))
+        guarded = guards(records) if target == "cpu" else {}  # the gpu ensembles have no guard step yet
         staged: list[tuple[Path, str]] = []
         try:
-            for model, record in {**records, **guards(records)}.items():  # guards before their ensembles
+            for model, record in {**records, **guarded}.items():  # gpu: prep models too; guards before their ensembles
                 path = _stage_component(repo, model, record, export_dir, target, version, lineage, policy, precision)
-                staged.append((path, api.release_model(model, version)))
-            for config in ensembles(records, interface, version):
+                staged.append((path, name(model)))
+            for config in configs:
                 staged.append((_stage_model(repo, config.name, version, config, {}, {"lineage.json": json.dumps(lineage)}),
                                config.name))
         except BaseException:
             for path, _ in staged:
                 shutil.rmtree(path, ignore_errors=True)
             raise
-        for path, name in staged:  # components before the ensembles that use them
-            os.rename(path, repo / name)
+        for path, release_name in staged:  # components before the ensembles that use them
+            os.rename(path, repo / release_name)
         index["releases"].append(lineage | {
             "status": releases.READY,
-            "models": {m: {"format": r["format"], "sources": r["source_checkpoints"], "max_abs_diff": r["max_abs_diff"],
-                           "sha256": r["sha256"]} for m, r in records.items()},
-            "guards": list(guards(records)), "ensembles": list(api.ENSEMBLES), "interface": json.loads(interface.to_json())})
+            "models": {m: {"format": r["format"], "role": r.get("role", "fused"), "sources": r["source_checkpoints"],
+                           "max_abs_diff": r["max_abs_diff"], "sha256": r["sha256"]} for m, r in records.items()},
+            "guards": list(guarded), "ensembles": list(api.ENSEMBLES), "interface": json.loads(interface.to_json())})
         if index["current"] is None:  # the first release is current at once
             for ensemble in api.ENSEMBLES:
                 releases.point_alias(repo, ensemble, version)

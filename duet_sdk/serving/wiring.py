@@ -116,3 +116,67 @@ def ensembles(records: dict[str, dict], interface: api.ServingInterface, version
         ensemble_config(name(api.FRESH), fresh_inputs, [*ranker["outputs"], *codes],
                         [guard(api.FRESH, fresh_inputs), *fresh_encoder_steps, ranker_step], max_batch, version, params),
     ]
+
+
+# gpu target: each encoder is a prep model (ONNX Runtime, CPU) chained into an engine (TensorRT/ONNX).
+PREP_TENSOR = "{prep}__{tensor}"  # ensemble-internal names of prep outputs (both encoders read every stream)
+
+
+def require_roles(records: dict[str, dict], target: str) -> None:
+    """cpu publishes fused models only; gpu needs every encoder split into prep + engine (and the prep)."""
+    if target == "cpu":
+        split = sorted(m for m, r in records.items() if r.get("role", "fused") != "fused")
+        if split:
+            raise ConfigError("manifest.artifacts", "fused models for the cpu target (export with export/cpu.toml)", split)
+        return
+    fused = sorted(m for m, r in records.items() if m.endswith("_encoder") and r.get("role") != "engine")
+    if fused:
+        raise ConfigError("manifest.artifacts", "encoders split into prep + engine for the gpu target "
+                          "(export with export/gpu.toml)", fused)
+    missing = sorted(r["prep"] for r in records.values() if r.get("role") == "engine" and r["prep"] not in records)
+    if missing:
+        raise ConfigError("manifest.artifacts", "the prep model of every engine", missing)
+
+
+def client_records(records: dict[str, dict]) -> dict[str, dict]:
+    """gpu target: the models as clients see them; an engine takes its chain's ``raw_inputs`` and
+    prep models are left out (they run inside the ensembles)."""
+    return {m: r | {"inputs": r["raw_inputs"]} if r.get("role") == "engine" else r
+            for m, r in records.items() if r.get("role") != "prep"}
+
+
+def _chain(records: dict[str, dict], step, model_name, chained: set[str]) -> list:
+    """An ensemble step of an engine (on raw inputs) as prep step + engine step; other steps as they are."""
+    engine = next((r for m, r in records.items() if model_name(m) == step.model_name), {})
+    if engine.get("role") != "engine":
+        return [step]
+    chained.add(engine["model"])
+    prep = records[engine["prep"]]
+    produced = {s["name"]: PREP_TENSOR.format(prep=prep["model"], tensor=s["name"]) for s in prep["outputs"]}
+    step_type = type(step)
+    prep_step = step_type(model_name=model_name(prep["model"]), model_version=step.model_version,
+                          input_map={s["name"]: step.input_map[s["name"]] for s in prep["inputs"]}, output_map=produced)
+    engine_step = step_type(model_name=step.model_name, model_version=step.model_version,
+                            input_map={s["name"]: produced.get(s["name"]) or step.input_map[s["name"]] for s in engine["inputs"]},
+                            output_map=dict(step.output_map))
+    return [prep_step, engine_step]
+
+
+def gpu_ensembles(records: dict[str, dict], interface: api.ServingInterface, *args, model_name=lambda model: model) -> list:
+    """The gpu target's duet_upstream, duet_downstream and duet_fresh: ``ensembles`` (``args`` passed on)
+    with each engine step preceded by its prep step. ``model_name`` maps a model to the name the
+    ensemble steps call it by. ConfigError if an engine is left without its prep step."""
+    configs = ensembles(client_records(records), interface, *args)
+    chained: set[str] = set()
+    for config in configs:
+        steps = []
+        for step in config.ensemble_scheduling.step:
+            copy = type(step)()
+            copy.CopyFrom(step)
+            steps += _chain(records, copy, model_name, chained)
+        del config.ensemble_scheduling.step[:]
+        config.ensemble_scheduling.step.extend(steps)
+    engines = {m for m, r in records.items() if r.get("role") == "engine"}
+    if chained != engines:
+        raise ConfigError("gpu ensembles", f"a prep step before every engine step {sorted(engines)}", sorted(chained))
+    return configs

@@ -66,10 +66,11 @@ def test_no_accepted_checkpoint_is_an_error_naming_force(tmp_path):
 def test_tensorrt_requested_without_tensorrt_names_the_extra(runs, tmp_path, capsys):
     from duet_sdk.export.pipeline import export_all
 
-    spec = ExportSpec(checkpoints=runs, formats=("tensorrt",), encoders=("click",), ranker=None)
+    spec = ExportSpec(checkpoints=runs, target="gpu", formats=("tensorrt",), encoders=("click",), ranker=None)
     with pytest.raises(MissingDependencyError, match=r"pip install duet_sdk\[tensorrt\]"):
         export_all(spec, tmp_path / "out")
-    assert main(["--spec", str(write_spec(tmp_path / "s.toml", runs)), "--out", str(tmp_path / "o"), "--formats", "tensorrt"]) == 2
+    spec_file = write_spec(tmp_path / "s.toml", runs, target="gpu")
+    assert main(["--spec", str(spec_file), "--out", str(tmp_path / "o"), "--formats", "tensorrt"]) == 2
     assert "duet_sdk[tensorrt]" in capsys.readouterr().err
 
 
@@ -79,7 +80,9 @@ def test_spec_files_parse_and_invalid_values_raise_config_error(tmp_path):
     assert cpu.formats == ("torchscript", "onnx") and cpu.precision == "fp32"
     assert "tensorrt" in gpu.formats and gpu.precision == "fp16"
     assert cpu.with_overrides(formats=("onnx",), ranker=None).formats == ("onnx",)
-    for bad in ({"formats": ["savedmodel"]}, {"precision": "int3"}, {"encoders": ["click", "click"]}, {"bogus": 1}):
+    assert gpu.target == "gpu"
+    for bad in ({"formats": ["savedmodel"]}, {"precision": "int3"}, {"encoders": ["click", "click"]}, {"bogus": 1},
+                {"formats": ["tensorrt"]}):  # TensorRT engines only for the gpu target (split encoders)
         with pytest.raises(ConfigError):
             ExportSpec.from_dict({"checkpoints": "runs/demo", **bad})
     with pytest.raises(ConfigError, match="opt_batch"):

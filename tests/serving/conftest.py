@@ -75,13 +75,14 @@ def make_runs(root: Path, seed: int = 0) -> Path:
     return root
 
 
-def export_runs(runs: Path, out: Path, formats: tuple[str, ...] = ("onnx",)) -> Path:
+def export_runs(runs: Path, out: Path, formats: tuple[str, ...] = ("onnx",), target: str = "cpu") -> Path:
     """A real duet-export of ``runs`` (small cases to keep it quick); returns ``out``."""
     from duet_sdk.export.pipeline import export_all
     from duet_sdk.export.spec import ExportSpec, ShapeSpec
     from duet_sdk.export.verify import Case
 
-    spec = ExportSpec(checkpoints=runs, formats=formats, encoders=("click", "conv"), ranker="duet",
+    spec = ExportSpec(checkpoints=runs, target=target, formats=formats, encoders=("click", "conv"), ranker="duet",
+                      precision="fp16" if target == "gpu" else "fp32",
                       shapes=ShapeSpec(opt_batch=4, max_batch=16, opt_candidates=4, max_candidates=16))
     export_all(spec, out, cases=(Case(3, "short", "mixed"),))
     return out
@@ -95,6 +96,12 @@ def tiny_runs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_export(tiny_runs, tmp_path_factory) -> Path:
     return export_runs(tiny_runs, tmp_path_factory.mktemp("export"), ("onnx", "torchscript"))
+
+
+@pytest.fixture(scope="session")
+def gpu_export(tiny_runs, tmp_path_factory) -> Path:
+    """A real gpu-target duet-export (ONNX: prep models, engines, ranker) of the tiny runs."""
+    return export_runs(tiny_runs, tmp_path_factory.mktemp("export-gpu"), ("onnx",), target="gpu")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from duet_sdk.errors import ArtifactError, CheckpointError, ConfigError
-from duet_sdk.export.manifest import sha256_file
 from duet_sdk.interface import DOWNSTREAM, ENSEMBLES, FRESH, PARAMETER, UPSTREAM, ServingInterface, release_model
 from duet_sdk.serving import releases
 from duet_sdk.serving.config import ServingPolicy, read_config
@@ -85,36 +84,6 @@ def test_ensembles_of_a_release_pin_its_components_and_the_aliases_copy_the_curr
     interface = ServingInterface.from_json(configs[UPSTREAM].parameters[PARAMETER].string_value)
     assert interface.tasks == ("offsite_conversion", "link_click") and interface.version == "1"
     assert interface.streams["click"].max_len == 8 and interface.embeddings["conv"].levels == 3
-
-
-def test_gpu_target_names_tensorrt_onnxruntime_and_libtorch_platforms_and_files(tiny_export, tmp_path):
-    export = shutil.copytree(tiny_export, tmp_path / "export")
-    manifest = json.loads((export / "manifest.json").read_text())
-    onnx_ranker = next(a for a in manifest["artifacts"] if a["model"] == "ranker" and a["format"] == "onnx")
-    plan_dir = export / "artifacts" / "ranker" / "tensorrt"
-    plan_dir.mkdir(parents=True)
-    (plan_dir / "model.plan").write_bytes(b"engine bytes")  # a stand-in engine: configs only, never loaded here
-    manifest["artifacts"].append(onnx_ranker | {"format": "tensorrt", "path": "artifacts/ranker/tensorrt/model.plan",
-                                                "files": ["model.plan"], "precision": "fp16",
-                                                "sha256": {"model.plan": sha256_file(plan_dir / "model.plan")}})
-    (export / "manifest.json").write_text(json.dumps(manifest))
-
-    published = publish(export, tmp_path / "gpu", "gpu")
-    assert published.models == {"click_encoder": "onnx", "conv_encoder": "onnx", "ranker": "tensorrt"}
-    ranker = read_config(tmp_path / "gpu" / v1("ranker") / "config.pbtxt")
-    assert ranker.platform == "tensorrt_plan" and ranker.default_model_filename == "model.plan"
-    assert ranker.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
-    assert (tmp_path / "gpu" / v1("ranker") / "1" / "model.plan").read_bytes() == b"engine bytes"
-    encoder = read_config(tmp_path / "gpu" / v1("click_encoder") / "config.pbtxt")
-    assert encoder.platform == "onnxruntime_onnx" and encoder.default_model_filename == "model.onnx"
-    assert encoder.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
-    assert not any(i.allow_ragged_batch for i in encoder.input)  # gpu backends batch equal shapes: clients bucket
-    assert not (tmp_path / "gpu" / v1("click_encoder") / "1" / "model.py").exists()
-
-    libtorch = publish(export, tmp_path / "libtorch", "gpu", formats=("torchscript",))
-    config = read_config(tmp_path / "libtorch" / v1("click_encoder") / "config.pbtxt")
-    assert libtorch.models["click_encoder"] == "torchscript"
-    assert config.platform == "pytorch_libtorch" and config.default_model_filename == "model.pt"
 
 
 def test_releases_increase_older_ones_are_pruned_but_never_a_loaded_one_and_lineage_is_recorded(tiny_export, tmp_path):
@@ -194,6 +163,14 @@ def test_checkpoints_not_accepted_by_the_gate_are_not_published(tiny_export, tmp
     with pytest.raises(CheckpointError, match="not accepted by the gate"):
         publish(export, tmp_path / "repo", "cpu")
     assert not (tmp_path / "repo").exists() or on_disk(tmp_path / "repo") == []
+
+
+def test_cpu_target_refuses_a_gpu_export_and_gpu_target_refuses_fused_encoders(tiny_export, gpu_export, tmp_path):
+    with pytest.raises(ConfigError, match="fused models for the cpu target"):
+        publish(gpu_export, tmp_path / "cpu", "cpu")
+    with pytest.raises(ConfigError, match="split into prep \\+ engine"):
+        publish(tiny_export, tmp_path / "gpu", "gpu")
+    assert not (tmp_path / "cpu").exists() or on_disk(tmp_path / "cpu") == []
 
 
 def test_bad_target_and_formats_name_the_field(tiny_export, tmp_path):

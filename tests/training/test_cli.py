@@ -17,6 +17,7 @@ from duet_sdk.models.config import RANKER_VARIANTS
 from duet_sdk.models.loading import load_ranker, load_upstream
 from duet_sdk.side import load_side_codec
 from duet_sdk.training.cli import EXIT_REJECTED, main
+from duet_sdk.training.datasets import without_user_id
 from duet_sdk.training.ranker import registry_name
 from duet_sdk.training.trainer import EventBatches, predict
 from duet_sdk.training.upstream import registry_for
@@ -42,7 +43,7 @@ def test_checkpoint_reloads_to_a_model_that_reproduces_its_recorded_val_ne(tmp_p
     assert _train(tmp_path) == 0
     checkpoint = registry_for(tmp_path, "click").latest_accepted()
     model = load_upstream(checkpoint)
-    data = load_event_log(EVENTS, preset("taobao"), EventLogOptions(seed=0))
+    data = without_user_id(load_event_log(EVENTS, preset("taobao"), EventLogOptions(seed=0)))  # as duet-train reads it
     probs = recalibrate(predict(model, EventBatches(data.table, data.click_val)), data.click_train.downsample_rate)
     ne = normalized_entropy(data.click_val.labels[:, 0], probs[:, 0], data.click_val.label_mask[:, 0])
     assert ne == pytest.approx(checkpoint.val_ne["ctr"], abs=1e-9)  # same weights, same data: same NE

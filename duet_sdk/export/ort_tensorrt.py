@@ -1,0 +1,57 @@
+"""The gpu target's fallback runtime: ``onnxruntime_onnx`` with the TensorRT execution accelerator.
+
+Triton runs an ONNX engine under ONNX Runtime's TensorRT execution provider at the accelerator's
+``precision_mode`` (FP32 or FP16). Where this process has that provider and a GPU, the export runs
+the same ONNX artifact the same way and verifies it at that precision; elsewhere the manifest says it
+is unverified and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from duet_sdk.errors import DuetError
+from duet_sdk.export import _compat
+from duet_sdk.export.verify import Runner
+
+PROVIDER = "TensorrtExecutionProvider"
+
+
+def accelerator_precision(precision: str) -> str:
+    """The TensorRT accelerator's precision for an export precision (it has FP32 and FP16 only)."""
+    return "fp32" if precision == "fp32" else "fp16"
+
+
+def unavailable_reason() -> str | None:
+    """None where ONNX Runtime's TensorRT provider and a CUDA GPU are present here; else why not."""
+    try:
+        ort = _compat.require_onnxruntime()
+    except _compat.MissingDependencyError as exc:
+        return str(exc)
+    providers = ort.get_available_providers()
+    if PROVIDER not in providers:
+        return f"onnxruntime {ort.__version__} here has no {PROVIDER} (providers: {', '.join(providers)})"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU here"
+    return None
+
+
+def onnxruntime_tensorrt_runner(path: Path, precision: str) -> Runner:
+    """Run ``path`` with ONNX Runtime's TensorRT provider at ``precision`` (fp32/fp16), CUDA for the rest."""
+    ort = _compat.require_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    trt_options = {"trt_fp16_enable": precision == "fp16", "trt_max_workspace_size": str(1 << 31)}
+    session = ort.InferenceSession(str(path), options, providers=[(PROVIDER, trt_options), "CUDAExecutionProvider"])
+    if PROVIDER not in session.get_providers():
+        raise DuetError(f"{path}: ONNX Runtime did not enable {PROVIDER} (enabled: {session.get_providers()})")
+    names = [o.name for o in session.get_outputs()]
+    input_names = [i.name for i in session.get_inputs()]
+
+    def run(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        outputs = session.run(names, {n: inputs[n].numpy() for n in input_names})
+        return {n: torch.from_numpy(o) for n, o in zip(names, outputs)}
+
+    return run
