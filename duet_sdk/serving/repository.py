@@ -241,7 +241,7 @@ def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPo
         name = lambda model: api.release_model(model, version)  # noqa: E731
         configs = (gpu_ensembles(records, interface, version, model_name=name) if target == "gpu"
                    else ensembles(records, interface, version))
-        guarded = guards(records) if target == "cpu" else {}  # the gpu ensembles have no guard step yet
+        guarded = guards(client_records(records) if target == "gpu" else records)  # checks-only runners, both targets
         staged: list[tuple[Path, str]] = []
         try:
             for model, record in {**records, **guarded}.items():  # gpu: prep models too; guards before their ensembles

@@ -178,6 +178,10 @@ def test_gpu_ensembles_chain_prep_into_engine_pinned_to_the_release_behind_the_c
         inputs = {t.name for t in gpu.input}
         produced = set()
         for step in steps:
+            if _base(step.model_name).endswith("_guard"):  # the release's checks-only runner leads the fan-out
+                assert step is steps[0] and name != "duet_downstream"
+                produced |= set(step.output_map.values())
+                continue
             record = next(r for (m, _), r in records.items() if m == _base(step.model_name))
             assert set(step.input_map) == {s["name"] for s in record["inputs"]}
             assert set(step.input_map.values()) <= inputs | produced  # every tensor exists before it is read
