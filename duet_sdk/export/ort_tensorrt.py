@@ -14,6 +14,7 @@ import torch
 
 from duet_sdk.errors import DuetError
 from duet_sdk.export import _compat
+from duet_sdk.export.torch2onnx import session_runner
 from duet_sdk.export.verify import Runner
 
 PROVIDER = "TensorrtExecutionProvider"
@@ -47,11 +48,4 @@ def onnxruntime_tensorrt_runner(path: Path, precision: str) -> Runner:
     session = ort.InferenceSession(str(path), options, providers=[(PROVIDER, trt_options), "CUDAExecutionProvider"])
     if PROVIDER not in session.get_providers():
         raise DuetError(f"{path}: ONNX Runtime did not enable {PROVIDER} (enabled: {session.get_providers()})")
-    names = [o.name for o in session.get_outputs()]
-    input_names = [i.name for i in session.get_inputs()]
-
-    def run(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        outputs = session.run(names, {n: inputs[n].numpy() for n in input_names})
-        return {n: torch.from_numpy(o) for n, o in zip(names, outputs)}
-
-    return run
+    return session_runner(session)

@@ -81,7 +81,11 @@ def onnxruntime_runner(path: Path, threads: int = 0) -> Runner:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session_runner(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+
+
+def session_runner(session) -> Runner:
+    """A Runner over an ONNX Runtime session: tensors in (by the graph's input names), tensors out."""
     names = [o.name for o in session.get_outputs()]
     input_names = [i.name for i in session.get_inputs()]
 
