@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from duet_sdk.atomic_io import fsync_dir, to_json, write_synced
 from duet_sdk.errors import CheckpointError, ConfigError
 from duet_sdk.validation import require_int
 
@@ -70,9 +71,9 @@ def save_checkpoint(
     target = Path(parent) / _check_name(name)
     payloads = {
         WEIGHTS: save(_check_state_dict(state_dict), metadata={"format": "pt"}),
-        "config.json": _to_json(_check_config(config), "config"),
-        "metrics.json": _to_json(_check_metrics(metrics), "metrics"),
-        "lineage.json": _to_json(_check_lineage(lineage), "lineage"),
+        "config.json": to_json(_check_config(config), "config"),
+        "metrics.json": to_json(_check_metrics(metrics), "metrics"),
+        "lineage.json": to_json(_check_lineage(lineage), "lineage"),
     }
     target.parent.mkdir(parents=True, exist_ok=True)
     _refuse_existing(target)
@@ -84,7 +85,7 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     config, metrics, lineage = (json.loads(payloads[f]) for f in JSON_FILES)
     return Checkpoint(target, config["kind"], config, metrics, lineage, digest)
 
@@ -113,38 +114,16 @@ def compute_digest(path: Path) -> str:
     return _combine(_file_hashes(Path(path)))
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` via a synced temporary file and ``os.replace``."""
-    path = Path(path)
-    data = _to_json(obj, path.name)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        _write_synced(Path(tmp), data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _write_contents(tmp: Path, payloads: dict[str, bytes]) -> str:
     """Write the content files and ``digest.json`` into ``tmp``, synced; return the digest."""
     hashes = {name: hashlib.sha256(data).hexdigest() for name, data in payloads.items()}
     digest = _combine(hashes)
     record = {"algorithm": "sha256", "files": hashes, "digest": digest}
-    payloads = {**payloads, DIGEST_FILE: _to_json(record, DIGEST_FILE)}
+    payloads = {**payloads, DIGEST_FILE: to_json(record, DIGEST_FILE)}
     for name, data in payloads.items():
-        _write_synced(tmp / name, data)
-    _fsync_dir(tmp)
+        write_synced(tmp / name, data)
+    fsync_dir(tmp)
     return digest
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _verify(path: Path, recorded: dict) -> None:
@@ -188,13 +167,6 @@ def _read_json(path: Path, name: str, check: Callable[[dict], dict] = dict) -> d
         raise CheckpointError(f"{path}: invalid {name}: {exc}") from exc
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt {name}: {exc}") from exc
-
-
-def _to_json(obj: Any, field: str) -> bytes:
-    try:
-        return json.dumps(obj, indent=2, sort_keys=True).encode()
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(field, "JSON-serializable values", str(exc)) from exc
 
 
 def _check_name(name: str) -> str:
@@ -263,11 +235,3 @@ def _require_mapping(value: Any, field: str) -> None:
 def _refuse_existing(target: Path) -> None:
     if os.path.lexists(target):
         raise CheckpointError(f"{target}: already exists; checkpoints are never overwritten")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from duet_sdk import serialization
-from duet_sdk.checkpoint import Checkpoint, atomic_write_json, load_checkpoint
+from duet_sdk.atomic_io import atomic_write_json
+from duet_sdk.checkpoint import Checkpoint, load_checkpoint
 from duet_sdk.errors import CheckpointError, ConfigError, GateRejected
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from duet_sdk.checkpoint import atomic_write_json
+from duet_sdk.atomic_io import atomic_write_json
 from duet_sdk.data.eventlog import SPLITS
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.experiments.dare_cli import add_dare_parser, main_dare

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from duet_sdk.checkpoint import atomic_write_json
+from duet_sdk.atomic_io import atomic_write_json
 from duet_sdk.data.eventlog import SPLITS
 from duet_sdk.errors import ConfigError
 from duet_sdk.experiments.dare import ARMS, DATASETS, DareConfig, load_rows, run_arm, summarize, to_markdown

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from duet_sdk.checkpoint import atomic_write_json
+from duet_sdk.atomic_io import atomic_write_json
 from duet_sdk.export.signature import ModelSignature
 
 MANIFEST = "manifest.json"

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from duet_sdk.checkpoint import atomic_write_json
+from duet_sdk.atomic_io import atomic_write_json
 from duet_sdk.online.history import HistoryStore
 from duet_sdk.online.store import FeatureStore
 from duet_sdk.online.types import StoredCodes

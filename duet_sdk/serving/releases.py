@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from duet_sdk import interface as api
-from duet_sdk.checkpoint import atomic_write_json
+from duet_sdk.atomic_io import atomic_write_json
 from duet_sdk.errors import ConfigError
 
 INDEX = "repository.json"

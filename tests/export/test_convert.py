@@ -12,7 +12,12 @@ from duet_sdk.export.extract import ServingModel
 from duet_sdk.export.manifest import sha256_file
 from duet_sdk.export.torch2onnx import graph_io, onnxruntime_runner
 from duet_sdk.export.torch2torchscript import check_standalone, torchscript_runner
-from duet_sdk.export.verify import Case, VerificationError, sample_inputs, verify_artifact
+from duet_sdk.export.verify import (
+    Case,
+    VerificationError,
+    sample_inputs,
+    verify_artifact,
+)
 
 onnx = pytest.importorskip("onnx")
 

@@ -1,12 +1,11 @@
 """Extraction keeps the serving parts only and reports what it kept and dropped (no conversion)."""
 
 import torch
+from export_fixtures import CODEBOOK, LEVELS, save_ranker, tiny_upstream
 
 from duet_sdk.export.extract import EncoderServing, extract_encoder, extract_ranker
 from duet_sdk.export.verify import Case, sample_inputs
 from duet_sdk.side import SideCodec, SideConfig
-
-from conftest import CODEBOOK, LEVELS, save_ranker, tiny_upstream
 
 
 def _codec(dim: int) -> SideCodec:

@@ -3,14 +3,13 @@
 import json
 
 import pytest
+from export_fixtures import save_codec, save_encoder, tiny_upstream, write_spec
 
 from duet_sdk.errors import ConfigError
 from duet_sdk.export._compat import MissingDependencyError, tensorrt_unavailable_reason
 from duet_sdk.export.cli import main
 from duet_sdk.export.sources import NotAcceptedError, select_all
 from duet_sdk.export.spec import ExportSpec
-
-from conftest import save_codec, save_encoder, tiny_upstream, write_spec
 
 
 @pytest.fixture()

@@ -4,11 +4,11 @@ features) equals the fused encoder bitwise in eager PyTorch, for any int64 IDs, 
 import numpy as np
 import pytest
 import torch
+from export_fixtures import CODEBOOK, LEVELS, tiny_upstream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from conftest import CODEBOOK, LEVELS, tiny_upstream
 from duet_sdk.export.extract import extract_encoder
 from duet_sdk.export.prep import compose, split_encoder
 from duet_sdk.side import SideCodec, SideConfig

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from export_fixtures import SCHEMA, write_spec
 
 from duet_sdk.checkpoint import save_checkpoint
 from duet_sdk.data import schema as keys
@@ -12,11 +13,14 @@ from duet_sdk.export.extract import extract_ranker
 from duet_sdk.export.torch2onnx import graph_io, onnxruntime_runner
 from duet_sdk.export.torch2torchscript import torchscript_runner
 from duet_sdk.gate import CheckpointRegistry
-from duet_sdk.models.config import HashConfig, RankerConfig, TargetAttentionConfig, TaskSpec
+from duet_sdk.models.config import (
+    HashConfig,
+    RankerConfig,
+    TargetAttentionConfig,
+    TaskSpec,
+)
 from duet_sdk.models.ranker import Ranker
 from duet_sdk.training.ranker import ranker_checkpoint_config, registry_name
-
-from conftest import SCHEMA, write_spec
 
 onnx = pytest.importorskip("onnx")
 

@@ -13,11 +13,12 @@ pytestmark = pytest.mark.skipif(REASON is not None or not torch.cuda.is_availabl
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_of_the_split_encoder_matches_eager_within_tolerance(runs, tmp_path, precision):
+    from test_convert import _serving
+
     from duet_sdk.export.onnx2trt import TensorRTRunError, tensorrt_runner
     from duet_sdk.export.pipeline import export_all
     from duet_sdk.export.spec import ExportSpec, ShapeSpec
     from duet_sdk.export.verify import Case, sample_inputs
-    from test_convert import _serving
 
     spec = ExportSpec(checkpoints=runs, target="gpu", formats=("onnx", "tensorrt"), encoders=("click",), ranker="click",
                       precision=precision, shapes=ShapeSpec(opt_batch=4, max_batch=16, opt_candidates=4, max_candidates=16))

@@ -9,8 +9,15 @@ import pytest
 from duet_sdk.export import _compat
 from duet_sdk.export.manifest import ArtifactRecord
 from duet_sdk.export.signature import ModelSignature, TensorSpec
-from duet_sdk.export.toolchain import (TENSORRT_SERIES, TRITON_CONTAINER, PlanToolchainError, Toolchain, check_plan_toolchain,
-                                       current_toolchain, is_pinned)
+from duet_sdk.export.toolchain import (
+    TENSORRT_SERIES,
+    TRITON_CONTAINER,
+    PlanToolchainError,
+    Toolchain,
+    check_plan_toolchain,
+    current_toolchain,
+    is_pinned,
+)
 
 BUILT = {"tensorrt": "10.5.0.18", "cuda": "12.6", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 PLAN = {"path": "artifacts/ranker/tensorrt/model.plan", "format": "tensorrt", "toolchain": BUILT}
@@ -72,7 +79,11 @@ def test_engines_build_without_tf32_and_with_the_precision_flag(precision, flags
 
 
 def test_a_tensorrt_without_the_precision_flag_or_off_the_pinned_series_is_refused(monkeypatch, tmp_path):
-    from duet_sdk.export.onnx2trt import TensorRTBuildError, build_engine, configure_precision
+    from duet_sdk.export.onnx2trt import (
+        TensorRTBuildError,
+        build_engine,
+        configure_precision,
+    )
 
     no_fp16 = SimpleNamespace(__version__="11.0.0", BuilderFlag=SimpleNamespace(TF32="TF32"))
     with pytest.raises(TensorRTBuildError, match=f"no BuilderFlag.FP16.*TensorRT {TENSORRT_SERIES}"):

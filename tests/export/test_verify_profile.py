@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from export_fixtures import CODEBOOK, LEVELS, tiny_upstream
 
-from conftest import CODEBOOK, LEVELS, tiny_upstream
 from duet_sdk.errors import ConfigError
 from duet_sdk.export.extract import extract_encoder
 from duet_sdk.export.verify import Case, profile_cases, verify_artifact

@@ -27,7 +27,9 @@ def fake_embed(histories: list[UserHistory], version: str = "v1") -> list[Embedd
 def blocking_embed(marker_dir: Path):
     """An embed that announces itself, then waits for the release file (the test kills it first)."""
     def embed(histories: list[UserHistory]) -> list[Embedding]:
-        (marker_dir / "embedding").write_text(",".join(sorted(h.user_id for h in histories)))
+        tmp = marker_dir / "embedding.tmp"  # written, then renamed: the test never reads it half-written
+        tmp.write_text(",".join(sorted(h.user_id for h in histories)))
+        tmp.rename(marker_dir / "embedding")
         while not (marker_dir / "release").exists():
             time.sleep(0.01)
         return fake_embed(histories)
