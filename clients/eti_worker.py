@@ -14,8 +14,15 @@ import argparse
 import json
 import threading
 
-from _common import (add_connection_flags, add_metrics_flag, apply_credentials, report_errors, serve_metrics,
-                     stop_on_signals, stores)
+from _common import (
+    add_connection_flags,
+    add_metrics_flag,
+    apply_credentials,
+    report_errors,
+    serve_metrics,
+    stop_on_signals,
+    stores,
+)
 
 from duet_sdk.client import DuetClient
 from duet_sdk.online import EtiCollector, EtiConfig, EtiWorker, RedisStreamQueue, RedisThrottle

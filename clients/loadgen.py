@@ -16,8 +16,14 @@ import sys
 import time
 
 import numpy as np
-from _common import (add_connection_flags, add_population_flags, apply_credentials, population, report_errors,
-                     stop_on_signals)
+from _common import (
+    add_connection_flags,
+    add_population_flags,
+    apply_credentials,
+    population,
+    report_errors,
+    stop_on_signals,
+)
 
 from duet_sdk.online import RedisHistory, RedisStreamQueue
 from duet_sdk.online._redis import connect

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,7 @@ def _check_metrics(metrics: dict) -> dict:
 def _check_lineage(lineage: dict) -> dict:
     """Validate lineage; ``created_at`` defaults to now (UTC)."""
     _require_mapping(lineage, "lineage")
-    lineage = {"created_at": datetime.now(timezone.utc).isoformat(), **lineage}
+    lineage = {"created_at": datetime.now(UTC).isoformat(), **lineage}
     if not isinstance(lineage.get("predecessor", 0), (str, type(None))):
         raise ConfigError("lineage.predecessor", "a digest str or None", lineage.get("predecessor", "<missing>"))
     _require_mapping(lineage.get("data"), "lineage.data")

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from duet_sdk import serialization
@@ -206,5 +206,5 @@ def _decision(
         val_ne=candidate.primary_ne if candidate and "val_ne" in candidate.metrics else None,
         baseline_digest=baseline.digest if baseline else None,
         baseline_ne=baseline.primary_ne if baseline else None,
-        decided_at=datetime.now(timezone.utc).isoformat(),
+        decided_at=datetime.now(UTC).isoformat(),
     )

@@ -17,7 +17,7 @@ import logging
 import resource
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
 
@@ -113,7 +113,7 @@ class LoadReport:
     def summary(self) -> str:
         lines = [self.read.summary(), f"{self.users_total} users ({self.users_eligible} with enough events to train on), {self.items_total} items"]
         if self.split_times:
-            t1, t2 = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") for t in self.split_times)
+            t1, t2 = (datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") for t in self.split_times)
             lines.append(f"global temporal split: train on events before {t1}, validate on labels in [{t1}, {t2}) UTC; "
                          f"{self.cold_users_not_validated} users without enough history before T1 not validated")
         else:

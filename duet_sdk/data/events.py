@@ -49,7 +49,7 @@ class StreamEvents:
         release(self.timestamps)  # a memory-mapped stream keeps no pages resident for this check
 
     @classmethod
-    def from_lists(cls, per_user: list[list[tuple[int, list[int]]]], num_fields: int) -> "StreamEvents":
+    def from_lists(cls, per_user: list[list[tuple[int, list[int]]]], num_fields: int) -> StreamEvents:
         """Build from ``per_user[u] = [(timestamp, id_row), ...]`` (sorted here, stable)."""
         counts = [len(events) for events in per_user]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -143,7 +143,7 @@ class ExampleSet:
     def __len__(self) -> int:
         return len(self.user_index)
 
-    def subset(self, index: np.ndarray) -> "ExampleSet":
+    def subset(self, index: np.ndarray) -> ExampleSet:
         """The rows at ``index`` (same tasks and downsample rate)."""
         return ExampleSet(
             tasks=self.tasks,

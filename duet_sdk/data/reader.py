@@ -19,7 +19,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
 
@@ -81,7 +81,7 @@ class ReadReport:
         counts = ", ".join(f"{k}={v}" for k, v in self.behavior_counts.items())
         lines = [f"{self.path} ({self.file_format}): {self.rows_ok}/{self.rows_read} rows ok, {self.bad_count} bad; behaviours: {counts}"]
         if self.time_range:
-            lo, hi = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M") for t in self.time_range)
+            lo, hi = (datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M") for t in self.time_range)
             lines.append(f"  events from {lo} to {hi} UTC")
         if self.bad_count:
             lines.append("  bad rows by column: " + ", ".join(f"{c}={n}" for c, n in self.bad_by_column.most_common()))

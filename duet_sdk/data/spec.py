@@ -233,12 +233,12 @@ class EventLogSpec:
         )
 
     @classmethod
-    def from_dict(cls, doc: dict, base: Path | None = None) -> "EventLogSpec":
+    def from_dict(cls, doc: dict, base: Path | None = None) -> EventLogSpec:
         """Build from a parsed TOML document (layout in ``duet_sdk/data/specs/*.toml``)."""
         return _from_dict(doc, base)
 
     @classmethod
-    def from_toml(cls, path: str | PathLike) -> "EventLogSpec":
+    def from_toml(cls, path: str | PathLike) -> EventLogSpec:
         """Read a spec file; relative side-table paths are resolved against its directory."""
         path = Path(path)
         try:

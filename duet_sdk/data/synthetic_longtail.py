@@ -28,7 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from duet_sdk.data.events import EventDataset, EventTable, ExampleSet
-from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, concat_examples, downsample_negatives, ranker_examples, synthetic_conv_examples
+from duet_sdk.data.routing import (
+    CLICK_TASKS,
+    CONV_TASKS,
+    concat_examples,
+    downsample_negatives,
+    ranker_examples,
+    synthetic_conv_examples,
+)
 from duet_sdk.data.schema import EventSchema, StreamSpec
 from duet_sdk.data.synthetic import (
     ACTIONS,

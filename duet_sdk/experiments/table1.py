@@ -24,7 +24,14 @@ from duet_sdk.gate import GatePolicy
 from duet_sdk.metrics import relative_ne_gain
 from duet_sdk.models.ranker import codes_key, embedding_key
 from duet_sdk.side import SideConfig
-from duet_sdk.training.datasets import SYNTHETIC_DATASETS, LoadedData, event_log_data, event_spec, longtail_data, synthetic_data
+from duet_sdk.training.datasets import (
+    SYNTHETIC_DATASETS,
+    LoadedData,
+    event_log_data,
+    event_spec,
+    longtail_data,
+    synthetic_data,
+)
 from duet_sdk.training.features import prepare_upstream, row_features
 from duet_sdk.training.presets import DEFAULT_EPOCHS, EVENT_LOG_EPOCHS
 from duet_sdk.training.ranker import train_ranker

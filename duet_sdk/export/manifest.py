@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from duet_sdk.atomic_io import atomic_write_json
@@ -90,7 +90,7 @@ def write_manifest(out: Path, records: list[ArtifactRecord], extraction: dict, w
     replaced = {(a["model"], a["format"]) for a in new}
     artifacts = [a for a in previous.get("artifacts", []) if (a["model"], a["format"]) not in replaced] + new
     manifest = {
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "target": target,
         **({"toolchain": toolchain} if toolchain else {}),
         "artifacts": sorted(artifacts, key=lambda a: (a["model"], a["format"])),

@@ -14,7 +14,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from duet_sdk.errors import ConfigError, DuetError, StoreError
 
-
 PASSWORD_ENV, PASSWORD_FILE_ENV = "DUET_REDIS_PASSWORD", "DUET_REDIS_PASSWORD_FILE"
 _SCHEMES = ("redis://", "rediss://", "unix://")
 

@@ -39,8 +39,18 @@ from duet_sdk.export.manifest import MANIFEST, read_manifest, sha256_file
 from duet_sdk.export.toolchain import check_plans
 from duet_sdk.serving import releases
 from duet_sdk.serving.config import ServingPolicy, only_version, platform_config, runner_config, write_config
-from duet_sdk.serving.guard import FORMAT as GUARD, guard_config
-from duet_sdk.serving.wiring import RANKER, build_interface, client_records, ensembles, gpu_ensembles, guards, pad_sides, require_roles
+from duet_sdk.serving.guard import FORMAT as GUARD
+from duet_sdk.serving.guard import guard_config
+from duet_sdk.serving.wiring import (
+    RANKER,
+    build_interface,
+    client_records,
+    ensembles,
+    gpu_ensembles,
+    guards,
+    pad_sides,
+    require_roles,
+)
 
 log = logging.getLogger(__name__)
 RUNNER = Path(__file__).parent / "runner" / "model.py"

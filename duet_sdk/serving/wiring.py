@@ -10,7 +10,8 @@ from __future__ import annotations
 from duet_sdk import interface as api
 from duet_sdk.errors import ConfigError
 from duet_sdk.serving.config import Step, ensemble_config
-from duet_sdk.serving.guard import OUTPUT as CHECKED, guard_name, guard_record
+from duet_sdk.serving.guard import OUTPUT as CHECKED
+from duet_sdk.serving.guard import guard_name, guard_record
 
 RANKER = "ranker"
 # Histories are left-padded (most recent event last); candidates are padded at the end.

@@ -24,11 +24,19 @@ from duet_sdk.errors import DataError, DuetError
 from duet_sdk.gate import GateDecision
 from duet_sdk.models.config import EMBEDDING_INPUTS, RANKER_VARIANTS, TARGET_ATTENTION_VARIANTS, TargetAttentionConfig
 from duet_sdk.side import SideConfig
-from duet_sdk.training.datasets import EVENT_FORMATS, SYNTHETIC_DATASETS, LoadedData, event_log_data, event_spec, longtail_data, synthetic_data
+from duet_sdk.training.datasets import (
+    EVENT_FORMATS,
+    SYNTHETIC_DATASETS,
+    LoadedData,
+    event_log_data,
+    event_spec,
+    longtail_data,
+    synthetic_data,
+)
 from duet_sdk.training.features import prepare_upstream, row_features
 from duet_sdk.training.presets import DEFAULT_EPOCHS, EVENT_LOG_EPOCHS, PRESETS
-from duet_sdk.training.recipe_args import add_recipe_arguments, gate_policy_from_args, train_config_from_args
 from duet_sdk.training.ranker import train_ranker
+from duet_sdk.training.recipe_args import add_recipe_arguments, gate_policy_from_args, train_config_from_args
 from duet_sdk.training.trainer import TrainConfig, TrainResult
 from duet_sdk.training.upstream import registry_for, train_upstream
 

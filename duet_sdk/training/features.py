@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,6 @@ def prepare_upstream(
         "step": 0,
         "seed": config.seed,
     }
-    stamp = f"side-{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    stamp = f"side-{name}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     saved = save_side_codec(Path(out) / "side" / name, stamp, codec, metrics, lineage)
     return UpstreamFeatures(encoder_checkpoint, encoder, codec, saved)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,14 @@ from duet_sdk.data.routing import RANKER_TASKS
 from duet_sdk.data.schema import EventSchema
 from duet_sdk.errors import ConfigError
 from duet_sdk.gate import CheckpointRegistry, GateDecision, GatePolicy
-from duet_sdk.models.config import RANKER_VARIANTS, HashConfig, RankerConfig, TargetAttentionConfig, TaskSpec, UserEmbeddingInput
+from duet_sdk.models.config import (
+    RANKER_VARIANTS,
+    HashConfig,
+    RankerConfig,
+    TargetAttentionConfig,
+    TaskSpec,
+    UserEmbeddingInput,
+)
 from duet_sdk.models.ranker import Pointwise, Ranker
 from duet_sdk.training.features import UpstreamFeatures
 from duet_sdk.training.trainer import TrainConfig, TrainResult, train
@@ -161,6 +168,6 @@ def train_ranker(
         },
     }
     state = result.model.ranker.state_dict()
-    name = f"{registry.model}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    name = f"{registry.model}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     checkpoint = save_checkpoint(Path(out) / "ranker", name, state, ranker_checkpoint_config(config), metrics, lineage)
     return RankerOutcome(variant, checkpoint, registry.submit(checkpoint, policy), result)

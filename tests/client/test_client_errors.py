@@ -5,8 +5,15 @@ import pytest
 from tritonclient.grpc._utils import get_error_grpc
 from tritonclient.utils import InferenceServerException
 
-from duet_sdk.client.errors import (ClientError, DeadlineExceeded, InvalidArgument, InvalidRequest, ServerError,
-                                   Unavailable, from_triton)
+from duet_sdk.client.errors import (
+    ClientError,
+    DeadlineExceeded,
+    InvalidArgument,
+    InvalidRequest,
+    ServerError,
+    Unavailable,
+    from_triton,
+)
 from duet_sdk.errors import DuetError
 
 

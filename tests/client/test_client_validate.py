@@ -6,9 +6,9 @@ import pytest
 from client_fakes import INTERFACE, NOW, candidates, fresh_request, history, score_request
 
 from duet_sdk.client.errors import ClientError, InvalidRequest
-from duet_sdk.interface import Candidates, Event, FreshRequest
 from duet_sdk.client.validate import check_fresh_requests, check_histories, check_score_requests
 from duet_sdk.errors import DuetError
+from duet_sdk.interface import Candidates, Event, FreshRequest
 
 
 def _clicks(*events):

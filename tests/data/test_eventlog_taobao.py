@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from duet_sdk.data.batching import collate
+from duet_sdk.data.eventlog import EventLogOptions, load_event_log
 from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS
 from duet_sdk.data.schema import ids_key, len_key, ts_key
-from duet_sdk.data.eventlog import EventLogOptions, load_event_log
 from duet_sdk.data.spec import preset
 from duet_sdk.errors import ConfigError, DataError
 

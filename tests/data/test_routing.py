@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from duet_sdk.data.events import ExampleSet
-from duet_sdk.data.routing import CONV_TASKS, concat_examples, downsample_negatives, recalibrate, synthetic_conv_examples
+from duet_sdk.data.routing import (
+    CONV_TASKS,
+    concat_examples,
+    downsample_negatives,
+    recalibrate,
+    synthetic_conv_examples,
+)
 from duet_sdk.errors import DataError
 
 

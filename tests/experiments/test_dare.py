@@ -9,8 +9,8 @@ import pytest
 
 from duet_sdk.errors import ConfigError
 from duet_sdk.experiments.cli import main
-from duet_sdk.experiments.dare_cli import run_dare
 from duet_sdk.experiments.dare import DareConfig, ndcg_at_k
+from duet_sdk.experiments.dare_cli import run_dare
 
 TINY = DareConfig(seeds=(0, 1), arms=("off", "twin", "dare", "dare_d2"), num_users=120, history_len=64, top_k=8, d_repr=8, epochs=1)
 

@@ -47,7 +47,7 @@ CONFIGS = ["click", "conv", "click-pyramid", "conv-pyramid", "click-mla", "conv-
            "click-pyramid_tight", "click-both_streams"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encoder(name):
     torch.manual_seed(0)
     encoder = UserEncoder(_config(name)).eval()

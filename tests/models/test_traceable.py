@@ -49,7 +49,7 @@ def _config(name):
     return dataclasses.replace(cfg, streams=("click", "conv"))  # both streams: two independent sequence dims
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name):
     torch.manual_seed(0)
     encoder = UserEncoder(_config(name)).eval()

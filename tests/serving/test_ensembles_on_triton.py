@@ -81,7 +81,10 @@ def test_concurrent_requests_of_different_lengths_are_batched_together(triton, c
     outs, before, after = asyncio.run(send_all())
     shapes = {call.inputs["click_ids"].shape[1] for call in calls}
     assert len(shapes) == 4  # the requests really differ in length
-    stats = lambda s: (s.model_stats[0].inference_count, s.model_stats[0].execution_count)
+
+    def stats(s):
+        return s.model_stats[0].inference_count, s.model_stats[0].execution_count
+
     (inf0, exe0), (inf1, exe1) = stats(before), stats(after)
     assert inf1 - inf0 == len(users)
     assert exe1 - exe0 < len(users), "no two requests were batched together"

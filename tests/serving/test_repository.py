@@ -65,7 +65,10 @@ def test_ensembles_of_a_release_pin_its_components_and_the_aliases_copy_the_curr
         alias = read_config(cpu_repository / name / "config.pbtxt")
         assert alias.name == name and alias.ensemble_scheduling == config.ensemble_scheduling
         assert list(alias.version_policy.specific.versions) == [1] and (cpu_repository / name / "1").is_dir()
-    steps = lambda name: [s.model_name for s in configs[name].ensemble_scheduling.step]
+
+    def steps(name):
+        return [s.model_name for s in configs[name].ensemble_scheduling.step]
+
     assert steps(UPSTREAM) == [v1("duet_upstream_guard"), v1("click_encoder"), v1("conv_encoder")]
     assert steps(DOWNSTREAM) == [v1("ranker")]
     assert steps(FRESH) == [v1("duet_fresh_guard"), v1("click_encoder"), v1("conv_encoder"), v1("ranker")]

@@ -15,9 +15,9 @@ import pytest
 from request_samples import random_users
 
 from duet_sdk.client import DuetClient
-from duet_sdk.serving.reference import InProcessDuet
 from duet_sdk.interface import ENSEMBLES, FreshRequest, release_model
 from duet_sdk.serving.cli import publish_main
+from duet_sdk.serving.reference import InProcessDuet
 from duet_sdk.serving.repository import publish
 from duet_sdk.serving.server import TritonServer, TritonServerError, free_port
 

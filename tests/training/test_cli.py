@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from duet_sdk.checkpoint import load_checkpoint
-from duet_sdk.data.routing import recalibrate
 from duet_sdk.data.eventlog import EventLogOptions, load_event_log
+from duet_sdk.data.routing import recalibrate
 from duet_sdk.data.spec import preset
 from duet_sdk.gate import CheckpointRegistry
 from duet_sdk.metrics import normalized_entropy
