@@ -28,6 +28,7 @@ demo: $(SETUP) redis-server
 	$(PY) -m duet_sdk.demo --out $(DEMO_OUT)
 
 test: $(SETUP) redis-server
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # Performance against the machine's limit (benchmarks/README.md); QUICK=1 for a few-minute run.

@@ -37,7 +37,9 @@ class GatePolicy:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
             raise ConfigError("max_relative_regression", "a finite number >= 0", value)
         limit = self.max_primary_ne
-        if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit < math.inf):
+        if limit is not None and (
+            not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit < math.inf
+        ):
             raise ConfigError("max_primary_ne", "a finite number > 0, or None to turn the base-rate rule off", limit)
 
 

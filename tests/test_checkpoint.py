@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from duet_sdk import checkpoint as ckpt_mod
+from duet_sdk.atomic_io import atomic_write_json
 from duet_sdk.checkpoint import (
     CONTENT_FILES,
     DIGEST_FILE,
-    atomic_write_json,
     compute_digest,
     load_checkpoint,
     save_checkpoint,
@@ -67,7 +67,7 @@ def test_save_fills_created_at_when_missing(tmp_path):
 
 
 def test_save_is_atomic_when_a_write_fails_midway(tmp_path, monkeypatch):
-    real_write, calls = ckpt_mod._write_synced, []
+    real_write, calls = ckpt_mod.write_synced, []
 
     def failing_write(path, data):
         calls.append(path.name)
@@ -75,7 +75,7 @@ def test_save_is_atomic_when_a_write_fails_midway(tmp_path, monkeypatch):
             raise OSError("disk full")
         real_write(path, data)
 
-    monkeypatch.setattr(ckpt_mod, "_write_synced", failing_write)
+    monkeypatch.setattr(ckpt_mod, "write_synced", failing_write)
     with pytest.raises(OSError, match="disk full"):
         _save(tmp_path)
     assert len(calls) == 3

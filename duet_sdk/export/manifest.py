@@ -50,16 +50,35 @@ class ArtifactRecord:
     def to_dict(self) -> dict:
         io = self.signature.to_dict()
         return {
-            "model": self.model, "format": self.format, "path": self.path, "files": self.files, "sha256": self.sha256,
-            "inputs": io["inputs"], "outputs": io["outputs"], "dims": io["dims"], "precision": self.precision,
+            "model": self.model,
+            "format": self.format,
+            "path": self.path,
+            "files": self.files,
+            "sha256": self.sha256,
+            "inputs": io["inputs"],
+            "outputs": io["outputs"],
+            "dims": io["dims"],
+            "precision": self.precision,
             "max_abs_diff": max(self.max_abs_diff.values(), default=0.0),
             "max_rel_diff": max(self.max_rel_diff.values(), default=0.0),
-            "per_output": {n: {"max_abs_diff": self.max_abs_diff.get(n), "max_rel_diff": self.max_rel_diff.get(n),
-                               "near_ties": self.near_ties.get(n)} for n in self.signature.output_names},
-            "tolerance": {n: self.signature.tolerance(n, self.precision).to_dict() for n in self.signature.output_names},
-            "verified_rows": self.verified_rows, "bytes": self.bytes, "timings_s": self.timings_s,
-            "source_checkpoints": self.source_checkpoints, "warnings": self.warnings,
-            "role": self.role, **{k: getattr(self, k) for k in GPU_FIELDS if getattr(self, k) is not None},
+            "per_output": {
+                n: {
+                    "max_abs_diff": self.max_abs_diff.get(n),
+                    "max_rel_diff": self.max_rel_diff.get(n),
+                    "near_ties": self.near_ties.get(n),
+                }
+                for n in self.signature.output_names
+            },
+            "tolerance": {
+                n: self.signature.tolerance(n, self.precision).to_dict() for n in self.signature.output_names
+            },
+            "verified_rows": self.verified_rows,
+            "bytes": self.bytes,
+            "timings_s": self.timings_s,
+            "source_checkpoints": self.source_checkpoints,
+            "warnings": self.warnings,
+            "role": self.role,
+            **{k: getattr(self, k) for k in GPU_FIELDS if getattr(self, k) is not None},
         }
 
 
@@ -82,8 +101,14 @@ def manifest_target(manifest: dict) -> str | None:
     return manifest.get("target") or ("cpu" if manifest.get("artifacts") else None)
 
 
-def write_manifest(out: Path, records: list[ArtifactRecord], extraction: dict, warnings: list[str],
-                   target: str = "cpu", toolchain: dict | None = None) -> dict:
+def write_manifest(
+    out: Path,
+    records: list[ArtifactRecord],
+    extraction: dict,
+    warnings: list[str],
+    target: str = "cpu",
+    toolchain: dict | None = None,
+) -> dict:
     """Merge ``records`` into ``out/manifest.json`` (same model+format replaced) and write it atomically."""
     previous = read_manifest(out)
     new = [r.to_dict() for r in records]

@@ -73,7 +73,9 @@ def check_standalone(path: Path, serving: ServingModel, inputs: dict[str, torch.
                                f"{tmp}/out.safetensors", ",".join(names)],
                               capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
         if proc.returncode != 0:
-            raise StandaloneLoadError(f"{path}: torch.jit.load in a clean process failed: {proc.stderr.strip()[-2000:]}")
+            raise StandaloneLoadError(
+                f"{path}: torch.jit.load in a clean process failed: {proc.stderr.strip()[-2000:]}"
+            )
         got = load_file(f"{tmp}/out.safetensors")
     want = serving.eager(inputs)
     worst = 0.0

@@ -62,6 +62,8 @@ def train_upstream(
         "train_config": serialization.to_dict(train_config),
     }
     name = f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
-    checkpoint = save_checkpoint(Path(out) / kind, name, result.model.state_dict(), upstream_checkpoint_config(config), metrics, lineage)
+    checkpoint = save_checkpoint(
+        Path(out) / kind, name, result.model.state_dict(), upstream_checkpoint_config(config), metrics, lineage
+    )
     decision = registry.submit(checkpoint, policy)
     return TrainOutcome(checkpoint, decision, result)

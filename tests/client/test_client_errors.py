@@ -78,5 +78,7 @@ def test_a_model_being_unloaded_is_unavailable_and_retried(details):
 
 
 def test_an_unknown_model_stays_a_server_error():
-    error = from_triton(get_error_grpc(_RpcError(grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'x' is not found")), "x")
+    error = from_triton(
+        get_error_grpc(_RpcError(grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'x' is not found")), "x"
+    )
     assert type(error) is ServerError
