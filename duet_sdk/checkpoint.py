@@ -17,9 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.atomic_io import fsync_dir, to_json, write_synced
 from duet_sdk.errors import CheckpointError, ConfigError

@@ -12,7 +12,12 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.demo_serving import serve_and_check

@@ -15,8 +15,13 @@ import keyword
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-from torch import nn
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+    from torch import nn
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.data import schema as keys
 from duet_sdk.errors import ConfigError

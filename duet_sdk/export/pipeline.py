@@ -21,7 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.errors import CheckpointError, ConfigError
 from duet_sdk.export import _compat

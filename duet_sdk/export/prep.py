@@ -19,8 +19,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-from torch import nn
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+    from torch import nn
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.data import schema as keys
 from duet_sdk.errors import ConfigError

@@ -13,8 +13,13 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+    from safetensors.torch import load_file, save_file
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.errors import DuetError
 from duet_sdk.export.extract import ServingModel

@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import save_file
+
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+    from safetensors.torch import save_file
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.export.extract import EncoderServing, ServingModel

@@ -12,6 +12,7 @@ import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from duet_sdk._extras import require
 from duet_sdk.errors import ConfigError, DuetError, StoreError
 
 PASSWORD_ENV, PASSWORD_FILE_ENV = "DUET_REDIS_PASSWORD", "DUET_REDIS_PASSWORD_FILE"
@@ -57,10 +58,7 @@ def connect(client_or_url: Any, field: str, retries: int | None = None) -> Any:
     Blocking reads need ``socket_timeout`` None or longer than their block time, so a given client
     should not set a shorter one.
     """
-    try:
-        import redis
-    except ImportError as exc:
-        raise StoreError("the Redis backends need redis-py: pip install 'redis>=5'") from exc
+    redis = require("redis", "the Redis backends")
     if isinstance(client_or_url, str):
         if not client_or_url.startswith(_SCHEMES):
             raise ConfigError(

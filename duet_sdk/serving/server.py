@@ -18,6 +18,7 @@ never logged or printed here.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import os
 import secrets
@@ -42,6 +43,10 @@ GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # Triton's gRPC endp
 ADMIN_KEY_ENV, ADMIN_KEY_FILE_ENV = "DUET_TRITON_ADMIN_KEY", "DUET_TRITON_ADMIN_KEY_FILE"
 RESTRICTED = "model-repository,shared-memory,trace,logging"  # operator-only APIs
 _OPERATOR_CALLS = ("load_model", "unload_model", "get_model_repository_index")
+# nvidia-pytriton releases whose wheel layout find_tritonserver/prepare_backends rely on:
+# pytriton/tritonserver/{bin/tritonserver, backends/, python_backend_stubs/<python>/} and nvidia_pytriton.libs/.
+# Checked on 0.7.0 (tritonserver 2.51); keep in step with the [serve] extra in pyproject.toml.
+PYTRITON_SUPPORTED = ((0, 7), (0, 8))  # [lowest, first unsupported) as (major, minor)
 
 
 class TritonServerError(DuetError):
@@ -65,13 +70,31 @@ def find_tritonserver() -> Installation:
     try:
         import pytriton
     except ImportError as exc:
-        raise TritonServerError("tritonserver: not on PATH and nvidia-pytriton is not installed "
-                          "(pip install nvidia-pytriton, or use the NGC tritonserver container)") from exc
+        raise TritonServerError(
+            "tritonserver: not on PATH and nvidia-pytriton is not installed "
+            "(pip install 'duet_sdk[serve]', or use the NGC tritonserver container)"
+        ) from exc
+    check_pytriton_version(importlib.metadata.version("nvidia-pytriton"))
     root = Path(pytriton.__file__).parent / "tritonserver"
     binary = root / "bin" / "tritonserver"
     if not binary.is_file():
         raise TritonServerError(f"tritonserver: expected the binary at {binary}")
     return Installation(binary, root / "backends", Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs")
+
+
+def check_pytriton_version(version: str) -> None:
+    """TritonServerError unless ``version`` is one whose wheel layout this module knows (PYTRITON_SUPPORTED)."""
+    (lo, hi), parts = PYTRITON_SUPPORTED, version.split(".")
+    try:
+        found = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        found = None
+    if found is None or not lo <= found < hi:
+        raise TritonServerError(
+            f"tritonserver: nvidia-pytriton {version} is installed, but duet-serve knows the wheel layout of "
+            f"{lo[0]}.{lo[1]}.x only (>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}); pip install 'duet_sdk[serve]' "
+            "installs a supported one, or put a tritonserver binary on PATH"
+        )
 
 
 def prepare_backends(installation: Installation, directory: Path) -> Path:

@@ -71,7 +71,7 @@ def test_tensorrt_requested_without_tensorrt_names_the_extra(runs, tmp_path, cap
     from duet_sdk.export.pipeline import export_all
 
     spec = ExportSpec(checkpoints=runs, target="gpu", formats=("tensorrt",), encoders=("click",), ranker=None)
-    with pytest.raises(MissingDependencyError, match=r"pip install duet_sdk\[tensorrt\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'duet_sdk\[tensorrt\]'"):
         export_all(spec, tmp_path / "out")
     spec_file = write_spec(tmp_path / "s.toml", runs, target="gpu")
     assert main(["--spec", str(spec_file), "--out", str(tmp_path / "o"), "--formats", "tensorrt"]) == 2
