@@ -21,13 +21,14 @@ $(SETUP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[all,dev]"
 	touch $(SETUP)
 
 demo: $(SETUP) redis-server
 	$(PY) -m duet_sdk.demo --out $(DEMO_OUT)
 
 test: $(SETUP) redis-server
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # Performance against the machine's limit (benchmarks/README.md); QUICK=1 for a few-minute run.

@@ -61,7 +61,9 @@ def _attention(latent_dim: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="where bench.json, bench.md and plots go")
     p.add_argument("--quick", action="store_true", help="fewer shapes, batches and shorter windows (a few minutes)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for torch and ONNX Runtime")

@@ -56,7 +56,9 @@ def main() -> None:
     cases = {}
     for d_repr in args.d_repr:
         for divisor in args.divisors:
-            cfg = TargetAttentionConfig(variant="dare", max_len=args.history_len, top_k=args.top_k, d_repr=d_repr, d_att=d_repr // divisor)
+            cfg = TargetAttentionConfig(
+                variant="dare", max_len=args.history_len, top_k=args.top_k, d_repr=d_repr, d_att=d_repr // divisor
+            )
             module = TargetAttention(cfg).to(device).eval()
             with torch.no_grad():
                 embedded = module.embed_attention(history)
@@ -87,17 +89,29 @@ def main() -> None:
                     timings[key][stage].append(_time(fn, args.repeats))
 
     rows = []
-    print(f"L = {args.history_len}, N = {args.candidates} candidates, k = {args.top_k}, threads = {args.threads}, device = {device}; "
-          f"median over {args.rounds} rounds of {args.repeats} requests")
-    print(f"{'d_repr':>6} {'d_att':>5} {'search ms':>10} {'speed-up':>8} {'score+topk ms':>14} {'speed-up':>8} {'score ms':>9} {'speed-up':>8}")
+    print(
+        f"L = {args.history_len}, N = {args.candidates} candidates, k = {args.top_k}, threads = {args.threads}, "
+        f"device = {device}; "
+        f"median over {args.rounds} rounds of {args.repeats} requests"
+    )
+    print(
+        f"{'d_repr':>6} {'d_att':>5} {'search ms':>10} {'speed-up':>8} {'score+topk ms':>14} {'speed-up':>8} "
+        f"{'score ms':>9} {'speed-up':>8}"
+    )
     for (d_repr, d_att), stages in timings.items():
         med = {stage: statistics.median(values) * 1e3 for stage, values in stages.items()}
         full = {stage: statistics.median(values) * 1e3 for stage, values in timings[(d_repr, d_repr)].items()}
-        row = {"d_repr": d_repr, "d_att": d_att, **{f"{s}_ms": round(m, 4) for s, m in med.items()},
-               **{f"{s}_speedup": round(full[s] / m, 3) for s, m in med.items()}}
+        row = {
+            "d_repr": d_repr,
+            "d_att": d_att,
+            **{f"{s}_ms": round(m, 4) for s, m in med.items()},
+            **{f"{s}_speedup": round(full[s] / m, 3) for s, m in med.items()},
+        }
         rows.append(row)
-        print(f"{d_repr:>6} {d_att:>5} {med['search']:>10.3f} {row['search_speedup']:>7.2f}x {med['score+topk']:>14.3f} "
-              f"{row['score+topk_speedup']:>7.2f}x {med['score']:>9.3f} {row['score_speedup']:>7.2f}x")
+        print(
+            f"{d_repr:>6} {d_att:>5} {med['search']:>10.3f} {row['search_speedup']:>7.2f}x {med['score+topk']:>14.3f} "
+            f"{row['score+topk_speedup']:>7.2f}x {med['score']:>9.3f} {row['score_speedup']:>7.2f}x"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=2)

@@ -100,8 +100,15 @@ def quantize_int8(onnx_path: Path, out: Path) -> Path:
     weight MatMuls only; returns the quantized model's path."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(onnx_path), str(out), op_types_to_quantize=["MatMul"], nodes_to_quantize=weight_matmuls(onnx_path),
-                     weight_type=QuantType.QInt8, per_channel=True, use_external_data_format=True)
+    quantize_dynamic(
+        str(onnx_path),
+        str(out),
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=weight_matmuls(onnx_path),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        use_external_data_format=True,
+    )
     return out
 
 
@@ -109,17 +116,30 @@ def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
-def measure_encoder(kind: str, shape: Shape, batches: tuple[int, ...], threads: int, min_seconds: float,
-                    peak_gflops: float, workdir: Path, int8: bool = True, **overrides) -> list[dict]:
+def measure_encoder(
+    kind: str,
+    shape: Shape,
+    batches: tuple[int, ...],
+    threads: int,
+    min_seconds: float,
+    peak_gflops: float,
+    workdir: Path,
+    int8: bool = True,
+    **overrides,
+) -> list[dict]:
     """Rows ``{encoder, shape, runtime, batch, users_per_s, gflops, pct_peak, ...}`` for each runtime and batch."""
     serving = build(kind, shape, **overrides)
     flops = flops_per_user(serving)
     example = example_inputs(serving.signature)
     directory = Path(tempfile.mkdtemp(prefix=f"{kind}-{shape.name}-", dir=workdir))
     onnx_path = export_onnx(serving, example, directory / "model.onnx")
-    runners = {"eager": serving.eager,
-               "torchscript": torchscript_runner(export_torchscript(serving, example, directory / "model.pt"), serving.signature),
-               "ort": onnxruntime_runner(onnx_path, threads)}
+    runners = {
+        "eager": serving.eager,
+        "torchscript": torchscript_runner(
+            export_torchscript(serving, example, directory / "model.pt"), serving.signature
+        ),
+        "ort": onnxruntime_runner(onnx_path, threads),
+    }
     if int8:
         runners["ort_int8"] = onnxruntime_runner(quantize_int8(onnx_path, directory / "model.int8.onnx"), threads)
     torch.set_num_threads(threads)
@@ -131,12 +151,22 @@ def measure_encoder(kind: str, shape: Shape, batches: tuple[int, ...], threads: 
             seconds = time_call(lambda run=run: run(inputs), min_seconds)
             outputs = run(inputs)
             embedding = f"{kind}_embedding"
-            rows.append({
-                "encoder": kind, "shape": shape.name, "runtime": runtime, "batch": batch,
-                "flops_per_user": flops, "ms_per_call": seconds * 1e3, "users_per_s": batch / seconds,
-                "gflops": flops * batch / seconds / 1e9, "pct_peak": 100 * flops * batch / seconds / 1e9 / peak_gflops,
-                "max_abs_embedding": _max_abs(outputs[embedding], reference[embedding]),
-                "codes_equal": float((outputs[f"{kind}_codes"] == reference[f"{kind}_codes"]).all(1).float().mean()),
-                **{k: str(v) for k, v in overrides.items()},
-            })
+            rows.append(
+                {
+                    "encoder": kind,
+                    "shape": shape.name,
+                    "runtime": runtime,
+                    "batch": batch,
+                    "flops_per_user": flops,
+                    "ms_per_call": seconds * 1e3,
+                    "users_per_s": batch / seconds,
+                    "gflops": flops * batch / seconds / 1e9,
+                    "pct_peak": 100 * flops * batch / seconds / 1e9 / peak_gflops,
+                    "max_abs_embedding": _max_abs(outputs[embedding], reference[embedding]),
+                    "codes_equal": float(
+                        (outputs[f"{kind}_codes"] == reference[f"{kind}_codes"]).all(1).float().mean()
+                    ),
+                    **{k: str(v) for k, v in overrides.items()},
+                }
+            )
     return rows

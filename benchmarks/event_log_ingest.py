@@ -74,7 +74,9 @@ def generate(path: Path, rows: int, fmt: str, seed: int = 0) -> None:
             writer = writer or pq.ParquetWriter(path, table.schema)
             writer.write_table(table)
         else:
-            writer = writer or pa_csv.CSVWriter(path, table.schema, write_options=pa_csv.WriteOptions(include_header=False, quoting_style="none"))
+            writer = writer or pa_csv.CSVWriter(
+                path, table.schema, write_options=pa_csv.WriteOptions(include_header=False, quoting_style="none")
+            )
             writer.write_table(table)
     writer.close()
 
@@ -94,17 +96,30 @@ def ingest_child(path: str, spill: str, batches: int) -> None:
         seen += len(batch["labels"])
         if i + 1 >= batches:
             break
-    print(json.dumps({
-        "rows": ds.report.read.rows_read, "load_s": load_s, "batch_s": time.perf_counter() - start, "batch_rows": seen,
-        "users": ds.report.users_total, "items": ds.report.items_total, "sets": ds.report.rows,
-        "spill_bytes": sum(p.stat().st_size for p in Path(ds.spill_path).glob("*.bin")),
-    }))
+    print(
+        json.dumps(
+            {
+                "rows": ds.report.read.rows_read,
+                "load_s": load_s,
+                "batch_s": time.perf_counter() - start,
+                "batch_rows": seen,
+                "users": ds.report.users_total,
+                "items": ds.report.items_total,
+                "sets": ds.report.rows,
+                "spill_bytes": sum(p.stat().st_size for p in Path(ds.spill_path).glob("*.bin")),
+            }
+        )
+    )
 
 
 def run_one(path: Path, spill: Path, batches: int) -> dict:
     """Load ``path`` in a child process; its figures plus peak RSS (GiB) from ``os.wait4``."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    child = subprocess.Popen([sys.executable, __file__, "--child", str(path), "--spill", str(spill), "--batches", str(batches)], stdout=subprocess.PIPE, env=env)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--child", str(path), "--spill", str(spill), "--batches", str(batches)],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
     out = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -136,7 +151,12 @@ def main() -> None:
             generate(path, rows, fmt)
             gen_s = time.perf_counter() - start
             spill = args.work / f"spill_{rows}_{fmt}"
-            figures = {"format": fmt, "file_gib": path.stat().st_size / 2**30, "generate_s": gen_s, **run_one(path, spill, args.batches)}
+            figures = {
+                "format": fmt,
+                "file_gib": path.stat().st_size / 2**30,
+                "generate_s": gen_s,
+                **run_one(path, spill, args.batches),
+            }
             figures["rows_per_s"] = figures["rows"] / figures["load_s"]
             results.append(figures)
             print(json.dumps(figures), flush=True)
@@ -146,7 +166,10 @@ def main() -> None:
     print("\n| rows | format | file GiB | load s | rows/s | peak RSS GiB | spilled GiB | 50 batches s |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
-        print(f"| {r['rows']:,} | {r['format']} | {r['file_gib']:.2f} | {r['load_s']:.1f} | {r['rows_per_s']:,.0f} | {r['peak_rss_gib']:.2f} | {r['spill_bytes'] / 2**30:.2f} | {r['batch_s']:.2f} |")
+        print(
+            f"| {r['rows']:,} | {r['format']} | {r['file_gib']:.2f} | {r['load_s']:.1f} | {r['rows_per_s']:,.0f} | "
+            f"{r['peak_rss_gib']:.2f} | {r['spill_bytes'] / 2**30:.2f} | {r['batch_s']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

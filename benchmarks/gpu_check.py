@@ -110,7 +110,9 @@ def script_runner(script, signature, device: str, half: bool):
     def run(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             outputs = script(*(_cast(inputs[n], device, half) for n in signature.input_names))
-        return {n: o.float().cpu() if o.is_floating_point() else o.cpu() for n, o in zip(signature.output_names, outputs)}
+        return {
+            n: o.float().cpu() if o.is_floating_point() else o.cpu() for n, o in zip(signature.output_names, outputs)
+        }
 
     return run
 
@@ -119,14 +121,24 @@ def check(results: dict, name: str, reference: ServingModel, runner, precision: 
     """Verify ``runner`` against CPU eager ``reference``; record figures or the failure under ``name``."""
     started = time.perf_counter()
     try:
-        result = verify_artifact(reference, runner, precision, cases, failures_dir=Path(tempfile.gettempdir()), tag=name)
+        result = verify_artifact(
+            reference, runner, precision, cases, failures_dir=Path(tempfile.gettempdir()), tag=name
+        )
     except (VerificationError, RuntimeError) as exc:
         results["checks"][name] = {"status": "failed", "precision": precision, "error": str(exc)[:2000]}
         log.error("%s: FAILED: %s", name, exc)
         return
-    results["checks"][name] = {"status": "passed", "precision": precision, "max_abs_diff": result.max_abs_diff,
-                               "near_ties": result.near_ties, "rows": result.rows, "seconds": round(time.perf_counter() - started, 2)}
-    log.info("%s: passed (%s, max abs diff %s)", name, precision, {k: f"{v:.2g}" for k, v in result.max_abs_diff.items()})
+    results["checks"][name] = {
+        "status": "passed",
+        "precision": precision,
+        "max_abs_diff": result.max_abs_diff,
+        "near_ties": result.near_ties,
+        "rows": result.rows,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    log.info(
+        "%s: passed (%s, max abs diff %s)", name, precision, {k: f"{v:.2g}" for k, v in result.max_abs_diff.items()}
+    )
 
 
 def skip(results: dict, name: str, reason: str) -> None:
@@ -170,14 +182,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--iters", type=int, default=50, help="timed iterations per throughput point")
     p.add_argument("--out", type=Path, help="write the JSON result here")
-    p.add_argument("--device", help="run the device parts here (default: cuda where available; 'cpu' exercises "
-                   "them on the CPU, fp16 included, to test this script)")
+    p.add_argument(
+        "--device",
+        help="run the device parts here (default: cuda where available; 'cpu' exercises "
+        "them on the CPU, fp16 included, to test this script)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[gpu_check] %(message)s")
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
-    results: dict = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": device,
-                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "checks": {}, "throughput": {}}
-    models = checkpoint_models(args.runs, args.max_batch) if args.runs else random_models(args.preset, tuple(args.max_len), args.max_batch)
+    results: dict = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "checks": {},
+        "throughput": {},
+    }
+    models = (
+        checkpoint_models(args.runs, args.max_batch)
+        if args.runs
+        else random_models(args.preset, tuple(args.max_len), args.max_batch)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for name, fused in models.items():
@@ -206,18 +231,45 @@ def check_model(results: dict, name: str, fused: ServingModel, device: str | Non
         if device is None:
             skip(results, "ranker/torchscript-cuda", NO_CUDA)
         for precision in ("fp32", "fp16") if device else ():
-            check(results, f"ranker/torchscript-{device}-{precision}", fused, on(fused, device, precision == "fp16"), precision, cases)
+            check(
+                results,
+                f"ranker/torchscript-{device}-{precision}",
+                fused,
+                on(fused, device, precision == "fp16"),
+                precision,
+                cases,
+            )
         return
     prep, engine = split_encoder(fused)
-    check(results, f"{prep.name}/torchscript-cpu-fp32", prep, on(prep, "cpu", False), "fp32", profile_cases(prep.signature))
+    check(
+        results,
+        f"{prep.name}/torchscript-cpu-fp32",
+        prep,
+        on(prep, "cpu", False),
+        "fp32",
+        profile_cases(prep.signature),
+    )
     if device is None:
-        for what in ("torchscript-cuda-fp32", "cpu-traced-on-cuda", "prep-torchscript-cuda", "engine-cuda-fp32",
-                     "engine-cuda-fp16", "tensorrt"):
+        for what in (
+            "torchscript-cuda-fp32",
+            "cpu-traced-on-cuda",
+            "prep-torchscript-cuda",
+            "engine-cuda-fp32",
+            "engine-cuda-fp16",
+            "tensorrt",
+        ):
             skip(results, f"{name}/{what}", NO_CUDA)
         return
     check(results, f"{name}/torchscript-{device}-fp32", fused, on(fused, device, False), "fp32", cases)
     cpu_traced = torch.jit.load(str(directory / _filename(fused, "cpu", False)), map_location=device)
-    check(results, f"{name}/cpu-traced-on-{device}", fused, script_runner(cpu_traced, fused.signature, device, False), "fp32", cases)
+    check(
+        results,
+        f"{name}/cpu-traced-on-{device}",
+        fused,
+        script_runner(cpu_traced, fused.signature, device, False),
+        "fp32",
+        cases,
+    )
     prep_run = on(prep, device, False)
     check(results, f"{prep.name}/torchscript-{device}", prep, prep_run, "fp32", profile_cases(prep.signature))
     engines = {}
@@ -225,7 +277,14 @@ def check_model(results: dict, name: str, fused: ServingModel, device: str | Non
         half = precision == "fp16"
         engines[precision] = traced(engine, device, half, directory)
         engine_run = script_runner(engines[precision], engine.signature, device, half)
-        check(results, f"{name}/engine-{device}-{precision}", fused, compose(prep_run, engine_run, engine.signature), precision, cases)
+        check(
+            results,
+            f"{name}/engine-{device}-{precision}",
+            fused,
+            compose(prep_run, engine_run, engine.signature),
+            precision,
+            cases,
+        )
     tensorrt_checks(results, name, fused, engine, prep_run, directory, cases)
     results["throughput"][name] = encoder_throughput(fused, prep, engine, engines, directory, device, iters)
 
@@ -252,8 +311,14 @@ def tensorrt_checks(results, name, fused, engine, prep_run, directory, cases) ->
         except Exception as exc:  # a failed build is a finding, reported with the others
             results["checks"][f"{name}/tensorrt-{precision}"] = {"status": "failed", "error": str(exc)[:2000]}
             continue
-        check(results, f"{name}/tensorrt-{precision}", fused, compose(prep_run, tensorrt_runner(plan, engine.signature), engine.signature),
-              precision, cases)
+        check(
+            results,
+            f"{name}/tensorrt-{precision}",
+            fused,
+            compose(prep_run, tensorrt_runner(plan, engine.signature), engine.signature),
+            precision,
+            cases,
+        )
 
 
 def encoder_throughput(fused, prep, engine, engines, directory, device, iters) -> list[dict]:
@@ -273,8 +338,12 @@ def encoder_throughput(fused, prep, engine, engines, directory, device, iters) -
             def chain(inputs, prep_run=prep_run, engine_run=engine_run, half=half):
                 prepared = dict(zip(prep.signature.output_names, prep_run(inputs)))
                 prepared["static_dense"] = inputs["static_dense_float"]
-                return engine_run({n: prepared[n].half() if half and prepared[n].is_floating_point() else prepared[n]
-                                   for n in engine.signature.input_names})
+                return engine_run(
+                    {
+                        n: prepared[n].half() if half and prepared[n].is_floating_point() else prepared[n]
+                        for n in engine.signature.input_names
+                    }
+                )
 
             inputs = prep_inputs(raw) | {"static_dense_float": raw["static_dense"].to(device)}
             row[f"prep+engine_{precision}"] = throughput(chain, inputs, batch, device, iters)
@@ -289,7 +358,9 @@ def ranker_throughput(ranker, directory, device, iters) -> list[dict]:
         raw = sample_inputs(ranker.signature, Case(batch, "opt", "mixed"), seed=batch)
         row = {}
         for precision in ("fp32", "fp16"):
-            script = torch.jit.load(str(directory / _filename(ranker, device, precision == "fp16")), map_location=device)
+            script = torch.jit.load(
+                str(directory / _filename(ranker, device, precision == "fp16")), map_location=device
+            )
             run, prepare = device_runner(script, ranker.signature, device, precision == "fp16")
             row[precision] = throughput(run, prepare(raw), batch, device, iters)
         rows.append(row)

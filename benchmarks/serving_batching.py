@@ -77,15 +77,26 @@ def main() -> None:
     dataset = synthetic_data(SyntheticConfig(seed=args.seed)).dataset
     histories = [h for h, _ in ranker_requests(dataset, args.requests, 1)]
     lengths = {s: [len(h.streams[s]) for h in histories] for s in histories[0].streams}
-    print(f"{len(histories)} users; history lengths " + ", ".join(f"{s} {min(v)}..{max(v)}" for s, v in lengths.items()))
-    rows = [measure(args.export, ServingPolicy(batching=b), histories, args.concurrency)
-            for _ in range(args.repeats) for b in (True, False)]
+    print(
+        f"{len(histories)} users; history lengths " + ", ".join(f"{s} {min(v)}..{max(v)}" for s, v in lengths.items())
+    )
+    rows = [
+        measure(args.export, ServingPolicy(batching=b), histories, args.concurrency)
+        for _ in range(args.repeats)
+        for b in (True, False)
+    ]
     print(f"\n{'dynamic batching':<17} {'users/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'mean batch':>11}")
     for r in rows:
-        print(f"{'on' if r['batching'] else 'off':<17} {r['users_per_s']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['mean_batch']:>11.2f}")
+        print(
+            f"{'on' if r['batching'] else 'off':<17} {r['users_per_s']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
+            f"{r['mean_batch']:>11.2f}"
+        )
     ratios = [on["users_per_s"] / off["users_per_s"] for on, off in zip(rows[::2], rows[1::2])]
-    print(f"\nthroughput ratio on/off per repeat: {', '.join(f'{r:.2f}x' for r in ratios)}; median {np.median(ratios):.2f}x "
-          f"(concurrency {args.concurrency}, {len(histories)} single-user requests)")
+    print(
+        f"\nthroughput ratio on/off per repeat: {', '.join(f'{r:.2f}x' for r in ratios)}; median "
+        f"{np.median(ratios):.2f}x "
+        f"(concurrency {args.concurrency}, {len(histories)} single-user requests)"
+    )
     if args.json:
         args.json.write_text(json.dumps({"concurrency": args.concurrency, "rows": rows, "ratios": ratios}, indent=2))
 

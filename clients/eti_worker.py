@@ -14,8 +14,15 @@ import argparse
 import json
 import threading
 
-from _common import (add_connection_flags, add_metrics_flag, apply_credentials, report_errors, serve_metrics,
-                     stop_on_signals, stores)
+from _common import (
+    add_connection_flags,
+    add_metrics_flag,
+    apply_credentials,
+    report_errors,
+    serve_metrics,
+    stop_on_signals,
+    stores,
+)
 
 from duet_sdk.client import DuetClient
 from duet_sdk.online import EtiCollector, EtiConfig, EtiWorker, RedisStreamQueue, RedisThrottle
@@ -47,13 +54,25 @@ def run(args: argparse.Namespace) -> int:
     with DuetClient(args.triton, timeout_s=10.0) as client:
         interface = client.connect()
         history, store = stores(args, {s: info.max_len for s, info in interface.streams.items()})
-        worker = EtiWorker(RedisStreamQueue(args.redis, consumer=args.consumer), RedisThrottle(args.redis, args.window_s),
-                           history, store, client.embed,
-                           EtiConfig(max_batch=args.max_batch, max_wait_s=args.max_wait_s, reclaim_idle_s=args.reclaim_idle_s,
-                                     max_deliveries=args.max_deliveries))
+        worker = EtiWorker(
+            RedisStreamQueue(args.redis, consumer=args.consumer),
+            RedisThrottle(args.redis, args.window_s),
+            history,
+            store,
+            client.embed,
+            EtiConfig(
+                max_batch=args.max_batch,
+                max_wait_s=args.max_wait_s,
+                reclaim_idle_s=args.reclaim_idle_s,
+                max_deliveries=args.max_deliveries,
+            ),
+        )
         serve_metrics(args.metrics_port, EtiCollector(worker))
-        print(f"eti_worker {args.consumer}: model version {interface.version}, Triton {args.triton}, "
-              f"Redis {redact(args.redis)}", flush=True)
+        print(
+            f"eti_worker {args.consumer}: model version {interface.version}, Triton {args.triton}, "
+            f"Redis {redact(args.redis)}",
+            flush=True,
+        )
         if args.duration:
             timer = threading.Timer(args.duration, stop.set)
             timer.daemon = True

@@ -16,8 +16,14 @@ import sys
 import time
 
 import numpy as np
-from _common import (add_connection_flags, add_population_flags, apply_credentials, population, report_errors,
-                     stop_on_signals)
+from _common import (
+    add_connection_flags,
+    add_population_flags,
+    apply_credentials,
+    population,
+    report_errors,
+    stop_on_signals,
+)
 
 from duet_sdk.online import RedisHistory, RedisStreamQueue
 from duet_sdk.online._redis import connect
@@ -35,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retries", type=int, default=8, help="reconnect attempts per Redis call (backoff 0.05 s .. 2 s)")
     args = p.parse_args(argv)
     apply_credentials(args)
-    for bad, message in ((args.rate < 0, f"--rate: expected >= 0, got {args.rate}"),
-                         (not 0 < args.live_fraction < 1, f"--live-fraction: expected in (0, 1), got {args.live_fraction}"),
-                         (args.retries < 0, f"--retries: expected >= 0, got {args.retries}"),
-                         (args.users < 1, f"--users: expected >= 1, got {args.users}"),
-                         (args.events < 0, f"--events: expected >= 0, got {args.events}")):
+    for bad, message in (
+        (args.rate < 0, f"--rate: expected >= 0, got {args.rate}"),
+        (not 0 < args.live_fraction < 1, f"--live-fraction: expected in (0, 1), got {args.live_fraction}"),
+        (args.retries < 0, f"--retries: expected >= 0, got {args.retries}"),
+        (args.users < 1, f"--users: expected >= 1, got {args.users}"),
+        (args.events < 0, f"--events: expected >= 0, got {args.events}"),
+    ):
         if bad:
             print(f"loadgen: error: {message}", file=sys.stderr)
             return 2
@@ -60,17 +68,25 @@ def run(args: argparse.Namespace) -> int:
     if args.events:
         events = events[: args.events]
     qualifying = tuple(s for s in args.qualifying.split(",") if s)
-    print(f"loadgen: preloaded {len(users)} users; replaying {len(events)} events at {args.rate or 'max'}/s", flush=True)
+    print(
+        f"loadgen: preloaded {len(users)} users; replaying {len(events)} events at {args.rate or 'max'}/s", flush=True
+    )
     stop, stats, last = stop_on_signals(), None, time.monotonic()
     for stats in replay(table, events, history, queue, args.rate, qualifying):
         if stop.is_set():
             break
         if time.monotonic() - last >= 5:
-            print(f"loadgen: {stats.events} events, {stats.triggers} triggers, {stats.events / stats.seconds:.1f} events/s", flush=True)
+            print(
+                f"loadgen: {stats.events} events, {stats.triggers} triggers, {stats.events / stats.seconds:.1f} "
+                "events/s",
+                flush=True,
+            )
             last = time.monotonic()
     if stats:
-        print(f"loadgen: done: {stats.events} events, {stats.triggers} triggers in {stats.seconds:.1f}s "
-              f"({stats.events / max(stats.seconds, 1e-9):.1f} events/s)")
+        print(
+            f"loadgen: done: {stats.events} events, {stats.triggers} triggers in {stats.seconds:.1f}s "
+            f"({stats.events / max(stats.seconds, 1e-9):.1f} events/s)"
+        )
     return 0
 
 

@@ -12,8 +12,16 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import (add_connection_flags, add_metrics_flag, add_population_flags, apply_credentials, population,
-                     report_errors, serve_metrics, stores)
+from _common import (
+    add_connection_flags,
+    add_metrics_flag,
+    add_population_flags,
+    apply_credentials,
+    population,
+    report_errors,
+    serve_metrics,
+    stores,
+)
 
 from duet_sdk.client import DuetClient
 from duet_sdk.online.replay import ranker_requests

@@ -13,13 +13,18 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.atomic_io import fsync_dir, to_json, write_synced
 from duet_sdk.errors import CheckpointError, ConfigError
@@ -214,7 +219,7 @@ def _check_metrics(metrics: dict) -> dict:
 def _check_lineage(lineage: dict) -> dict:
     """Validate lineage; ``created_at`` defaults to now (UTC)."""
     _require_mapping(lineage, "lineage")
-    lineage = {"created_at": datetime.now(timezone.utc).isoformat(), **lineage}
+    lineage = {"created_at": datetime.now(UTC).isoformat(), **lineage}
     if not isinstance(lineage.get("predecessor", 0), (str, type(None))):
         raise ConfigError("lineage.predecessor", "a digest str or None", lineage.get("predecessor", "<missing>"))
     _require_mapping(lineage.get("data"), "lineage.data")

@@ -12,7 +12,12 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.demo_serving import serve_and_check
@@ -45,16 +50,30 @@ def main(argv: list[str] | None = None) -> int:
     rows, encoders = [], {}
     for kind, label in ENCODERS.items():
         print(f"training {label} ...")
-        encoders[kind] = train_upstream(kind, data, args.out, "demo", TrainConfig(epochs=DEFAULT_EPOCHS[kind], seed=args.seed))
+        encoders[kind] = train_upstream(
+            kind, data, args.out, "demo", TrainConfig(epochs=DEFAULT_EPOCHS[kind], seed=args.seed)
+        )
         rows.append((label, encoders[kind]))
     encoder_seconds = time.perf_counter() - start
     print("training SIDE codecs and the DUET ranker ...")
     train_rows, val_rows = ds.ranker_train, ds.ranker_val
     side = SideConfig(seed=args.seed)
-    upstream = {k: prepare_upstream(k, o.checkpoint, ds.table, train_rows, val_rows, args.out, side) for k, o in encoders.items()}
+    upstream = {
+        k: prepare_upstream(k, o.checkpoint, ds.table, train_rows, val_rows, args.out, side)
+        for k, o in encoders.items()
+    }
     features = (row_features(upstream, ds.table, train_rows), row_features(upstream, ds.table, val_rows))
-    ranker = train_ranker("duet", ds.table, train_rows, val_rows, features, upstream, args.out, data.description,
-                          TrainConfig(epochs=DEFAULT_EPOCHS["ranker"], seed=args.seed))
+    ranker = train_ranker(
+        "duet",
+        ds.table,
+        train_rows,
+        val_rows,
+        features,
+        upstream,
+        args.out,
+        data.description,
+        TrainConfig(epochs=DEFAULT_EPOCHS["ranker"], seed=args.seed),
+    )
     rows.append(("DUET ranker (SIDE codes)", ranker))
     print(f"exporting ({args.spec}) ...")
     spec = ExportSpec.from_toml(args.spec).with_overrides(checkpoints=args.out)
@@ -68,10 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<26} {ckpt.primary_task:<24} {ckpt.primary_ne:>7.4f} {outcome.result.seconds:>8.1f}  {verdict}")
     for name, upstream_features in upstream.items():
         m = upstream_features.codec_checkpoint.metrics
-        print(f"SIDE {name}: {m['compression_ratio_vs_fp16']:.0f}x vs FP16, relative MSE {m['relative_mse']:.5f}, mean cosine {m['mean_cosine']:.5f}")
+        print(
+            f"SIDE {name}: {m['compression_ratio_vs_fp16']:.0f}x vs FP16, relative MSE {m['relative_mse']:.5f}, mean "
+            f"cosine {m['mean_cosine']:.5f}"
+        )
     print(f"\n{'artifact':<36} {'max abs diff':>13} {'tolerance':>10}")
     for artifact in manifest["artifacts"]:
-        print(f"{artifact['model'] + ' ' + artifact['format']:<36} {artifact['max_abs_diff']:>13.2e} {artifact['tolerance']!s:>10}")
+        print(
+            f"{artifact['model'] + ' ' + artifact['format']:<36} {artifact['max_abs_diff']:>13.2e} "
+            f"{artifact['tolerance']!s:>10}"
+        )
     print(f"\nmanifest: {export_dir / 'manifest.json'}")
     accepted = all(outcome.decision.accepted for _, outcome in rows)
     served = serve_and_check(args.out, export_dir, args.repository, ds)  # the gate's accepted checkpoints

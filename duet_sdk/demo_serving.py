@@ -43,7 +43,8 @@ class Parity:
     def line(self) -> str:
         codes = "" if self.codes_equal is None else f"{self.codes_equal}/{self.code_rows} codes equal"
         verdict = "ok" if self.ok else "MISMATCH"
-        return f"{self.ensemble:<16} {self.rows:>5} {self.max_abs_diff:>13.2e} {self.tolerance:>10.0e}  {codes:<20} {verdict}"
+        diff = f"{self.max_abs_diff:>13.2e} {self.tolerance:>10.0e}"
+        return f"{self.ensemble:<16} {self.rows:>5} {diff}  {codes:<20} {verdict}"
 
 
 def _check_ensembles(client: DuetClient, reference: InProcessDuet, requests) -> list[Parity]:
@@ -51,24 +52,46 @@ def _check_ensembles(client: DuetClient, reference: InProcessDuet, requests) -> 
     histories = [h for h, _ in requests]
     embedded = client.embed(histories)
     want = [reference.embed(h) for h in histories]
-    up = Parity("duet_upstream", len(histories), max(float(np.abs(np.array(e.vectors[n]) - w[f"{n}_embedding"]).max())
-                                                     for e, w in zip(embedded, want) for n in names),
-                TOLERANCE["embedding"], sum(all(e.codes[n] == tuple(w[f"{n}_codes"].tolist()) for n in names)
-                                            for e, w in zip(embedded, want)), len(histories))
-    scored = client.score([ScoreRequest(h.user_id, h.static_sparse, h.static_dense, e.codes, c)
-                           for (h, c), e in zip(requests, embedded)])
-    down = Parity("duet_downstream", sum(len(c) for _, c in requests),
-                  max(float(np.abs(np.array(s.scores) - reference.score(h.static_sparse, h.static_dense, e.codes, c)).max())
-                      for s, (h, c), e in zip(scored, requests, embedded)), TOLERANCE["probability"])
+    up = Parity(
+        "duet_upstream",
+        len(histories),
+        max(
+            float(np.abs(np.array(e.vectors[n]) - w[f"{n}_embedding"]).max())
+            for e, w in zip(embedded, want)
+            for n in names
+        ),
+        TOLERANCE["embedding"],
+        sum(all(e.codes[n] == tuple(w[f"{n}_codes"].tolist()) for n in names) for e, w in zip(embedded, want)),
+        len(histories),
+    )
+    scored = client.score(
+        [ScoreRequest(h.user_id, h.static_sparse, h.static_dense, e.codes, c) for (h, c), e in zip(requests, embedded)]
+    )
+    down = Parity(
+        "duet_downstream",
+        sum(len(c) for _, c in requests),
+        max(
+            float(np.abs(np.array(s.scores) - reference.score(h.static_sparse, h.static_dense, e.codes, c)).max())
+            for s, (h, c), e in zip(scored, requests, embedded)
+        ),
+        TOLERANCE["probability"],
+    )
     fresh = client.score_fresh([FreshRequest(h, c) for h, c in requests])
     expected = [reference.score_fresh(h, c) for h, c in requests]
-    fr = Parity("duet_fresh", down.rows, max(float(np.abs(np.array(f.scores.scores) - s).max()) for f, (s, _) in zip(fresh, expected)),
-                TOLERANCE["probability"], sum(f.codes == {n: tuple(c.tolist()) for n, c in codes.items()}
-                                              for f, (_, codes) in zip(fresh, expected)), len(requests))
+    fr = Parity(
+        "duet_fresh",
+        down.rows,
+        max(float(np.abs(np.array(f.scores.scores) - s).max()) for f, (s, _) in zip(fresh, expected)),
+        TOLERANCE["probability"],
+        sum(f.codes == {n: tuple(c.tolist()) for n, c in codes.items()} for f, (_, codes) in zip(fresh, expected)),
+        len(requests),
+    )
     return [up, down, fr]
 
 
-def _eti_round(client: DuetClient, redis_url: str, requests, reference: InProcessDuet, now: int) -> tuple[dict, dict, float]:
+def _eti_round(
+    client: DuetClient, redis_url: str, requests, reference: InProcessDuet, now: int
+) -> tuple[dict, dict, float]:
     """Load histories into Redis, trigger half the users, run a worker, then score everyone through the
     store. Returns (worker metrics, requests per path, worst |scores - PyTorch|)."""
     interface = client.interface
@@ -79,14 +102,23 @@ def _eti_round(client: DuetClient, redis_url: str, requests, reference: InProces
         for _ in range(3):  # a burst of qualifying events: the throttle window coalesces it
             queue.publish(h.user_id, "conv", now - 1)
     store = RedisStore(redis_url)
-    worker = EtiWorker(RedisStreamQueue(redis_url, consumer="demo-worker"), RedisThrottle(redis_url, window_s=60.0),
-                       history, store, client.embed, EtiConfig(max_batch=16, max_wait_s=0.05), clock=lambda: now)
+    worker = EtiWorker(
+        RedisStreamQueue(redis_url, consumer="demo-worker"),
+        RedisThrottle(redis_url, window_s=60.0),
+        history,
+        store,
+        client.embed,
+        EtiConfig(max_batch=16, max_wait_s=0.05),
+        clock=lambda: now,
+    )
     while worker.run_once():
         pass
     scorer = Scorer(client, store, history, clock=lambda: now)
     results = scorer.score([(h.user_id, c) for h, c in requests])
-    worst = max(float(np.abs(np.array(r.scores) - reference.score_fresh(replace(h, request_time=now), c)[0]).max())
-                for r, (h, c) in zip(results, requests))
+    worst = max(
+        float(np.abs(np.array(r.scores) - reference.score_fresh(replace(h, request_time=now), c)[0]).max())
+        for r, (h, c) in zip(results, requests)
+    )
     return worker.metrics.to_dict(), dict(scorer.metrics.paths), worst
 
 
@@ -95,8 +127,11 @@ def serve_and_check(runs: Path, export_dir: Path, repository: Path, dataset: Eve
     published = publish(export_dir, repository, "cpu")
     print(f"\npublished release {published.version} of {', '.join(published.models)} and 3 ensembles into {repository}")
     index = read_index(repository)
-    with RedisServer() as redis, TritonServer(repository, models=startup_models(index)) as server, \
-            DuetClient(server.endpoints.grpc_url, timeout_s=60) as client:
+    with (
+        RedisServer() as redis,
+        TritonServer(repository, models=startup_models(index)) as server,
+        DuetClient(server.endpoints.grpc_url, timeout_s=60) as client,
+    ):
         print(f"tritonserver ready: {server.endpoints.describe()}; redis-server at {redis.url}")
         if index["target"] != index["current"]:
             report = swap_release(server, index["target"])
@@ -111,12 +146,20 @@ def serve_and_check(runs: Path, export_dir: Path, repository: Path, dataset: Eve
         now = max(h.request_time for h, _ in requests)
         metrics, paths, worst = _eti_round(client, redis.url, requests, reference, now)
         eti_ok = worst <= TOLERANCE["probability"]
-        print(f"\nETI: {metrics['triggers']} triggers, {metrics['throttled'] + metrics['coalesced']} coalesced by the throttle, "
-              f"{metrics['embedded']} users embedded into Redis; scorer paths {paths}; "
-              f"max |score - PyTorch| {worst:.2e} ({'ok' if eti_ok else 'MISMATCH'})")
+        print(
+            f"\nETI: {metrics['triggers']} triggers, {metrics['throttled'] + metrics['coalesced']} coalesced by the "
+            "throttle, "
+            f"{metrics['embedded']} users embedded into Redis; scorer paths {paths}; "
+            f"max |score - PyTorch| {worst:.2e} ({'ok' if eti_ok else 'MISMATCH'})"
+        )
         fresh = client.score_fresh([FreshRequest(h, c) for h, c in requests[:3]])
-        print(f"\nscores ({interface.tasks[0]}, first 5 candidates) from duet_fresh, release {fresh[0].scores.model_version}:")
+        print(
+            f"\nscores ({interface.tasks[0]}, first 5 candidates) from duet_fresh, release "
+            f"{fresh[0].scores.model_version}:"
+        )
         for result in fresh:
-            print(f"  user {result.scores.user_id:>10}: " + " ".join(f"{row[0]:.4f}" for row in result.scores.scores[:5]))
+            print(
+                f"  user {result.scores.user_id:>10}: " + " ".join(f"{row[0]:.4f}" for row in result.scores.scores[:5])
+            )
     print("tritonserver and redis-server stopped")
     return all(p.ok for p in parities) and eti_ok

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from duet_sdk import serialization
@@ -37,7 +37,9 @@ class GatePolicy:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
             raise ConfigError("max_relative_regression", "a finite number >= 0", value)
         limit = self.max_primary_ne
-        if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit < math.inf):
+        if limit is not None and (
+            not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit < math.inf
+        ):
             raise ConfigError("max_primary_ne", "a finite number > 0, or None to turn the base-rate rule off", limit)
 
 
@@ -206,5 +208,5 @@ def _decision(
         val_ne=candidate.primary_ne if candidate and "val_ne" in candidate.metrics else None,
         baseline_digest=baseline.digest if baseline else None,
         baseline_ne=baseline.primary_ne if baseline else None,
-        decided_at=datetime.now(timezone.utc).isoformat(),
+        decided_at=datetime.now(UTC).isoformat(),
     )

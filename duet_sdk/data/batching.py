@@ -10,7 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.data import schema as keys
 from duet_sdk.data.events import EventTable, ExampleSet

@@ -17,7 +17,7 @@ import logging
 import resource
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
 
@@ -93,7 +93,11 @@ class EventLogOptions:
         if self.train_end is not None and self.val_end is not None and not self.train_end < self.val_end:
             raise ConfigError("EventLogOptions.val_end", f"a time after train_end={self.train_end}", self.val_end)
         if self.val_end_quantile <= self.train_end_quantile:
-            raise ConfigError("EventLogOptions.val_end_quantile", f"above train_end_quantile={self.train_end_quantile}", self.val_end_quantile)
+            raise ConfigError(
+                "EventLogOptions.val_end_quantile",
+                f"above train_end_quantile={self.train_end_quantile}",
+                self.val_end_quantile,
+            )
 
 
 @dataclass
@@ -111,15 +115,23 @@ class LoadReport:
     side_table_missing: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
-        lines = [self.read.summary(), f"{self.users_total} users ({self.users_eligible} with enough events to train on), {self.items_total} items"]
+        lines = [
+            self.read.summary(),
+            f"{self.users_total} users ({self.users_eligible} with enough events to train on), {self.items_total} "
+            "items",
+        ]
         if self.split_times:
-            t1, t2 = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") for t in self.split_times)
-            lines.append(f"global temporal split: train on events before {t1}, validate on labels in [{t1}, {t2}) UTC; "
-                         f"{self.cold_users_not_validated} users without enough history before T1 not validated")
+            t1, t2 = (datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") for t in self.split_times)
+            lines.append(
+                f"global temporal split: train on events before {t1}, validate on labels in [{t1}, {t2}) UTC; "
+                f"{self.cold_users_not_validated} users without enough history before T1 not validated"
+            )
         else:
             lines.append("per-user time split")
         lines.append("rows: " + ", ".join(f"{k}={v}" for k, v in self.rows.items()))
-        lines += [f"{name}: {n} ids without a row (side features 0)" for name, n in self.side_table_missing.items() if n]
+        lines += [
+            f"{name}: {n} ids without a row (side features 0)" for name, n in self.side_table_missing.items() if n
+        ]
         return "\n".join(lines)
 
 
@@ -135,7 +147,9 @@ class EventLogDataset(EventDataset):
 class _ExampleSink:
     """One example set, appended block by block."""
 
-    def __init__(self, directory: Path | None, name: str, tasks: tuple[str, ...], item_sparse: int, item_dense: int) -> None:
+    def __init__(
+        self, directory: Path | None, name: str, tasks: tuple[str, ...], item_sparse: int, item_dense: int
+    ) -> None:
         self.tasks, self.downsample_rate = tasks, 1.0
         k = len(tasks)
         self.fields = {
@@ -154,7 +168,9 @@ class _ExampleSink:
             sink.append(getattr(examples, name))
 
     def finish(self) -> ExampleSet:
-        return ExampleSet(tasks=self.tasks, downsample_rate=self.downsample_rate, **{n: s.finish() for n, s in self.fields.items()})
+        return ExampleSet(
+            tasks=self.tasks, downsample_rate=self.downsample_rate, **{n: s.finish() for n, s in self.fields.items()}
+        )
 
 
 def _streams(events: SortedEvents, spec: EventLogSpec, history_end: np.ndarray, directory: Path | None):
@@ -203,23 +219,39 @@ def _split_times(events: SortedEvents, options: EventLogOptions) -> tuple[int, i
     return t1, t2
 
 
-def _label(events: SortedEvents, labeller: Labeller, options: EventLogOptions, windows: tuple[Windows, Windows | None], sinks: dict[str, _ExampleSink]) -> None:
+def _label(
+    events: SortedEvents,
+    labeller: Labeller,
+    options: EventLogOptions,
+    windows: tuple[Windows, Windows | None],
+    sinks: dict[str, _ExampleSink],
+) -> None:
     """Label every block of users and route rows into the six example sets."""
     train_windows, val_windows = windows
     is_val = validation_users(events.user_ids, options.val_fraction) if val_windows is None else None
     for i, (u0, u1) in enumerate(_user_blocks(events.offsets, options.block_events)):
         e = slice(int(events.offsets[u0]), int(events.offsets[u1]))
-        block = Block(np.array(events.user[e]), np.array(events.item[e]), np.array(events.behavior[e]), np.array(events.ts[e]))
+        block = Block(
+            np.array(events.user[e]), np.array(events.item[e]), np.array(events.behavior[e]), np.array(events.ts[e])
+        )
         release(events.user, events.item, events.behavior, events.ts)
         rng = np.random.default_rng([options.seed, i])
         click, conv = labeller.examples(block, train_windows, rng)
         if val_windows is None:
-            val_click, train_click = click.subset(np.flatnonzero(is_val[click.user_index])), click.subset(np.flatnonzero(~is_val[click.user_index]))
-            val_conv, train_conv = conv.subset(np.flatnonzero(is_val[conv.user_index])), conv.subset(np.flatnonzero(~is_val[conv.user_index]))
+            val_click, train_click = (
+                click.subset(np.flatnonzero(is_val[click.user_index])),
+                click.subset(np.flatnonzero(~is_val[click.user_index])),
+            )
+            val_conv, train_conv = (
+                conv.subset(np.flatnonzero(is_val[conv.user_index])),
+                conv.subset(np.flatnonzero(~is_val[conv.user_index])),
+            )
         else:
             train_click, train_conv = click, conv
             val_click, val_conv = labeller.examples(block, val_windows, rng)
-        sinks["click_train"].append(downsample_negatives(train_click, options.downsample_rate, options.seed * 1_000_003 + i))
+        sinks["click_train"].append(
+            downsample_negatives(train_click, options.downsample_rate, options.seed * 1_000_003 + i)
+        )
         sinks["click_val"].append(val_click)
         sinks["conv_train"].append(train_conv)
         sinks["conv_val"].append(val_conv)
@@ -258,16 +290,24 @@ def load_event_log(path: str | PathLike, spec: EventLogSpec, options: EventLogOp
     _remove(root, "read_")
     report = LoadReport(read_report, users_total=events.num_users, items_total=events.num_items, split=options.split)
     if options.split == "user":
-        windows: tuple[Windows, Windows | None] = (user_windows(events, options.history_fraction, options.min_events), None)
+        windows: tuple[Windows, Windows | None] = (
+            user_windows(events, options.history_fraction, options.min_events),
+            None,
+        )
     else:
         report.split_times = _split_times(events, options)
-        windows = global_windows(events, *report.split_times, options.history_fraction, options.min_events, options.min_val_history)
+        windows = global_windows(
+            events, *report.split_times, options.history_fraction, options.min_events, options.min_val_history
+        )
         first_event = events.ts[events.offsets[:-1]]
         report.cold_users_not_validated = int(np.sum(~windows[1].eligible & (first_event < report.split_times[1])))
     report.users_eligible = int(windows[0].eligible.sum())
     streams, popularity, history_counts = _streams(events, spec, windows[0].request, root)
     _stage("streams")
-    user_side, item_side = join_side_table(spec.user_table, events.user_ids), join_side_table(spec.item_table, events.item_ids)
+    user_side, item_side = (
+        join_side_table(spec.user_table, events.user_ids),
+        join_side_table(spec.item_table, events.item_ids),
+    )
     report.side_table_missing = {"user_table": user_side.missing, "item_table": item_side.missing}
     items = ItemFeatures(
         ids=events.item_ids,
@@ -277,7 +317,10 @@ def load_event_log(path: str | PathLike, spec: EventLogSpec, options: EventLogOp
     )
     schema = spec.schema()
     tasks = {"click": CLICK_TASKS, "conv": CONV_TASKS, "ranker": RANKER_TASKS}
-    sinks = {name: _ExampleSink(root, name, tasks[name.split("_")[0]], len(schema.item_sparse), len(schema.item_dense)) for name in SETS}
+    sinks = {
+        name: _ExampleSink(root, name, tasks[name.split("_")[0]], len(schema.item_sparse), len(schema.item_dense))
+        for name in SETS
+    }
     _label(events, Labeller(spec, items, options.negatives_per_positive), options, windows, sinks)
     _stage("labels")
     user_ids = events.user_ids

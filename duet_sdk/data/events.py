@@ -35,21 +35,34 @@ class StreamEvents:
 
     def validate(self, name: str, num_users: int, num_fields: int) -> None:
         n = len(self.timestamps)
-        _require(self.offsets.shape == (num_users + 1,), f"{name}.offsets: expected shape ({num_users + 1},), got {self.offsets.shape}")
+        _require(
+            self.offsets.shape == (num_users + 1,),
+            f"{name}.offsets: expected shape ({num_users + 1},), got {self.offsets.shape}",
+        )
         _require(self.offsets[0] == 0 and self.offsets[-1] == n, f"{name}.offsets: expected to span 0..{n}")
         _require(bool(np.all(np.diff(self.offsets) >= 0)), f"{name}.offsets: expected non-decreasing")
-        _require(self.ids.shape == (n, num_fields), f"{name}.ids: expected shape ({n}, {num_fields}), got {self.ids.shape}")
-        _require(self.timestamps.dtype == np.int64 and self.ids.dtype == np.int64, f"{name}: expected int64 timestamps and ids")
+        _require(
+            self.ids.shape == (n, num_fields), f"{name}.ids: expected shape ({n}, {num_fields}), got {self.ids.shape}"
+        )
+        _require(
+            self.timestamps.dtype == np.int64 and self.ids.dtype == np.int64,
+            f"{name}: expected int64 timestamps and ids",
+        )
         ends = self.offsets[1:-1] - 1  # the last event of each user but the final one
         for lo in range(0, n, _BLOCK):  # in blocks: the arrays may be memory-mapped and large
             ts = np.asarray(self.timestamps[lo : min(n, lo + _BLOCK + 1)])
-            _require(bool(ts.min() >= 0 and ts.max() < MAX_TIMESTAMP), f"{name}.timestamps: expected Unix seconds in [0, 2**32)")
+            _require(
+                bool(ts.min() >= 0 and ts.max() < MAX_TIMESTAMP),
+                f"{name}.timestamps: expected Unix seconds in [0, 2**32)",
+            )
             descending = lo + np.flatnonzero(np.diff(ts) < 0)
-            _require(bool(np.isin(descending, ends).all()), f"{name}.timestamps: expected sorted by time within each user")
+            _require(
+                bool(np.isin(descending, ends).all()), f"{name}.timestamps: expected sorted by time within each user"
+            )
         release(self.timestamps)  # a memory-mapped stream keeps no pages resident for this check
 
     @classmethod
-    def from_lists(cls, per_user: list[list[tuple[int, list[int]]]], num_fields: int) -> "StreamEvents":
+    def from_lists(cls, per_user: list[list[tuple[int, list[int]]]], num_fields: int) -> StreamEvents:
         """Build from ``per_user[u] = [(timestamp, id_row), ...]`` (sorted here, stable)."""
         counts = [len(events) for events in per_user]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -80,9 +93,18 @@ class EventTable:
     def __post_init__(self) -> None:
         u = len(self.user_ids)
         s = self.schema
-        _require(self.static_sparse.shape == (u, len(s.static_sparse)), f"static_sparse: expected shape ({u}, {len(s.static_sparse)}), got {self.static_sparse.shape}")
-        _require(self.static_dense.shape == (u, len(s.static_dense)), f"static_dense: expected shape ({u}, {len(s.static_dense)}), got {self.static_dense.shape}")
-        _require(set(self.streams) == set(s.stream_names), f"streams: expected {sorted(s.stream_names)}, got {sorted(self.streams)}")
+        _require(
+            self.static_sparse.shape == (u, len(s.static_sparse)),
+            f"static_sparse: expected shape ({u}, {len(s.static_sparse)}), got {self.static_sparse.shape}",
+        )
+        _require(
+            self.static_dense.shape == (u, len(s.static_dense)),
+            f"static_dense: expected shape ({u}, {len(s.static_dense)}), got {self.static_dense.shape}",
+        )
+        _require(
+            set(self.streams) == set(s.stream_names),
+            f"streams: expected {sorted(s.stream_names)}, got {sorted(self.streams)}",
+        )
         for name, events in self.streams.items():
             events.validate(name, u, len(s.event_fields))
 
@@ -143,7 +165,7 @@ class ExampleSet:
     def __len__(self) -> int:
         return len(self.user_index)
 
-    def subset(self, index: np.ndarray) -> "ExampleSet":
+    def subset(self, index: np.ndarray) -> ExampleSet:
         """The rows at ``index`` (same tasks and downsample rate)."""
         return ExampleSet(
             tasks=self.tasks,

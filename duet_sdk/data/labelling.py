@@ -68,7 +68,9 @@ def _marked(sorted_keys: np.ndarray, events: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sample_negatives(items: ItemFeatures, rng: np.random.Generator, users: np.ndarray, exclude: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample_negatives(
+    items: ItemFeatures, rng: np.random.Generator, users: np.ndarray, exclude: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` items per entry of ``users`` (M,), never a pair (user * I + item) in ``exclude``."""
     num_items, cdf = len(items.ids), items.cdf
     draw = lambda n: np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), num_items - 1)  # noqa: E731
@@ -83,7 +85,9 @@ def _sample_negatives(items: ItemFeatures, rng: np.random.Generator, users: np.n
     return user[~clash], item[~clash]
 
 
-def _after_exposure(keys: np.ndarray, exposed_at: np.ndarray, event_keys: np.ndarray, event_ts: np.ndarray) -> np.ndarray:
+def _after_exposure(
+    keys: np.ndarray, exposed_at: np.ndarray, event_keys: np.ndarray, event_ts: np.ndarray
+) -> np.ndarray:
     """(M,) bool: pair ``keys[m]`` (sorted) has an event at/after ``exposed_at[m]``."""
     out = np.zeros(len(keys), dtype=bool)
     if len(keys) and len(event_keys):
@@ -100,7 +104,15 @@ class Labeller:
         self.exposure = spec.codes(spec.exposure)
         self.task_codes = {task: spec.codes(names) for task, names in spec.labels.items()}
 
-    def _rows(self, tasks: tuple[str, ...], keys: np.ndarray, labels: np.ndarray, negatives: tuple[np.ndarray, np.ndarray], mask: np.ndarray, request: np.ndarray) -> ExampleSet:
+    def _rows(
+        self,
+        tasks: tuple[str, ...],
+        keys: np.ndarray,
+        labels: np.ndarray,
+        negatives: tuple[np.ndarray, np.ndarray],
+        mask: np.ndarray,
+        request: np.ndarray,
+    ) -> ExampleSet:
         """Rows for positive pairs ``keys`` (P,) with ``labels`` (P, K), then all-zero rows for negatives."""
         num_items = len(self.items.ids)
         user = np.concatenate([keys // num_items, negatives[0]]).astype(np.int64)
@@ -152,5 +164,7 @@ class Labeller:
         labels = np.zeros((len(unexposed), len(CONV_TASKS)))
         labels[:, CONV_TASKS.index(SYNTHETIC_TASK)] = 1.0
         synthetic_mask = np.array([t == SYNTHETIC_TASK for t in CONV_TASKS])
-        synthetic = synthetic_conv_examples(self._rows(CONV_TASKS, unexposed, labels, sample(unexposed // num_items), synthetic_mask, windows.request))
+        synthetic = synthetic_conv_examples(
+            self._rows(CONV_TASKS, unexposed, labels, sample(unexposed // num_items), synthetic_mask, windows.request)
+        )
         return click_rows, concat_examples([conv_rows, synthetic])

@@ -56,11 +56,21 @@ class LongHistoryConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_users", "num_items", "num_categories", "partners_per_category", "max_events", "examples_per_user", "label_window"):
+        for name in (
+            "num_users",
+            "num_items",
+            "num_categories",
+            "partners_per_category",
+            "max_events",
+            "examples_per_user",
+            "label_window",
+        ):
             require_int(f"LongHistoryConfig.{name}", getattr(self, name), 1)
         require_int("LongHistoryConfig.days", self.days, 4)
         if self.num_items < self.num_categories:
-            raise ConfigError("LongHistoryConfig.num_items", f">= num_categories ({self.num_categories})", self.num_items)
+            raise ConfigError(
+                "LongHistoryConfig.num_items", f">= num_categories ({self.num_categories})", self.num_items
+            )
         if not self.median_events >= 1.0:
             raise ConfigError("LongHistoryConfig.median_events", "a float >= 1", self.median_events)
         for name in ("new_item_fraction", "val_fraction"):
@@ -125,10 +135,16 @@ def _zipf(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
 def _make_world(cfg: LongHistoryConfig, rng: np.random.Generator) -> World:
     c = cfg.num_categories
     category_pop = _zipf(c, 1.0, rng)
-    category = np.concatenate([np.arange(c), rng.choice(c, cfg.num_items - c, p=category_pop)])  # every category has an item
+    category = np.concatenate(
+        [np.arange(c), rng.choice(c, cfg.num_items - c, p=category_pop)]
+    )  # every category has an item
     popularity = _zipf(cfg.num_items, 1.1, rng)
     window = cfg.days * DAY
-    birth = np.where(rng.random(cfg.num_items) < cfg.new_item_fraction, START_TIME + rng.integers(0, window, cfg.num_items), START_TIME - DAY)
+    birth = np.where(
+        rng.random(cfg.num_items) < cfg.new_item_fraction,
+        START_TIME + rng.integers(0, window, cfg.num_items),
+        START_TIME - DAY,
+    )
     birth[:c] = START_TIME - DAY  # the first item of each category exists from the start
     related = np.eye(c)
     for cat in range(c):
@@ -167,7 +183,9 @@ def _user_interest(cfg: LongHistoryConfig, world: World, rng: np.random.Generato
     return anchors, weights / weights.sum(1, keepdims=True)
 
 
-def _interest_categories(user: np.ndarray, anchors: np.ndarray, weights: np.ndarray, world: World, rng: np.random.Generator) -> np.ndarray:
+def _interest_categories(
+    user: np.ndarray, anchors: np.ndarray, weights: np.ndarray, world: World, rng: np.random.Generator
+) -> np.ndarray:
     """(E,) categories drawn from each user's anchors; a quarter of the time a partner of the anchor."""
     cum = np.cumsum(weights[user], 1)
     slot = np.minimum((rng.random(len(user))[:, None] > cum).sum(1), anchors.shape[1] - 1)
@@ -182,12 +200,18 @@ def _random_categories(n: int, world: World, rng: np.random.Generator) -> np.nda
     return rng.choice(len(world.related), n, p=pop / pop.sum())
 
 
-def _events(cfg: LongHistoryConfig, world: World, sampler: _ItemSampler, anchors, weights, rng) -> tuple[StreamEvents, np.ndarray]:
-    counts = np.clip(np.round(rng.lognormal(np.log(cfg.median_events), cfg.events_sigma, cfg.num_users)), 5, cfg.max_events).astype(np.int64)
+def _events(
+    cfg: LongHistoryConfig, world: World, sampler: _ItemSampler, anchors, weights, rng
+) -> tuple[StreamEvents, np.ndarray]:
+    counts = np.clip(
+        np.round(rng.lognormal(np.log(cfg.median_events), cfg.events_sigma, cfg.num_users)), 5, cfg.max_events
+    ).astype(np.int64)
     user = np.repeat(np.arange(cfg.num_users), counts)
     time = START_TIME + rng.integers(0, cfg.days * DAY, len(user))
     explore = rng.random(len(user)) < 0.1
-    category = np.where(explore, _random_categories(len(user), world, rng), _interest_categories(user, anchors, weights, world, rng))
+    category = np.where(
+        explore, _random_categories(len(user), world, rng), _interest_categories(user, anchors, weights, world, rng)
+    )
     item = sampler.sample(category, time, rng)
     order = np.lexsort((time, user))
     ids = np.stack([ITEM_ID_BASE + item[order], CATEGORY_ID_BASE + world.item_category[item[order]]], 1)
@@ -195,13 +219,23 @@ def _events(cfg: LongHistoryConfig, world: World, sampler: _ItemSampler, anchors
     return StreamEvents(offsets.astype(np.int64), time[order].astype(np.int64), ids.astype(np.int64)), counts
 
 
-def _rows(cfg: LongHistoryConfig, world: World, sampler: _ItemSampler, table: EventTable, users: np.ndarray, anchors, weights,
-          rng: np.random.Generator) -> ExampleSet:
+def _rows(
+    cfg: LongHistoryConfig,
+    world: World,
+    sampler: _ItemSampler,
+    table: EventTable,
+    users: np.ndarray,
+    anchors,
+    weights,
+    rng: np.random.Generator,
+) -> ExampleSet:
     """Ranker rows of ``users``: half the candidates from the user's interests, half from the catalogue."""
     user = np.repeat(users, cfg.examples_per_user)
     n = len(user)
     request = START_TIME + rng.integers(cfg.days * 3 // 4 * DAY, cfg.days * DAY, n)
-    category = np.where(rng.random(n) < 0.5, _interest_categories(user, anchors, weights, world, rng), _random_categories(n, world, rng))
+    category = np.where(
+        rng.random(n) < 0.5, _interest_categories(user, anchors, weights, world, rng), _random_categories(n, world, rng)
+    )
     item = sampler.sample(category, request, rng)
     target = np.stack([ITEM_ID_BASE + item, CATEGORY_ID_BASE + world.item_category[item]], 1)
     events = table.streams[STREAM]
@@ -217,8 +251,16 @@ def _rows(cfg: LongHistoryConfig, world: World, sampler: _ItemSampler, table: Ev
     logit = cfg.relevance_scale * np.log1p(relevance) + 0.5 * world.item_quality[item] - 4.0
     labels = np.stack([rng.random(n) < 1.0 / (1.0 + np.exp(-(logit + TASK_BIAS[t]))) for t in RANKER_TASKS], 1)
     dense = np.stack([np.log1p(world.item_popularity[item] * cfg.num_items), world.item_quality[item]], 1)
-    return ExampleSet(RANKER_TASKS, user, request, target.astype(np.int64), dense.astype(np.float32), labels.astype(np.float32),
-                      np.ones((n, len(RANKER_TASKS)), np.float32), np.zeros(n, bool))
+    return ExampleSet(
+        RANKER_TASKS,
+        user,
+        request,
+        target.astype(np.int64),
+        dense.astype(np.float32),
+        labels.astype(np.float32),
+        np.ones((n, len(RANKER_TASKS)), np.float32),
+        np.zeros(n, bool),
+    )
 
 
 def generate_long_history(cfg: LongHistoryConfig) -> LongHistoryDataset:
@@ -228,11 +270,18 @@ def generate_long_history(cfg: LongHistoryConfig) -> LongHistoryDataset:
     sampler = _ItemSampler(world)
     anchors, weights = _user_interest(cfg, world, rng)
     stream, counts = _events(cfg, world, sampler, anchors, weights, rng)
-    static_sparse = np.stack([rng.integers(0, 5, cfg.num_users), rng.integers(0, 8, cfg.num_users), rng.integers(0, 3, cfg.num_users)], 1)
+    static_sparse = np.stack(
+        [rng.integers(0, 5, cfg.num_users), rng.integers(0, 8, cfg.num_users), rng.integers(0, 3, cfg.num_users)], 1
+    )
     static_dense = np.stack([np.log(counts), rng.exponential(1.0, cfg.num_users)], 1).astype(np.float32)
     schema = cfg.schema()
-    table = EventTable(schema, (USER_ID_BASE + np.arange(cfg.num_users)).astype(np.int64), static_sparse.astype(np.int64),
-                       static_dense, {STREAM: stream})
+    table = EventTable(
+        schema,
+        (USER_ID_BASE + np.arange(cfg.num_users)).astype(np.int64),
+        static_sparse.astype(np.int64),
+        static_dense,
+        {STREAM: stream},
+    )
     users = rng.permutation(cfg.num_users)
     n_val = max(1, int(round(cfg.val_fraction * cfg.num_users)))
     val_users, train_users = np.sort(users[:n_val]), np.sort(users[n_val:])

@@ -19,7 +19,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
 
@@ -79,14 +79,20 @@ class ReadReport:
 
     def summary(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.behavior_counts.items())
-        lines = [f"{self.path} ({self.file_format}): {self.rows_ok}/{self.rows_read} rows ok, {self.bad_count} bad; behaviours: {counts}"]
+        lines = [
+            f"{self.path} ({self.file_format}): {self.rows_ok}/{self.rows_read} rows ok, {self.bad_count} bad; "
+            f"behaviours: {counts}"
+        ]
         if self.time_range:
-            lo, hi = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M") for t in self.time_range)
+            lo, hi = (datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M") for t in self.time_range)
             lines.append(f"  events from {lo} to {hi} UTC")
         if self.bad_count:
             lines.append("  bad rows by column: " + ", ".join(f"{c}={n}" for c, n in self.bad_by_column.most_common()))
         if self.unknown_behaviors:
-            lines.append("  unknown behaviour values: " + ", ".join(f"{v!r}={n}" for v, n in self.unknown_behaviors.most_common(10)))
+            lines.append(
+                "  unknown behaviour values: "
+                + ", ".join(f"{v!r}={n}" for v, n in self.unknown_behaviors.most_common(10))
+            )
         lines += [f"  {where}: {why}" for where, why in self.bad_rows[:_SHOWN]]
         return "\n".join(lines)
 
@@ -104,7 +110,13 @@ class _Sinks:
         self.timestamp = ArraySink(directory, "read_timestamp", np.int64)
 
     def finish(self) -> EventColumns:
-        return EventColumns(self.user.finish(), self.item.finish(), self.extras.finish(), self.behavior.finish(), self.timestamp.finish())
+        return EventColumns(
+            self.user.finish(),
+            self.item.finish(),
+            self.extras.finish(),
+            self.behavior.finish(),
+            self.timestamp.finish(),
+        )
 
 
 def _header(path: Path, delimiter: str) -> list[str]:
@@ -115,7 +127,9 @@ def _header(path: Path, delimiter: str) -> list[str]:
     return next(csv.reader([first], delimiter=delimiter))
 
 
-def _csv_batches(path: Path, spec: EventLogSpec, report: ReadReport, threads: bool) -> Iterator[tuple[dict[str, pa.Array], np.ndarray]]:
+def _csv_batches(
+    path: Path, spec: EventLogSpec, report: ReadReport, threads: bool
+) -> Iterator[tuple[dict[str, pa.Array], np.ndarray]]:
     """Batches of the spec's columns as strings, with each row's 1-based line number (R,)."""
     layout, needed = spec.csv, spec.columns()
     names = list(layout.column_names) if layout.column_names else None
@@ -140,9 +154,18 @@ def _csv_batches(path: Path, spec: EventLogSpec, report: ReadReport, threads: bo
     try:
         reader = pa_csv.open_csv(
             path,
-            read_options=pa_csv.ReadOptions(use_threads=threads, block_size=_CSV_BLOCK, column_names=names, skip_rows=1 if (names and layout.header) else 0),
-            parse_options=pa_csv.ParseOptions(delimiter=layout.delimiter, ignore_empty_lines=False, invalid_row_handler=invalid),
-            convert_options=pa_csv.ConvertOptions(include_columns=list(needed), column_types={c: pa.string() for c in needed}, strings_can_be_null=False),
+            read_options=pa_csv.ReadOptions(
+                use_threads=threads,
+                block_size=_CSV_BLOCK,
+                column_names=names,
+                skip_rows=1 if (names and layout.header) else 0,
+            ),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=layout.delimiter, ignore_empty_lines=False, invalid_row_handler=invalid
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                include_columns=list(needed), column_types={c: pa.string() for c in needed}, strings_can_be_null=False
+            ),
         )
     except pa.ArrowInvalid as exc:
         if unnumbered:
@@ -192,7 +215,9 @@ def _parquet_batches(path: Path, spec: EventLogSpec) -> Iterator[tuple[dict[str,
         raise DataError(f"{path}: column(s) {missing} missing; the file has {present}")
     for group in range(pf.num_row_groups):
         start = 0
-        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH, row_groups=[group], columns=list(needed), use_threads=True):
+        for batch in pf.iter_batches(
+            batch_size=_PARQUET_BATCH, row_groups=[group], columns=list(needed), use_threads=True
+        ):
             yield {c: batch.column(c) for c in needed}, group, start
             start += batch.num_rows
 
@@ -204,7 +229,9 @@ def _validate(batch: dict[str, pa.Array], spec: EventLogSpec, report: ReadReport
         spec.user: parse_ids(batch[spec.user], spec.user, text),
         spec.item: parse_ids(batch[spec.item], spec.item, text),
         spec.behavior: parse_behavior(batch[spec.behavior], spec, text),
-        spec.timestamp: parse_timestamps(batch[spec.timestamp], spec.timestamp, spec.timestamp_unit, spec.plausible_years, text),
+        spec.timestamp: parse_timestamps(
+            batch[spec.timestamp], spec.timestamp, spec.timestamp_unit, spec.plausible_years, text
+        ),
         **{c: parse_ids(batch[c], c, text) for c in spec.extra_ids},
     }
     n = len(batch[spec.user])
@@ -225,20 +252,28 @@ def _validate(batch: dict[str, pa.Array], spec: EventLogSpec, report: ReadReport
     return out
 
 
-def _read(path: Path, spec: EventLogSpec, fmt: str, directory: Path | None, threads: bool) -> tuple[EventColumns, ReadReport]:
+def _read(
+    path: Path, spec: EventLogSpec, fmt: str, directory: Path | None, threads: bool
+) -> tuple[EventColumns, ReadReport]:
     report = ReadReport(str(path), fmt)
     sinks = _Sinks(directory, len(spec.extra_ids))
     counts = np.zeros(len(spec.behavior_names), dtype=np.int64)
     lo, hi = np.iinfo(np.int64).max, -1
     if fmt == "csv":
-        source = ((b, (lambda i, lines=lines: f"line {lines[i]}")) for b, lines in _csv_batches(path, spec, report, threads))
+        source = (
+            (b, (lambda i, lines=lines: f"line {lines[i]}")) for b, lines in _csv_batches(path, spec, report, threads)
+        )
     else:
         source = ((b, (lambda i, g=g, s=s: f"row group {g}, row {s + i}")) for b, g, s in _parquet_batches(path, spec))
     for batch, where in source:
         good = _validate(batch, spec, report, where)
         sinks.user.append(good[spec.user])
         sinks.item.append(good[spec.item])
-        sinks.extras.append(np.column_stack([good[c] for c in spec.extra_ids]) if spec.extra_ids else np.zeros((len(good[spec.user]), 0)))
+        sinks.extras.append(
+            np.column_stack([good[c] for c in spec.extra_ids])
+            if spec.extra_ids
+            else np.zeros((len(good[spec.user]), 0))
+        )
         sinks.behavior.append(good[spec.behavior])
         ts = good[spec.timestamp]
         sinks.timestamp.append(ts)
@@ -279,7 +314,12 @@ def read_event_log(
         by_column = ", ".join(f"{c}={n}" for c, n in report.bad_by_column.most_common())
         limit = "no valid row" if report.rows_ok == 0 else f"more than max_bad_fraction={max_bad_fraction}"
         every = [c for c, n in report.bad_by_column.items() if n == report.rows_read]
-        limit += f"; every row of column {every[0]!r} is bad: is it the right column, of the right type?" if every else ""
-        raise DataError(f"{path}: {report.bad_count} of {report.rows_read} rows are bad ({limit}; by column: {by_column}); first: {shown}")
+        limit += (
+            f"; every row of column {every[0]!r} is bad: is it the right column, of the right type?" if every else ""
+        )
+        raise DataError(
+            f"{path}: {report.bad_count} of {report.rows_read} rows are bad ({limit}; by column: {by_column}); first: "
+            f"{shown}"
+        )
     log.info("%s", report.summary())
     return columns, report

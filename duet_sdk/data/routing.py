@@ -20,7 +20,11 @@ CLICK_TASKS = ("ctr", "onsite_conversion")
 CONV_TASKS = ("attributed_conversion", "unattributed_conversion", "link_click", "button_click")
 SYNTHETIC_TASK = "unattributed_conversion"
 RANKER_TASKS = ("offsite_conversion", "link_click", "button_click")
-_RANKER_SOURCE = {"offsite_conversion": "attributed_conversion", "link_click": "link_click", "button_click": "button_click"}
+_RANKER_SOURCE = {
+    "offsite_conversion": "attributed_conversion",
+    "link_click": "link_click",
+    "button_click": "button_click",
+}
 
 
 def downsample_negatives(examples: ExampleSet, rate: float, seed: int) -> ExampleSet:

@@ -36,15 +36,24 @@ def _read(table: SideTable) -> pa.Table:
     if not path.is_file():
         raise DataError(f"side table: expected an existing file, got {str(path)!r}")
     columns = [table.key, *table.sparse, *table.dense]
-    fmt = table.format if table.format != "auto" else ("parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv")
+    fmt = (
+        table.format if table.format != "auto" else ("parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv")
+    )
     try:
         if fmt == "parquet":
             present = pq.ParquetFile(path).schema_arrow.names
         else:
             layout = table.csv
-            read = pa_csv.ReadOptions(column_names=list(layout.column_names) or None, skip_rows=1 if (layout.column_names and layout.header) else 0)
-            data = pa_csv.read_csv(path, read_options=read, parse_options=pa_csv.ParseOptions(delimiter=layout.delimiter),
-                                   convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in columns}))
+            read = pa_csv.ReadOptions(
+                column_names=list(layout.column_names) or None,
+                skip_rows=1 if (layout.column_names and layout.header) else 0,
+            )
+            data = pa_csv.read_csv(
+                path,
+                read_options=read,
+                parse_options=pa_csv.ParseOptions(delimiter=layout.delimiter),
+                convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in columns}),
+            )
             present = data.column_names
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: not readable as {fmt}: {exc}") from None
@@ -67,7 +76,9 @@ def _dense(array: pa.Array, name: str, path: str) -> np.ndarray:
         raise DataError(f"{path}: column {name!r}: expected a numeric column, got type {array.type}")
     values = pc.fill_null(array.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
     if not np.isfinite(values).all():
-        raise DataError(f"{path}: column {name!r} row {int(np.flatnonzero(~np.isfinite(values))[0])}: expected a finite number")
+        raise DataError(
+            f"{path}: column {name!r} row {int(np.flatnonzero(~np.isfinite(values))[0])}: expected a finite number"
+        )
     return values.astype(np.float32)
 
 
@@ -89,9 +100,23 @@ def join_side_table(table: SideTable | None, ids: np.ndarray) -> Joined:
     keys = keys[order]
     duplicate = np.flatnonzero(keys[1:] == keys[:-1])
     if len(duplicate):
-        raise DataError(f"{table.path}: key {table.key!r}: expected one row per id, got {keys[duplicate[0]]} more than once")
-    sparse = np.column_stack([_ids(data.column(c), c, table.path)[order] for c in table.sparse]) if table.sparse else np.zeros((len(keys), 0), np.int64)
-    dense = np.column_stack([_dense(data.column(c), c, table.path)[order] for c in table.dense]) if table.dense else np.zeros((len(keys), 0), np.float32)
+        raise DataError(
+            f"{table.path}: key {table.key!r}: expected one row per id, got {keys[duplicate[0]]} more than once"
+        )
+    sparse = (
+        np.column_stack([_ids(data.column(c), c, table.path)[order] for c in table.sparse])
+        if table.sparse
+        else np.zeros((len(keys), 0), np.int64)
+    )
+    dense = (
+        np.column_stack([_dense(data.column(c), c, table.path)[order] for c in table.dense])
+        if table.dense
+        else np.zeros((len(keys), 0), np.float32)
+    )
     at = np.minimum(np.searchsorted(keys, ids), max(len(keys) - 1, 0))
     found = (keys[at] == ids) if len(keys) else np.zeros(len(ids), dtype=bool)
-    return Joined(np.where(found[:, None], sparse[at], 0), np.where(found[:, None], dense[at], 0).astype(np.float32), int((~found).sum()))
+    return Joined(
+        np.where(found[:, None], sparse[at], 0),
+        np.where(found[:, None], dense[at], 0).astype(np.float32),
+        int((~found).sum()),
+    )

@@ -84,7 +84,9 @@ def sort_events(columns: EventColumns, directory: Path | None) -> SortedEvents:
     """Index and sort ``columns`` (valid rows in file order); spill the sorted columns to ``directory``."""
     user_ids, item_ids = sorted_unique(columns.user), sorted_unique(columns.item)
     if len(user_ids) >= 2**31 or len(item_ids) >= 2**31:
-        raise DataError(f"events: expected fewer than 2**31 distinct users and items, got {len(user_ids)} and {len(item_ids)}")
+        raise DataError(
+            f"events: expected fewer than 2**31 distinct users and items, got {len(user_ids)} and {len(item_ids)}"
+        )
     item_codes, item_extras = _item_codes(columns, item_ids, directory)
     n, lookup = len(columns), pa.array(user_ids)
     key = np.empty(n, dtype=np.int64)  # user code in the high 32 bits, timestamp (< 2**32) in the low

@@ -34,7 +34,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def _strings(field_name: str, value: Any, allow_empty: bool = True) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+    if (
+        isinstance(value, str)
+        or not isinstance(value, (list, tuple))
+        or not all(isinstance(v, str) and v for v in value)
+    ):
         raise ConfigError(field_name, "a list of non-empty strings", value)
     if not allow_empty and not value:
         raise ConfigError(field_name, "at least one name", value)
@@ -57,13 +61,15 @@ class CsvLayout:
     column_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.delimiter, str) or len(self.delimiter) != 1 or self.delimiter in "\r\n\"":
+        if not isinstance(self.delimiter, str) or len(self.delimiter) != 1 or self.delimiter in '\r\n"':
             raise ConfigError("csv.delimiter", "one character (not a quote or line break)", self.delimiter)
         if not isinstance(self.header, bool):
             raise ConfigError("csv.header", "true or false", self.header)
         names = _strings("csv.column_names", list(self.column_names))
         if not self.header and not names:
-            raise ConfigError("csv.column_names", "the file's column names in order (csv.header is false)", self.column_names)
+            raise ConfigError(
+                "csv.column_names", "the file's column names in order (csv.header is false)", self.column_names
+            )
 
 
 @dataclass(frozen=True)
@@ -152,10 +158,16 @@ class EventLogSpec:
         if self.format not in FORMATS:
             raise ConfigError("format", f"one of {FORMATS}", self.format)
         if self.csv.column_names and not set(used) <= set(self.csv.column_names):
-            raise ConfigError("csv.column_names", f"every column the spec uses {sorted(set(used))}", self.csv.column_names)
+            raise ConfigError(
+                "csv.column_names", f"every column the spec uses {sorted(set(used))}", self.csv.column_names
+            )
         self._check_behaviors()
         self._check_routes()
-        low, high = self.plausible_years if isinstance(self.plausible_years, (list, tuple)) and len(self.plausible_years) == 2 else (None, None)
+        low, high = (
+            self.plausible_years
+            if isinstance(self.plausible_years, (list, tuple)) and len(self.plausible_years) == 2
+            else (None, None)
+        )
         require_int("plausible_years[0]", low, 1970)
         require_int("plausible_years[1]", high, low)
         if high > 2105:
@@ -163,7 +175,11 @@ class EventLogSpec:
 
     def _check_behaviors(self) -> None:
         if bool(self.behaviors) == bool(self.behavior_levels):
-            raise ConfigError("behaviors", "either values (a categorical column) or levels (a numeric column)", self.behaviors or self.behavior_levels)
+            raise ConfigError(
+                "behaviors",
+                "either values (a categorical column) or levels (a numeric column)",
+                self.behaviors or self.behavior_levels,
+            )
         if self.behaviors:
             _strings("behaviors.values", list(self.behaviors), allow_empty=False)
         else:
@@ -193,7 +209,11 @@ class EventLogSpec:
                 raise ConfigError(f"labels.{task}", f"a task among {LABEL_TASKS}", task)
             behaviours(f"labels.{task}", names)
         if not self.labels.get(CLICK_TASKS[0]) or not self.labels.get(CONV_TASKS[0]):
-            raise ConfigError("labels", f"behaviours for the primary tasks {CLICK_TASKS[0]!r} and {CONV_TASKS[0]!r}", sorted(self.labels))
+            raise ConfigError(
+                "labels",
+                f"behaviours for the primary tasks {CLICK_TASKS[0]!r} and {CONV_TASKS[0]!r}",
+                sorted(self.labels),
+            )
 
     @property
     def behavior_names(self) -> tuple[str, ...]:
@@ -213,7 +233,7 @@ class EventLogSpec:
         return (self.user, self.item, self.behavior, self.timestamp) + tuple(self.extra_ids)
 
     def file_format(self, path: str | PathLike) -> str:
-        """"csv" or "parquet" for ``path`` (by suffix when ``format`` is "auto")."""
+        """ "csv" or "parquet" for ``path`` (by suffix when ``format`` is "auto")."""
         if self.format != "auto":
             return self.format
         return "parquet" if Path(path).suffix.lower() in (".parquet", ".pq") else "csv"
@@ -227,18 +247,19 @@ class EventLogSpec:
             id_fields=("item_id",) + extra + ("behavior",),
             num_semantic_codes=0,
             static_sparse=("user_id",) + (tuple(_field_name(c) for c in user_side.sparse) if user_side else ()),
-            static_dense=tuple(f"log_{s}_count" for s in self.streams) + (tuple(_field_name(c) for c in user_side.dense) if user_side else ()),
+            static_dense=tuple(f"log_{s}_count" for s in self.streams)
+            + (tuple(_field_name(c) for c in user_side.dense) if user_side else ()),
             item_sparse=("item_id",) + extra + (tuple(_field_name(c) for c in item_side.sparse) if item_side else ()),
             item_dense=("log_item_popularity",) + (tuple(_field_name(c) for c in item_side.dense) if item_side else ()),
         )
 
     @classmethod
-    def from_dict(cls, doc: dict, base: Path | None = None) -> "EventLogSpec":
+    def from_dict(cls, doc: dict, base: Path | None = None) -> EventLogSpec:
         """Build from a parsed TOML document (layout in ``duet_sdk/data/specs/*.toml``)."""
         return _from_dict(doc, base)
 
     @classmethod
-    def from_toml(cls, path: str | PathLike) -> "EventLogSpec":
+    def from_toml(cls, path: str | PathLike) -> EventLogSpec:
         """Read a spec file; relative side-table paths are resolved against its directory."""
         path = Path(path)
         try:
@@ -271,7 +292,11 @@ def _known_keys(where: str, table: dict, allowed: set[str]) -> None:
 
 def _csv_layout(table: dict, where: str) -> CsvLayout:
     _known_keys(where, table, {"delimiter", "header", "column_names"})
-    return CsvLayout(table.get("delimiter", ","), table.get("header", True), tuple(_strings(f"{where}.column_names", table.get("column_names", []))))
+    return CsvLayout(
+        table.get("delimiter", ","),
+        table.get("header", True),
+        tuple(_strings(f"{where}.column_names", table.get("column_names", []))),
+    )
 
 
 def _side_table(doc: dict, key: str, base: Path | None) -> SideTable | None:
@@ -283,14 +308,32 @@ def _side_table(doc: dict, key: str, base: Path | None) -> SideTable | None:
     if isinstance(path, str) and base is not None and not Path(path).is_absolute():
         path = str(base / path)
     return SideTable(
-        path=path, key=table.get("key"), sparse=_strings(f"{key}.sparse", table.get("sparse", [])),
-        dense=_strings(f"{key}.dense", table.get("dense", [])), format=table.get("format", "auto"),
+        path=path,
+        key=table.get("key"),
+        sparse=_strings(f"{key}.sparse", table.get("sparse", [])),
+        dense=_strings(f"{key}.dense", table.get("dense", [])),
+        format=table.get("format", "auto"),
         csv=_csv_layout(_table(table, "csv"), f"{key}.csv"),
     )
 
 
 def _from_dict(doc: dict, base: Path | None) -> EventLogSpec:
-    _known_keys("event spec", doc, {"name", "format", "csv", "columns", "behaviors", "streams", "labels", "plausible_years", "user_table", "item_table"})
+    _known_keys(
+        "event spec",
+        doc,
+        {
+            "name",
+            "format",
+            "csv",
+            "columns",
+            "behaviors",
+            "streams",
+            "labels",
+            "plausible_years",
+            "user_table",
+            "item_table",
+        },
+    )
     columns, behaviors, labels = _table(doc, "columns"), _table(doc, "behaviors"), dict(_table(doc, "labels"))
     _known_keys("columns", columns, {"user", "item", "behavior", "timestamp", "timestamp_unit", "extra_ids"})
     _known_keys("behaviors", behaviors, {"values", "levels"})

@@ -63,7 +63,11 @@ def global_windows(
     """(train, validation) windows of the global temporal split at T1 < T2; users with fewer than
     ``min_val_history`` events before T1 are not validated (0 validates cold-start users too)."""
     before = _counts_before(events, t1)
-    train = Windows(_cutoffs(events, before, history_fraction, t1), np.full(events.num_users, t1, dtype=np.int64), before >= min_events)
+    train = Windows(
+        _cutoffs(events, before, history_fraction, t1),
+        np.full(events.num_users, t1, dtype=np.int64),
+        before >= min_events,
+    )
     first = events.offsets[:-1] + before  # each user's first event at/after T1, if any
     has = first < events.offsets[1:]
     request = np.full(events.num_users, t1, dtype=np.int64)

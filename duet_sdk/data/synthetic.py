@@ -38,10 +38,21 @@ from duet_sdk.validation import require_int
 
 DAY = 86_400
 START_TIME = 1_700_000_000
-ACTIONS = {"click": 0, "onsite_conversion": 1, "offsite_conversion": 2, "link_click": 3, "button_click": 4, "unattributed_conversion": 5}
+ACTIONS = {
+    "click": 0,
+    "onsite_conversion": 1,
+    "offsite_conversion": 2,
+    "link_click": 3,
+    "button_click": 4,
+    "unattributed_conversion": 5,
+}
 USER_ID_BASE, ITEM_ID_BASE, AUTHOR_ID_BASE = 10_000_000, 500_000_000, 9_000_000
 # Offsite events after a click: (conv-affinity scale, click-affinity scale, bias) of their logit.
-OFFSITE_EVENTS = {"offsite_conversion": (2.5, 0.8, -5.0), "link_click": (1.5, 0.3, -3.8), "button_click": (1.5, 0.3, -4.3)}
+OFFSITE_EVENTS = {
+    "offsite_conversion": (2.5, 0.8, -5.0),
+    "link_click": (1.5, 0.3, -3.8),
+    "button_click": (1.5, 0.3, -4.3),
+}
 # The same for conv-stream labels, by CONV_TASKS column (attributed conversion, link click, button click).
 OFFSITE_LABELS = {0: (2.5, 0.8, -5.7), 2: (1.5, 0.3, -2.5), 3: (1.5, 0.3, -3.0)}
 
@@ -66,7 +77,16 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_users", "num_items", "num_authors", "trait_dim", "examples_per_user", "ranker_examples_per_user", "max_click_len", "max_conv_len"):
+        for name in (
+            "num_users",
+            "num_items",
+            "num_authors",
+            "trait_dim",
+            "examples_per_user",
+            "ranker_examples_per_user",
+            "max_click_len",
+            "max_conv_len",
+        ):
             require_int(f"SyntheticConfig.{name}", getattr(self, name), 1)
         if self.days < 4:
             raise ConfigError("SyntheticConfig.days", "an int >= 4", self.days)
@@ -166,7 +186,15 @@ def _events(cfg: SyntheticConfig, world: World, rng: np.random.Generator) -> tup
     streams["click"].append((user[clicked], time[clicked], item[clicked], position[clicked], ACTIONS["click"]))
     c = np.flatnonzero(clicked)
     onsite = c[rng.random(len(c)) < _sigmoid(1.5 * click_aff[c] + 0.5 * conv_aff[c] - 3.0)]
-    streams["click"].append((user[onsite], time[onsite] + rng.integers(60, 3600, len(onsite)), item[onsite], position[onsite], ACTIONS["onsite_conversion"]))
+    streams["click"].append(
+        (
+            user[onsite],
+            time[onsite] + rng.integers(60, 3600, len(onsite)),
+            item[onsite],
+            position[onsite],
+            ACTIONS["onsite_conversion"],
+        )
+    )
     for action, (scale, click_scale, bias) in OFFSITE_EVENTS.items():
         hit = c[rng.random(len(c)) < _sigmoid(scale * conv_aff[c] + click_scale * click_aff[c] + bias)]
         delay = rng.exponential(DAY, len(hit)).astype(np.int64) + 60
@@ -177,7 +205,9 @@ def _events(cfg: SyntheticConfig, world: World, rng: np.random.Generator) -> tup
 
 
 def _stream_events(parts: list, item_ids: np.ndarray, num_users: int) -> StreamEvents:
-    user, time, item, position, action = (np.concatenate([np.broadcast_to(p[i], p[0].shape) for p in parts]) for i in range(5))
+    user, time, item, position, action = (
+        np.concatenate([np.broadcast_to(p[i], p[0].shape) for p in parts]) for i in range(5)
+    )
     order = np.lexsort((time, user))
     user, time, item, position, action = user[order], time[order], item[order], position[order], action[order]
     ids = item_ids[item]  # (N, 5): item, author, media, coarse, fine
@@ -186,7 +216,9 @@ def _stream_events(parts: list, item_ids: np.ndarray, num_users: int) -> StreamE
     return StreamEvents(offsets.astype(np.int64), time.astype(np.int64), packed.astype(np.int64))
 
 
-def _item_features(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _item_features(
+    cfg: SyntheticConfig, world: World, item_ids: np.ndarray, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Candidate features of ``items`` (E,): sparse (E, 5) int64 and dense (E, 2) float32 (popularity, quality)."""
     dense = np.stack([np.log1p(world.popularity[items] * cfg.num_items), world.item_quality[items]], 1)
     return item_ids[items], dense.astype(np.float32)
@@ -197,20 +229,38 @@ def _request_times(cfg: SyntheticConfig, n: int, rng: np.random.Generator) -> np
     return START_TIME + rng.integers((cfg.days * 2 // 3) * DAY, cfg.days * DAY, n)
 
 
-def _attributed_rows(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, user: np.ndarray, request: np.ndarray,
-                     rng: np.random.Generator) -> ExampleSet:
+def _attributed_rows(
+    cfg: SyntheticConfig,
+    world: World,
+    item_ids: np.ndarray,
+    user: np.ndarray,
+    request: np.ndarray,
+    rng: np.random.Generator,
+) -> ExampleSet:
     """Conversion-stream rows for clicked candidates: attributed conversion, link and button click labels."""
     clicked = rng.choice(cfg.num_items, size=len(user), p=world.popularity)
     click_aff, conv_aff = world.click_affinity(user, clicked), world.conv_affinity(user, clicked)
     labels = np.zeros((len(user), len(CONV_TASKS)), np.float32)
     for column, (scale, click_scale, bias) in OFFSITE_LABELS.items():
-        labels[:, column] = rng.random(len(user)) < _sigmoid(scale * conv_aff + click_scale * click_aff + 0.3 * world.item_quality[clicked] + bias)
+        labels[:, column] = rng.random(len(user)) < _sigmoid(
+            scale * conv_aff + click_scale * click_aff + 0.3 * world.item_quality[clicked] + bias
+        )
     mask = np.ones_like(labels)
     mask[:, CONV_TASKS.index("unattributed_conversion")] = 0.0
-    return ExampleSet(CONV_TASKS, user, request, *_item_features(cfg, world, item_ids, clicked), labels, mask, np.zeros(len(user), bool))
+    return ExampleSet(
+        CONV_TASKS,
+        user,
+        request,
+        *_item_features(cfg, world, item_ids, clicked),
+        labels,
+        mask,
+        np.zeros(len(user), bool),
+    )
 
 
-def _examples(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> tuple[ExampleSet, ExampleSet]:
+def _examples(
+    cfg: SyntheticConfig, world: World, item_ids: np.ndarray, users: np.ndarray, rng: np.random.Generator
+) -> tuple[ExampleSet, ExampleSet]:
     """Click-stream and conversion-stream examples (not downsampled) for ``users``."""
     user = np.repeat(users, cfg.examples_per_user)
     request = _request_times(cfg, len(user), rng)
@@ -220,20 +270,40 @@ def _examples(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, users: n
     onsite = ctr & (rng.random(len(user)) < _sigmoid(1.5 * click_aff + 0.5 * conv_aff - 1.0))
     ones = np.ones((len(user), len(CLICK_TASKS)), np.float32)
     labels = np.stack([ctr, onsite], 1).astype(np.float32)
-    clicks = ExampleSet(CLICK_TASKS, user, request, *_item_features(cfg, world, item_ids, shown), labels, ones, np.zeros(len(user), bool))
+    clicks = ExampleSet(
+        CLICK_TASKS,
+        user,
+        request,
+        *_item_features(cfg, world, item_ids, shown),
+        labels,
+        ones,
+        np.zeros(len(user), bool),
+    )
     attributed = _attributed_rows(cfg, world, item_ids, user, request, rng)
 
     n_syn = len(users) * max(1, cfg.examples_per_user // 4)
     s_user = rng.choice(users, n_syn)
     s_item = rng.choice(cfg.num_items, size=n_syn, p=world.popularity)
     s_labels = np.zeros((n_syn, len(CONV_TASKS)), np.float32)
-    s_labels[:, CONV_TASKS.index("unattributed_conversion")] = rng.random(n_syn) < _sigmoid(2.5 * world.conv_affinity(s_user, s_item) - 4.0)
+    s_labels[:, CONV_TASKS.index("unattributed_conversion")] = rng.random(n_syn) < _sigmoid(
+        2.5 * world.conv_affinity(s_user, s_item) - 4.0
+    )
     s_request = _request_times(cfg, n_syn, rng)
-    unattributed = ExampleSet(CONV_TASKS, s_user, s_request, *_item_features(cfg, world, item_ids, s_item), s_labels, np.ones_like(s_labels), np.zeros(n_syn, bool))
+    unattributed = ExampleSet(
+        CONV_TASKS,
+        s_user,
+        s_request,
+        *_item_features(cfg, world, item_ids, s_item),
+        s_labels,
+        np.ones_like(s_labels),
+        np.zeros(n_syn, bool),
+    )
     return clicks, concat_examples([attributed, synthetic_conv_examples(unattributed)])
 
 
-def _ranker_rows(cfg: SyntheticConfig, world: World, item_ids: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> ExampleSet:
+def _ranker_rows(
+    cfg: SyntheticConfig, world: World, item_ids: np.ndarray, users: np.ndarray, rng: np.random.Generator
+) -> ExampleSet:
     """The downstream ranker's own rows for ``users``: attributed conversion-stream rows, ranker tasks."""
     user = np.repeat(users, cfg.ranker_examples_per_user)
     return ranker_examples(_attributed_rows(cfg, world, item_ids, user, _request_times(cfg, len(user), rng), rng))
@@ -267,4 +337,6 @@ def generate(cfg: SyntheticConfig) -> SyntheticDataset:
     click_train = downsample_negatives(click_train, cfg.downsample_rate, cfg.seed)
     ranker_train = _ranker_rows(cfg, world, item_ids, train_users, rng)
     ranker_val = _ranker_rows(cfg, world, item_ids, val_users, rng)
-    return SyntheticDataset(schema, table, click_train, click_val, conv_train, conv_val, ranker_train, ranker_val, world)
+    return SyntheticDataset(
+        schema, table, click_train, click_val, conv_train, conv_val, ranker_train, ranker_val, world
+    )

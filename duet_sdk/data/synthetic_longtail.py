@@ -28,7 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from duet_sdk.data.events import EventDataset, EventTable, ExampleSet
-from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, concat_examples, downsample_negatives, ranker_examples, synthetic_conv_examples
+from duet_sdk.data.routing import (
+    CLICK_TASKS,
+    CONV_TASKS,
+    concat_examples,
+    downsample_negatives,
+    ranker_examples,
+    synthetic_conv_examples,
+)
 from duet_sdk.data.schema import EventSchema, StreamSpec
 from duet_sdk.data.synthetic import (
     ACTIONS,
@@ -73,10 +80,27 @@ class LongTailConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_users", "num_items", "num_authors", "trait_dim", "val_days", "max_rows_per_user", "max_click_len", "max_conv_len"):
+        for name in (
+            "num_users",
+            "num_items",
+            "num_authors",
+            "trait_dim",
+            "val_days",
+            "max_rows_per_user",
+            "max_click_len",
+            "max_conv_len",
+        ):
             require_int(f"LongTailConfig.{name}", getattr(self, name), 1)
         require_int("LongTailConfig.days", self.days, self.val_days + 2)
-        for name in ("shared_weight", "zipf_exponent", "activity_sigma", "mean_impressions", "mean_rows", "mean_ranker_rows", "item_effect"):
+        for name in (
+            "shared_weight",
+            "zipf_exponent",
+            "activity_sigma",
+            "mean_impressions",
+            "mean_rows",
+            "mean_ranker_rows",
+            "item_effect",
+        ):
             require_number(f"LongTailConfig.{name}", getattr(self, name))
         for name in ("late_item_fraction", "late_user_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -152,29 +176,50 @@ def _shown_items(world: World, launch: np.ndarray, time: np.ndarray, rng: np.ran
     return item
 
 
-def _user_times(cfg: LongTailConfig, counts: np.ndarray, signup: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _user_times(
+    cfg: LongTailConfig, counts: np.ndarray, signup: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(user, time) for ``counts[u]`` moments of each user, uniform between sign-up and the end."""
     user = np.repeat(np.arange(len(counts)), counts)
     time = signup[user] + (rng.random(len(user)) * (cfg.end_time - signup[user])).astype(np.int64)
     return user, time
 
 
-def _events(cfg: LongTailConfig, world: World, launch: np.ndarray, signup: np.ndarray, activity: np.ndarray,
-            rng: np.random.Generator) -> dict[str, list]:
+def _events(
+    cfg: LongTailConfig,
+    world: World,
+    launch: np.ndarray,
+    signup: np.ndarray,
+    activity: np.ndarray,
+    rng: np.random.Generator,
+) -> dict[str, list]:
     """Impressions -> click / onsite events (click stream) and offsite events (conv stream)."""
     user, time = _user_times(cfg, rng.poisson(cfg.mean_impressions * activity), signup, rng)
     item = _shown_items(world, launch, time, rng)
     position = rng.integers(0, 10, len(user))
     click_aff, conv_aff = world.click_affinity(user, item), world.conv_affinity(user, item)
     clicked = rng.random(len(user)) < _sigmoid(2.0 * click_aff + world.item_quality[item] - 0.15 * position - 1.5)
-    streams: dict[str, list] = {"click": [(user[clicked], time[clicked], item[clicked], position[clicked], ACTIONS["click"])], "conv": []}
+    streams: dict[str, list] = {
+        "click": [(user[clicked], time[clicked], item[clicked], position[clicked], ACTIONS["click"])],
+        "conv": [],
+    }
     c = np.flatnonzero(clicked)
     onsite = c[rng.random(len(c)) < _sigmoid(1.5 * click_aff[c] + 0.5 * conv_aff[c] - 3.0)]
-    streams["click"].append((user[onsite], time[onsite] + rng.integers(60, 3600, len(onsite)), item[onsite], position[onsite], ACTIONS["onsite_conversion"]))
+    streams["click"].append(
+        (
+            user[onsite],
+            time[onsite] + rng.integers(60, 3600, len(onsite)),
+            item[onsite],
+            position[onsite],
+            ACTIONS["onsite_conversion"],
+        )
+    )
     for action, (scale, click_scale, bias) in OFFSITE_EVENTS.items():
         hit = c[rng.random(len(c)) < _sigmoid(scale * conv_aff[c] + click_scale * click_aff[c] + bias)]
         delay = rng.exponential(DAY, len(hit)).astype(np.int64) + 60
-        streams["conv"].append((user[hit], np.minimum(time[hit] + delay, cfg.end_time - 1), item[hit], position[hit], ACTIONS[action]))
+        streams["conv"].append(
+            (user[hit], np.minimum(time[hit] + delay, cfg.end_time - 1), item[hit], position[hit], ACTIONS[action])
+        )
     lone = rng.random(len(user)) < 0.004 * _sigmoid(2.5 * conv_aff - 1.0)
     streams["conv"].append((user[lone], time[lone], item[lone], position[lone], ACTIONS["unattributed_conversion"]))
     return streams
@@ -183,13 +228,17 @@ def _events(cfg: LongTailConfig, world: World, launch: np.ndarray, signup: np.nd
 class _RowMaker:
     """Labelled rows of the world; candidates' dense feature is their popularity observed before T1."""
 
-    def __init__(self, cfg: LongTailConfig, world: World, item_ids: np.ndarray, launch: np.ndarray, observed: np.ndarray) -> None:
+    def __init__(
+        self, cfg: LongTailConfig, world: World, item_ids: np.ndarray, launch: np.ndarray, observed: np.ndarray
+    ) -> None:
         self.cfg, self.world, self.item_ids, self.launch = cfg, world, item_ids, launch
         self.log_popularity = np.log1p(observed).astype(np.float32)
 
     def _rows(self, tasks, user, request, item, labels, mask) -> ExampleSet:
         dense = self.log_popularity[item][:, None]
-        return ExampleSet(tasks, user, request, self.item_ids[item], dense, labels.astype(np.float32), mask, np.zeros(len(user), bool))
+        return ExampleSet(
+            tasks, user, request, self.item_ids[item], dense, labels.astype(np.float32), mask, np.zeros(len(user), bool)
+        )
 
     def click_rows(self, user: np.ndarray, request: np.ndarray, rng: np.random.Generator) -> ExampleSet:
         w, item = self.world, _shown_items(self.world, self.launch, request, rng)
@@ -204,7 +253,9 @@ class _RowMaker:
         click_aff, conv_aff = w.click_affinity(user, item), w.conv_affinity(user, item)
         labels = np.zeros((len(user), len(CONV_TASKS)), np.float32)
         for column, (scale, click_scale, bias) in OFFSITE_LABELS.items():
-            labels[:, column] = rng.random(len(user)) < _sigmoid(scale * conv_aff + click_scale * click_aff + w.item_quality[item] + bias)
+            labels[:, column] = rng.random(len(user)) < _sigmoid(
+                scale * conv_aff + click_scale * click_aff + w.item_quality[item] + bias
+            )
         mask = np.ones_like(labels)
         mask[:, CONV_TASKS.index("unattributed_conversion")] = 0.0
         return self._rows(CONV_TASKS, user, request, item, labels, mask)
@@ -212,7 +263,9 @@ class _RowMaker:
     def unattributed_rows(self, user: np.ndarray, request: np.ndarray, rng: np.random.Generator) -> ExampleSet:
         item = _shown_items(self.world, self.launch, request, rng)
         labels = np.zeros((len(user), len(CONV_TASKS)), np.float32)
-        labels[:, CONV_TASKS.index("unattributed_conversion")] = rng.random(len(user)) < _sigmoid(2.5 * self.world.conv_affinity(user, item) - 4.0)
+        labels[:, CONV_TASKS.index("unattributed_conversion")] = rng.random(len(user)) < _sigmoid(
+            2.5 * self.world.conv_affinity(user, item) - 4.0
+        )
         return synthetic_conv_examples(self._rows(CONV_TASKS, user, request, item, labels, np.ones_like(labels)))
 
 
@@ -222,7 +275,9 @@ def _split(rows: ExampleSet, t1: int) -> tuple[ExampleSet, ExampleSet]:
     return rows.subset(np.flatnonzero(~val)), rows.subset(np.flatnonzero(val))
 
 
-def _request_moments(cfg: LongTailConfig, mean: float, activity: np.ndarray, signup: np.ndarray, rng: np.random.Generator):
+def _request_moments(
+    cfg: LongTailConfig, mean: float, activity: np.ndarray, signup: np.ndarray, rng: np.random.Generator
+):
     counts = np.minimum(rng.poisson(mean * activity), cfg.max_rows_per_user)
     return _user_times(cfg, counts, signup, rng)
 
@@ -247,21 +302,40 @@ def generate_longtail(cfg: LongTailConfig) -> LongTailDataset:
     static_sparse = np.stack([first, region, rng.integers(0, 3, cfg.num_users)], 1).astype(np.int64)
     tenure = np.maximum(0, t1 - signup) / DAY
     static_dense = np.stack([np.log1p(train_events), tenure], 1).astype(np.float32)
-    table = EventTable(cfg.schema(), (USER_ID_BASE + np.arange(cfg.num_users)).astype(np.int64), static_sparse, static_dense, table_streams)
+    table = EventTable(
+        cfg.schema(),
+        (USER_ID_BASE + np.arange(cfg.num_users)).astype(np.int64),
+        static_sparse,
+        static_dense,
+        table_streams,
+    )
 
     rows = _RowMaker(cfg, world, item_ids, launch, observed)
     click = rows.click_rows(*_request_moments(cfg, cfg.mean_rows, activity, signup, rng), rng)
-    conv = concat_examples([
-        rows.attributed_rows(*_request_moments(cfg, cfg.mean_rows, activity, signup, rng), rng),
-        rows.unattributed_rows(*_request_moments(cfg, cfg.mean_rows / 4, activity, signup, rng), rng),
-    ])
-    ranker = ranker_examples(rows.attributed_rows(*_request_moments(cfg, cfg.mean_ranker_rows, activity, signup, rng), rng))
+    conv = concat_examples(
+        [
+            rows.attributed_rows(*_request_moments(cfg, cfg.mean_rows, activity, signup, rng), rng),
+            rows.unattributed_rows(*_request_moments(cfg, cfg.mean_rows / 4, activity, signup, rng), rng),
+        ]
+    )
+    ranker = ranker_examples(
+        rows.attributed_rows(*_request_moments(cfg, cfg.mean_ranker_rows, activity, signup, rng), rng)
+    )
     click_train, click_val = _split(click, t1)
     conv_train, conv_val = _split(conv, t1)
     ranker_train, ranker_val = _split(ranker, t1)
     return LongTailDataset(
-        cfg.schema(), table, downsample_negatives(click_train, cfg.downsample_rate, cfg.seed), click_val,
-        conv_train, conv_val, ranker_train, ranker_val, world, launch, signup,
+        cfg.schema(),
+        table,
+        downsample_negatives(click_train, cfg.downsample_rate, cfg.seed),
+        click_val,
+        conv_train,
+        conv_val,
+        ranker_train,
+        ranker_val,
+        world,
+        launch,
+        signup,
     )
 
 

@@ -76,7 +76,15 @@ def parse_ids(array: pa.Array, name: str, text: bool = True) -> Parsed:
 
         def reason(i: int) -> str:
             raw = s[i].as_py()
-            what = "empty" if not raw else "negative" if raw[:1] == "-" and raw[1:].isdigit() else "out of range" if raw.isdigit() else "not an integer"
+            what = (
+                "empty"
+                if not raw
+                else "negative"
+                if raw[:1] == "-" and raw[1:].isdigit()
+                else "out of range"
+                if raw.isdigit()
+                else "not an integer"
+            )
             return f"{name}: expected an integer id in [0, 2**63), got {raw!r} ({what})"
 
         return Parsed(values, ok, reason)
@@ -106,7 +114,12 @@ def parse_behavior(array: pa.Array, spec: EventLogSpec, text: bool = True) -> Pa
             for entry in pc.value_counts(s.filter(pa.array(~ok))).to_pylist():
                 unknown["null" if entry["values"] is None else entry["values"]] += entry["counts"]
         expected = ", ".join(spec.behaviors)
-        return Parsed(_np(codes, 0).astype(np.int8), ok, lambda i: f"{name}: unknown behaviour {_text(s, i)}, expected one of {expected}", unknown)
+        return Parsed(
+            _np(codes, 0).astype(np.int8),
+            ok,
+            lambda i: f"{name}: unknown behaviour {_text(s, i)}, expected one of {expected}",
+            unknown,
+        )
     if text and _is_string(array.type):
         s = pc.utf8_trim_whitespace(array)
         number = _np(pc.match_substring_regex(s, pattern=NUMBER), False)
@@ -136,7 +149,11 @@ def parse_timestamps(array: pa.Array, name: str, unit: str, years: tuple[int, in
     scale = TIMESTAMP_UNITS[unit]
     if pa.types.is_timestamp(array.type):  # stored unit -> the spec's unit
         per_second = {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[array.type.unit]
-        array = pc.divide(array.cast(pa.int64()), per_second // scale) if per_second >= scale else pc.multiply(array.cast(pa.int64()), scale // per_second)
+        array = (
+            pc.divide(array.cast(pa.int64()), per_second // scale)
+            if per_second >= scale
+            else pc.multiply(array.cast(pa.int64()), scale // per_second)
+        )
     if text and _is_string(array.type):
         s = pc.utf8_trim_whitespace(array)
         values, ok = _string_ints(s)
@@ -149,11 +166,17 @@ def parse_timestamps(array: pa.Array, name: str, unit: str, years: tuple[int, in
     elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
         s, raw = array, _np(array.cast(pa.float64(), safe=False), np.nan)
         ok = np.isfinite(raw) & (raw >= 0) & (raw == np.floor(raw)) & (raw < 2**62)
-        values = np.where(ok, raw, 0).astype(np.int64) if pa.types.is_floating(array.type) else _np(array.cast(pa.int64(), safe=False), 0)
+        values = (
+            np.where(ok, raw, 0).astype(np.int64)
+            if pa.types.is_floating(array.type)
+            else _np(array.cast(pa.int64(), safe=False), 0)
+        )
     else:
         raise _type_error(name, "an integer, float or timestamp column", array.type)
     first = int((np.datetime64(f"{years[0]}-01-01", "s") - np.datetime64(0, "s")).astype(np.int64))
-    end = min(MAX_TIMESTAMP, int((np.datetime64(f"{years[1] + 1}-01-01", "s") - np.datetime64(0, "s")).astype(np.int64)))
+    end = min(
+        MAX_TIMESTAMP, int((np.datetime64(f"{years[1] + 1}-01-01", "s") - np.datetime64(0, "s")).astype(np.int64))
+    )
     seconds = values // scale
     plausible = ok & (seconds >= first) & (seconds < end)
 
@@ -166,6 +189,7 @@ def parse_timestamps(array: pa.Array, name: str, unit: str, years: tuple[int, in
             hint = '; milliseconds given as seconds? set timestamp_unit = "ms"'
         elif unit == "ms" and year < years[0] and 1970 + seconds[i] * 1000 / SECONDS_PER_YEAR <= years[1]:
             hint = '; seconds given as milliseconds? set timestamp_unit = "s"'
-        return f"{name}: {values[i]} {unit} is in the year {int(year)}, outside the plausible years {years[0]}..{years[1]}{hint}"
+        plausible = f"{years[0]}..{years[1]}"
+        return f"{name}: {values[i]} {unit} is in the year {int(year)}, outside the plausible years {plausible}{hint}"
 
     return Parsed(values, plausible, reason)

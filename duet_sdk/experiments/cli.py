@@ -58,13 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--events", type=Path, help="event log (default: --dataset)")
     t.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
     t.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
-    t.add_argument("--split", choices=SPLITS, default="global", help="event logs: global temporal split (default) or per-user time split")
-    t.add_argument("--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)")
-    t.add_argument("--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row")
-    t.add_argument("--static-user-id", action="store_true", help="give the models the raw user ID as a static feature (opt-in: lets them memorise users)")
-    t.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="synthetic", help="synthetic benchmark without --events")
+    t.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="global",
+        help="event logs: global temporal split (default) or per-user time split",
+    )
+    t.add_argument(
+        "--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)"
+    )
+    t.add_argument(
+        "--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row"
+    )
+    t.add_argument(
+        "--static-user-id",
+        action="store_true",
+        help="give the models the raw user ID as a static feature (opt-in: lets them memorise users)",
+    )
+    t.add_argument(
+        "--dataset", choices=SYNTHETIC_DATASETS, default="synthetic", help="synthetic benchmark without --events"
+    )
     t.add_argument("--num-users", type=int, default=3000, help="synthetic data: number of users")
-    t.add_argument("--encoder-epochs", type=int, help="default: 1 on an event log or longtail, else per model (ClickAUN 3, ConvAUN 1)")
+    t.add_argument(
+        "--encoder-epochs",
+        type=int,
+        help="default: 1 on an event log or longtail, else per model (ClickAUN 3, ConvAUN 1)",
+    )
     t.add_argument("--ranker-epochs", type=int, help="default: 1 on an event log or longtail, else 3")
     t.add_argument("--levels", type=int, default=4, help="SIDE levels L")
     t.add_argument("--codebook-size", type=int, default=256, help="SIDE codewords per level K")
@@ -74,17 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("table1-merge", help="one table from table1 runs of different seeds (run as separate processes)")
     m.add_argument("--out", type=Path, required=True, help="writes OUT/table1.md and OUT/table1.json")
     m.add_argument("parts", type=Path, nargs="+", help="directories holding a table1.json each")
-    w = sub.add_parser("sweep", help="training-recipe settings: primary val NE of ClickAUN, ConvAUN and the baseline ranker per setting")
+    w = sub.add_parser(
+        "sweep",
+        help="training-recipe settings: primary val NE of ClickAUN, ConvAUN and the baseline ranker per setting",
+    )
     w.add_argument("--out", type=Path, default=Path("runs/sweep"))
     w.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=["previous", "default"])
     w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="which of ClickAUN, ConvAUN, the baseline ranker to train")
+    w.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=list(MODELS),
+        help="which of ClickAUN, ConvAUN, the baseline ranker to train",
+    )
     w.add_argument("--events", type=Path, help="event log (default: --dataset)")
     w.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
     w.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
-    w.add_argument("--split", choices=SPLITS, default="global", help="event logs: global temporal split (default) or per-user time split")
-    w.add_argument("--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)")
-    w.add_argument("--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row")
+    w.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="global",
+        help="event logs: global temporal split (default) or per-user time split",
+    )
+    w.add_argument(
+        "--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)"
+    )
+    w.add_argument(
+        "--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row"
+    )
     w.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="longtail")
     w.add_argument("--num-users", type=int, default=3000)
     w.add_argument("--hash-table-size", type=int)
@@ -98,7 +135,9 @@ def merge_tables(args: argparse.Namespace) -> int:
     summaries = [json.loads((part / "table1.json").read_text()) for part in args.parts]
     runs = [run for summary in summaries for run in runs_from_summary(summary)]
     if len({r.seed for r in runs}) != len(runs) or len({json.dumps(s["side"]) for s in summaries}) != 1:
-        raise ConfigError("parts", "table1 runs of distinct seeds with the same SIDE codec", [str(p) for p in args.parts])
+        raise ConfigError(
+            "parts", "table1 runs of distinct seeds with the same SIDE codec", [str(p) for p in args.parts]
+        )
     side = summaries[0]["side"]
     summary = summarize(runs, SideConfig(levels=side["levels"], codebook_size=side["codebook_size"]))
     summary["parts"] = [str(p) for p in args.parts]
@@ -117,15 +156,25 @@ def run_sweep(args: argparse.Namespace) -> int:
     rows = []
     for name in args.settings:
         user_id = name == "previous"
-        config = Table1Config(seeds=(args.seed,), num_users=args.num_users, dataset=args.dataset, events=args.events,
-                              event_format=args.event_format, event_spec=args.event_spec, split=args.split,
-                              val_end_quantile=args.val_end_quantile, negatives_per_positive=args.negatives_per_positive,
-                              static_user_id=user_id)
+        config = Table1Config(
+            seeds=(args.seed,),
+            num_users=args.num_users,
+            dataset=args.dataset,
+            events=args.events,
+            event_format=args.event_format,
+            event_spec=args.event_spec,
+            split=args.split,
+            val_end_quantile=args.val_end_quantile,
+            negatives_per_positive=args.negatives_per_positive,
+            static_user_id=user_id,
+        )
         data = load_data(config, args.seed)
         rows.append(run_setting(name, data, args.out, args.seed, args.hash_table_size, tuple(args.models)))
         print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]['ne']:.4f}" for m in args.models), flush=True)
     source = str(args.events) if args.events else args.dataset
-    markdown = sweep_markdown(rows, f"Recipe sweep on {source}, seed {args.seed}: primary val NE (best step / steps run)")
+    markdown = sweep_markdown(
+        rows, f"Recipe sweep on {source}, seed {args.seed}: primary val NE (best step / steps run)"
+    )
     atomic_write_json(args.out / "sweep.json", {"source": source, "seed": args.seed, "rows": rows})
     (args.out / "sweep.md").write_text(markdown)
     print(markdown)
@@ -153,11 +202,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         config = Table1Config(
-            seeds=tuple(args.seeds), num_users=args.num_users, dataset=args.dataset, encoder_epochs=args.encoder_epochs,
-            ranker_epochs=args.ranker_epochs, side=SideConfig(levels=args.levels, codebook_size=args.codebook_size),
-            events=args.events, event_format=args.event_format, event_spec=args.event_spec, split=args.split,
-            val_end_quantile=args.val_end_quantile, negatives_per_positive=args.negatives_per_positive, static_user_id=args.static_user_id, train=train_config_from_args(args, 1, 0, args.progress),
-            table_size=args.hash_table_size, policy=gate_policy_from_args(args), progress=args.progress,
+            seeds=tuple(args.seeds),
+            num_users=args.num_users,
+            dataset=args.dataset,
+            encoder_epochs=args.encoder_epochs,
+            ranker_epochs=args.ranker_epochs,
+            side=SideConfig(levels=args.levels, codebook_size=args.codebook_size),
+            events=args.events,
+            event_format=args.event_format,
+            event_spec=args.event_spec,
+            split=args.split,
+            val_end_quantile=args.val_end_quantile,
+            negatives_per_positive=args.negatives_per_positive,
+            static_user_id=args.static_user_id,
+            train=train_config_from_args(args, 1, 0, args.progress),
+            table_size=args.hash_table_size,
+            policy=gate_policy_from_args(args),
+            progress=args.progress,
         )
         summary = run_table1(config, args.out)
     except DuetError as exc:

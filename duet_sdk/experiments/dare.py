@@ -26,12 +26,19 @@ from duet_sdk.training.trainer import TrainConfig, predict
 
 DATASETS = ("long_history", "longtail")
 # Default history stream and fields per data source.
-HISTORY_DEFAULTS = {"long_history": (STREAM, ("item_id", "category_id")), "longtail": ("click", ("item_id", "author_id")),
-                    "events": ("click", ("item_id",))}
+HISTORY_DEFAULTS = {
+    "long_history": (STREAM, ("item_id", "category_id")),
+    "longtail": ("click", ("item_id", "author_id")),
+    "events": ("click", ("item_id",)),
+}
 # arm -> (target-attention variant or None, d_repr / d_att)
 ARMS: dict[str, tuple[str | None, int]] = {
-    "off": (None, 1), "twin": ("twin", 1), "twin_proj": ("twin_proj", 1),
-    "dare": ("dare", 1), "dare_d2": ("dare", 2), "dare_d4": ("dare", 4),
+    "off": (None, 1),
+    "twin": ("twin", 1),
+    "twin_proj": ("twin_proj", 1),
+    "dare": ("dare", 1),
+    "dare_d2": ("dare", 2),
+    "dare_d4": ("dare", 4),
 }
 
 
@@ -73,8 +80,15 @@ class DareConfig:
         variant, divisor = ARMS[arm]
         if variant is None:
             return None
-        return TargetAttentionConfig(variant=variant, stream=self.stream, fields=self.fields, max_len=self.history_len,
-                                     top_k=self.top_k, d_repr=self.d_repr, d_att=self.d_repr // divisor)
+        return TargetAttentionConfig(
+            variant=variant,
+            stream=self.stream,
+            fields=self.fields,
+            max_len=self.history_len,
+            top_k=self.top_k,
+            d_repr=self.d_repr,
+            d_att=self.d_repr // divisor,
+        )
 
 
 @dataclass
@@ -105,7 +119,13 @@ def load_rows(config: DareConfig, seed: int) -> LoadedRows:
         return LoadedRows(data.dataset.table, data.dataset.ranker_train, data.dataset.ranker_val, data.description)
     synthetic = LongHistoryConfig(num_users=config.num_users, label_window=config.history_len, seed=seed)
     ds = generate_long_history(synthetic)
-    return LoadedRows(ds.table, ds.ranker_train, ds.ranker_val, {"source": "long_history", "num_users": config.num_users, "seed": seed}, ds.world)
+    return LoadedRows(
+        ds.table,
+        ds.ranker_train,
+        ds.ranker_val,
+        {"source": "long_history", "num_users": config.num_users, "seed": seed},
+        ds.world,
+    )
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -121,7 +141,9 @@ def ndcg_at_k(gains_in_order: np.ndarray, ideal_gains: np.ndarray) -> np.ndarray
     return np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1.0), np.nan)
 
 
-def _search_batches(ranker: Ranker, table: EventTable, rows: ExampleSet, batch_size: int = 512) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor]]:
+def _search_batches(
+    ranker: Ranker, table: EventTable, rows: ExampleSet, batch_size: int = 512
+) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor]]:
     source = RankerBatches(table, rows, {}, history_spec(ranker.config))
     ta = ranker.target_attention
     for batch in source.batches(batch_size):
@@ -132,14 +154,19 @@ def _search_batches(ranker: Ranker, table: EventTable, rows: ExampleSet, batch_s
 
 
 @torch.no_grad()
-def search_ndcg(ranker: Ranker, table: EventTable, rows: ExampleSet, world: World, random_seed: int | None = None) -> float:
+def search_ndcg(
+    ranker: Ranker, table: EventTable, rows: ExampleSet, world: World, random_seed: int | None = None
+) -> float:
     """Mean NDCG@k (gain ``2^rel - 1``) of the ranker's search over the validation rows that have a
     relevant behaviour; with ``random_seed``, of a search that picks k valid behaviours at random."""
     ranker.eval()
     values = []
     rng = np.random.default_rng(random_seed)
     for batch, index, selected in _search_batches(ranker, table, rows):
-        history, target = batch[keys.HISTORY_IDS].numpy(), batch[keys.ITEM_SPARSE][:, 0].index_select(-1, ranker.target_columns).numpy()
+        history, target = (
+            batch[keys.HISTORY_IDS].numpy(),
+            batch[keys.ITEM_SPARSE][:, 0].index_select(-1, ranker.target_columns).numpy(),
+        )
         valid = ranker.target_attention.valid_mask(batch[keys.HISTORY_IDS], batch[keys.HISTORY_LEN]).numpy()
         gains = np.where(valid, 2.0 ** world.relevance(history, target) - 1.0, 0.0)  # (B, T)
         k = index.shape[1]
@@ -163,15 +190,30 @@ def run_arm(config: DareConfig, rows: LoadedRows, arm: str, seed: int, out: Path
         torch.manual_seed(seed)
         initial = Ranker(ranker_config("baseline", rows.table.schema, {}, target_attention=ta))
         initial_ndcg = search_ndcg(initial, rows.table, rows.val, rows.world)
-    outcome = train_ranker("baseline", rows.table, rows.train, rows.val, ({}, {}), {}, out, rows.description,
-                           train_config, target_attention=ta)
+    outcome = train_ranker(
+        "baseline",
+        rows.table,
+        rows.train,
+        rows.val,
+        ({}, {}),
+        {},
+        out,
+        rows.description,
+        train_config,
+        target_attention=ta,
+    )
     model = outcome.result.model
     history = history_spec(model.ranker.config)
     probs = predict(model, RankerBatches(rows.table, rows.val, {}, history))[:, 0]
     result = {
-        "arm": arm, "seed": seed, "d_att": ta.attention_dim if ta else None, "d_repr": ta.d_repr if ta else None,
-        "val_ne": outcome.checkpoint.primary_ne, "val_auc": auc(rows.val.labels[:, 0], probs),
-        "train_seconds": round(outcome.result.seconds, 1), "checkpoint": str(outcome.checkpoint.path),
+        "arm": arm,
+        "seed": seed,
+        "d_att": ta.attention_dim if ta else None,
+        "d_repr": ta.d_repr if ta else None,
+        "val_ne": outcome.checkpoint.primary_ne,
+        "val_auc": auc(rows.val.labels[:, 0], probs),
+        "train_seconds": round(outcome.result.seconds, 1),
+        "checkpoint": str(outcome.checkpoint.path),
     }
     if ta is not None and rows.world is not None:
         result["search_ndcg"] = search_ndcg(model.ranker, rows.table, rows.val, rows.world)
@@ -184,7 +226,11 @@ def _stats(values: list[float]) -> dict[str, float]:
     array = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
     if not len(array):
         return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0, "n": int(len(array))}
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        "n": int(len(array)),
+    }
 
 
 def summarize(results: list[dict], config: DareConfig) -> dict:
@@ -193,8 +239,13 @@ def summarize(results: list[dict], config: DareConfig) -> dict:
     seeds = sorted({r["seed"] for r in results})
     arms = [a for a in config.arms if any((a, s) in by for s in seeds)]
     metrics = ("val_ne", "val_auc", "search_ndcg", "initial_search_ndcg", "random_search_ndcg")
-    table = {arm: {"d_att": by[(arm, seeds[0])]["d_att"], **{m: _stats([by[(arm, s)].get(m) for s in seeds if (arm, s) in by]) for m in metrics}}
-             for arm in arms}
+    table = {
+        arm: {
+            "d_att": by[(arm, seeds[0])]["d_att"],
+            **{m: _stats([by[(arm, s)].get(m) for s in seeds if (arm, s) in by]) for m in metrics},
+        }
+        for arm in arms
+    }
 
     def paired(a: str, b: str, metric: str, relative: bool = False) -> dict | None:
         pairs = [(by[(a, s)].get(metric), by[(b, s)].get(metric)) for s in seeds if (a, s) in by and (b, s) in by]
@@ -211,10 +262,21 @@ def summarize(results: list[dict], config: DareConfig) -> dict:
         "dare_vs_off_ne_pct": paired("dare", "off", "val_ne", relative=True),
         "twin_proj_minus_twin_ne": paired("twin_proj", "twin", "val_ne"),
     }
-    return {"config": {"seeds": seeds, "history_len": config.history_len, "top_k": config.top_k, "d_repr": config.d_repr,
-                       "epochs": config.epochs, "num_users": config.num_users, "dataset": config.dataset,
-                       "events": str(config.events) if config.events else None},
-            "arms": table, "comparisons": comparisons, "per_seed": results}
+    return {
+        "config": {
+            "seeds": seeds,
+            "history_len": config.history_len,
+            "top_k": config.top_k,
+            "d_repr": config.d_repr,
+            "epochs": config.epochs,
+            "num_users": config.num_users,
+            "dataset": config.dataset,
+            "events": str(config.events) if config.events else None,
+        },
+        "arms": table,
+        "comparisons": comparisons,
+        "per_seed": results,
+    }
 
 
 def to_markdown(summary: dict) -> str:
@@ -229,8 +291,10 @@ def to_markdown(summary: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for arm, row in summary["arms"].items():
-        lines.append(f"| {arm} | {row['d_att'] or '—'} | {fmt(row['val_ne'])} | {fmt(row['val_auc'])} | "
-                     f"{fmt(row['search_ndcg'])} | {fmt(row['initial_search_ndcg'])} | {fmt(row['random_search_ndcg'])} |")
+        lines.append(
+            f"| {arm} | {row['d_att'] or '—'} | {fmt(row['val_ne'])} | {fmt(row['val_auc'])} | "
+            f"{fmt(row['search_ndcg'])} | {fmt(row['initial_search_ndcg'])} | {fmt(row['random_search_ndcg'])} |"
+        )
     names = {
         "dare_minus_twin_ne": ("DARE − TWIN val NE (negative: DARE better)", 5),
         "dare_minus_twin_auc": ("DARE − TWIN val AUC", 5),

@@ -18,15 +18,25 @@ def add_dare_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", type=Path, default=Path("runs/dare"))
     d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     d.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=list(ARMS))
-    d.add_argument("--dataset", choices=DATASETS, default="long_history",
-                   help="synthetic benchmark without --events: long_history (knows each behaviour's relevance) or longtail")
+    d.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="long_history",
+        help="synthetic benchmark without --events: long_history (knows each behaviour's relevance) or longtail",
+    )
     d.add_argument("--events", type=Path, help="event log (default: --dataset)")
     d.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
     d.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
     d.add_argument("--split", choices=SPLITS, default="user", help="per-user or global temporal split of --events")
-    d.add_argument("--history-stream", help="stream the candidates attend to (default: behavior on long_history, else click)")
-    d.add_argument("--history-fields", nargs="+", help="ID fields of a behaviour and a candidate "
-                   "(default: item_id category_id on long_history, item_id author_id on longtail, item_id on event logs)")
+    d.add_argument(
+        "--history-stream", help="stream the candidates attend to (default: behavior on long_history, else click)"
+    )
+    d.add_argument(
+        "--history-fields",
+        nargs="+",
+        help="ID fields of a behaviour and a candidate "
+        "(default: item_id category_id on long_history, item_id author_id on longtail, item_id on event logs)",
+    )
     d.add_argument("--num-users", type=int, default=1500, help="synthetic data: number of users")
     d.add_argument("--history-len", type=int, default=200, help="L: most recent events attended to")
     d.add_argument("--top-k", type=int, default=20)
@@ -45,12 +55,18 @@ def run_dare(config: DareConfig, out: Path) -> dict:
         for arm in config.arms:
             arm_out = out / f"seed-{seed}" / arm
             if arm_out.exists():
-                raise ConfigError("out", "a directory without earlier results (they are never overwritten)", str(arm_out))
+                raise ConfigError(
+                    "out", "a directory without earlier results (they are never overwritten)", str(arm_out)
+                )
             start = time.perf_counter()
             results.append(run_arm(config, rows, arm, seed, arm_out))
             r = results[-1]
-            print(f"seed {seed} {arm}: val NE {r['val_ne']:.4f} AUC {r['val_auc']:.4f} NDCG {r.get('search_ndcg', float('nan')):.4f} "
-                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+            print(
+                f"seed {seed} {arm}: val NE {r['val_ne']:.4f} AUC {r['val_auc']:.4f} NDCG "
+                f"{r.get('search_ndcg', float('nan')):.4f} "
+                f"({time.perf_counter() - start:.0f}s)",
+                flush=True,
+            )
             atomic_write_json(out / "dare.partial.json", results)
     summary = summarize(results, config)
     atomic_write_json(out / "dare.json", summary)
@@ -59,11 +75,23 @@ def run_dare(config: DareConfig, out: Path) -> dict:
 
 
 def main_dare(args: argparse.Namespace) -> int:
-    config = DareConfig(seeds=tuple(args.seeds), arms=tuple(args.arms), dataset=args.dataset, num_users=args.num_users,
-                        history_len=args.history_len, top_k=args.top_k, d_repr=args.d_repr, epochs=args.epochs,
-                        stream=args.history_stream, fields=tuple(args.history_fields) if args.history_fields else None,
-                        events=args.events, event_format=args.event_format, event_spec=args.event_spec, split=args.split,
-                        progress=args.progress)
+    config = DareConfig(
+        seeds=tuple(args.seeds),
+        arms=tuple(args.arms),
+        dataset=args.dataset,
+        num_users=args.num_users,
+        history_len=args.history_len,
+        top_k=args.top_k,
+        d_repr=args.d_repr,
+        epochs=args.epochs,
+        stream=args.history_stream,
+        fields=tuple(args.history_fields) if args.history_fields else None,
+        events=args.events,
+        event_format=args.event_format,
+        event_spec=args.event_spec,
+        split=args.split,
+        progress=args.progress,
+    )
     summary = run_dare(config, args.out)
     print(to_markdown(summary))
     print(f"written: {args.out / 'dare.md'}, {args.out / 'dare.json'}")

@@ -24,7 +24,14 @@ MODELS = ("click", "conv", "baseline")
 _DEFAULT = TrainConfig(progress=False)
 SETTINGS: dict[str, TrainConfig] = {
     "previous": dataclasses.replace(
-        _DEFAULT, epochs=3, lr=3e-3, evals_per_epoch=1, patience=0, embedding_weight_decay=1e-5, lr_schedule="linear", init_bias=False,
+        _DEFAULT,
+        epochs=3,
+        lr=3e-3,
+        evals_per_epoch=1,
+        patience=0,
+        embedding_weight_decay=1e-5,
+        lr_schedule="linear",
+        init_bias=False,
     ),
     "default": _DEFAULT,
     "lr1e-3": dataclasses.replace(_DEFAULT, lr=1e-3),
@@ -36,7 +43,9 @@ SETTINGS: dict[str, TrainConfig] = {
 }
 
 
-def run_setting(name: str, data: LoadedData, out: Path, seed: int, table_size: int | None = None, models: tuple[str, ...] = MODELS) -> dict:
+def run_setting(
+    name: str, data: LoadedData, out: Path, seed: int, table_size: int | None = None, models: tuple[str, ...] = MODELS
+) -> dict:
     """Train ``models`` (of ``MODELS``) under setting ``name`` into ``out``; their primary val NE and histories."""
     if name not in SETTINGS:
         raise ConfigError("setting", f"one of {tuple(SETTINGS)}", name)
@@ -50,15 +59,29 @@ def run_setting(name: str, data: LoadedData, out: Path, seed: int, table_size: i
     if "baseline" not in models:
         return row
     start = time.perf_counter()
-    ranker = train_ranker("baseline", ds.table, ds.ranker_train, ds.ranker_val, ({}, {}), {}, out / name, data.description,
-                          config, policy, table_size=table_size)
+    ranker = train_ranker(
+        "baseline",
+        ds.table,
+        ds.ranker_train,
+        ds.ranker_val,
+        ({}, {}),
+        {},
+        out / name,
+        data.description,
+        config,
+        policy,
+        table_size=table_size,
+    )
     row["baseline"] = _figures(ranker.result, ranker.checkpoint.primary_task, time.perf_counter() - start)
     return row
 
 
 def _figures(result: TrainResult, primary_task: str, seconds: float) -> dict:
     return {
-        "ne": result.val_ne[primary_task], "best_step": result.best_step, "steps": result.steps, "seconds": round(seconds, 1),
+        "ne": result.val_ne[primary_task],
+        "best_step": result.best_step,
+        "steps": result.steps,
+        "seconds": round(seconds, 1),
         "history": [(h["step"], round(h[f"val_ne/{primary_task}"], 4)) for h in result.history],
     }
 
@@ -66,8 +89,12 @@ def _figures(result: TrainResult, primary_task: str, seconds: float) -> dict:
 def to_markdown(rows: list[dict], title: str) -> str:
     """One line per setting: primary val NE of each model, best step / steps, and each validation curve."""
     models = [m for m in MODELS if m in rows[0]]
-    lines = [title, "", "| setting | " + " | ".join(f"{m} NE (best step/steps)" for m in models) + " |",
-             "| --- | " + " | ".join("---" for _ in models) + " |"]
+    lines = [
+        title,
+        "",
+        "| setting | " + " | ".join(f"{m} NE (best step/steps)" for m in models) + " |",
+        "| --- | " + " | ".join("---" for _ in models) + " |",
+    ]
     for row in rows:
         cells = [f"{row[m]['ne']:.4f} ({row[m]['best_step']}/{row[m]['steps']})" for m in models]
         lines.append(f"| {row['setting']} | " + " | ".join(cells) + " |")

@@ -24,7 +24,14 @@ from duet_sdk.gate import GatePolicy
 from duet_sdk.metrics import relative_ne_gain
 from duet_sdk.models.ranker import codes_key, embedding_key
 from duet_sdk.side import SideConfig
-from duet_sdk.training.datasets import SYNTHETIC_DATASETS, LoadedData, event_log_data, event_spec, longtail_data, synthetic_data
+from duet_sdk.training.datasets import (
+    SYNTHETIC_DATASETS,
+    LoadedData,
+    event_log_data,
+    event_spec,
+    longtail_data,
+    synthetic_data,
+)
 from duet_sdk.training.features import prepare_upstream, row_features
 from duet_sdk.training.presets import DEFAULT_EPOCHS, EVENT_LOG_EPOCHS
 from duet_sdk.training.ranker import train_ranker
@@ -99,9 +106,13 @@ def load_data(config: Table1Config, seed: int) -> LoadedData:
     if config.events is not None:
         options = EventLogOptions(seed=seed, split=config.split, val_end_quantile=config.val_end_quantile,
                                   negatives_per_positive=config.negatives_per_positive)
-        return event_log_data(config.events, event_spec(config.event_format, config.event_spec), options, config.static_user_id)
+        return event_log_data(
+            config.events, event_spec(config.event_format, config.event_spec), options, config.static_user_id
+        )
     if config.dataset == "longtail":
-        return longtail_data(LongTailConfig(num_users=config.num_users, static_user_id=config.static_user_id, seed=seed))
+        return longtail_data(
+            LongTailConfig(num_users=config.num_users, static_user_id=config.static_user_id, seed=seed)
+        )
     return synthetic_data(SyntheticConfig(num_users=config.num_users, seed=seed))
 
 
@@ -111,17 +122,34 @@ def run_seed(config: Table1Config, seed: int, out: Path) -> SeedRun:
         raise ConfigError("out", "a directory that does not exist yet (results are never overwritten)", str(out))
     data = load_data(config, seed)
     ds = data.dataset
-    encoders = {name: train_upstream(name, data, out, "demo", config.recipe(name, seed), config.policy, config.table_size) for name in ENCODERS}
+    encoders = {
+        name: train_upstream(name, data, out, "demo", config.recipe(name, seed), config.policy, config.table_size)
+        for name in ENCODERS
+    }
     for name, outcome in encoders.items():
         if not outcome.decision.accepted:  # kept in the table: the verdict is reported, not hidden
             logger.warning("seed %d: the gate rejected the %s encoder: %s", seed, name, outcome.decision.reason)
     train_rows, val_rows = ds.ranker_train, ds.ranker_val
     side = SideConfig(**{**config.side.__dict__, "seed": seed})
-    upstream = {name: prepare_upstream(name, o.checkpoint, ds.table, train_rows, val_rows, out, side) for name, o in encoders.items()}
+    upstream = {
+        name: prepare_upstream(name, o.checkpoint, ds.table, train_rows, val_rows, out, side)
+        for name, o in encoders.items()
+    }
     features = (row_features(upstream, ds.table, train_rows), row_features(upstream, ds.table, val_rows))
     ranker_config = config.recipe("ranker", seed)
     train = lambda variant, source="codes": train_ranker(  # noqa: E731
-        variant, ds.table, train_rows, val_rows, features, upstream, out, data.description, ranker_config, config.policy, source, config.table_size
+        variant,
+        ds.table,
+        train_rows,
+        val_rows,
+        features,
+        upstream,
+        out,
+        data.description,
+        ranker_config,
+        config.policy,
+        source,
+        config.table_size,
     )
     rankers = {variant: train(variant) for variant in VARIANTS}
     duet_float = train("duet", "float")
@@ -129,16 +157,24 @@ def run_seed(config: Table1Config, seed: int, out: Path) -> SeedRun:
     duet = rankers["duet"].result.model.ranker
     with torch.no_grad():
         projected = {
-            name: duet.projections[name](duet.decoders[name](torch.from_numpy(features[1][codes_key(name)][first_row]))).numpy()
+            name: duet.projections[name](
+                duet.decoders[name](torch.from_numpy(features[1][codes_key(name)][first_row]))
+            ).numpy()
             for name in ENCODERS
         }
     return SeedRun(
         seed=seed,
         encoder_ne={name: o.checkpoint.primary_ne for name, o in encoders.items()},
         ranker_ne={variant: o.checkpoint.primary_ne for variant, o in rankers.items()},
-        accepted={**{f"encoder_{n}": o.decision.accepted for n, o in encoders.items()}, **{v: o.decision.accepted for v, o in rankers.items()}},
+        accepted={
+            **{f"encoder_{n}": o.decision.accepted for n, o in encoders.items()},
+            **{v: o.decision.accepted for v, o in rankers.items()},
+        },
         duet_float_ne=duet_float.checkpoint.primary_ne,
-        codec={name: {k: v for k, v in u.codec_checkpoint.metrics.items() if k != "code_usage"} for name, u in upstream.items()},
+        codec={
+            name: {k: v for k, v in u.codec_checkpoint.metrics.items() if k != "code_usage"}
+            for name, u in upstream.items()
+        },
         embeddings={name: features[1][embedding_key(name)][first_row] for name in ENCODERS},
         projected=projected,
     )
@@ -148,8 +184,16 @@ def runs_from_summary(summary: dict) -> list[SeedRun]:
     """The per-seed figures of a written ``table1.json`` (without the analysis embeddings), to merge
     seeds that ran as separate processes."""
     return [
-        SeedRun(seed=row["seed"], encoder_ne=row["encoder_ne"], ranker_ne=row["ne"], accepted=row["accepted"],
-                duet_float_ne=row["duet_float_ne"], codec=row["codec"], embeddings={}, projected={})
+        SeedRun(
+            seed=row["seed"],
+            encoder_ne=row["encoder_ne"],
+            ranker_ne=row["ne"],
+            accepted=row["accepted"],
+            duet_float_ne=row["duet_float_ne"],
+            codec=row["codec"],
+            embeddings={},
+            projected={},
+        )
         for row in summary["per_seed"]
     ]
 
@@ -171,19 +215,24 @@ def summarize(runs: list[SeedRun], side: SideConfig) -> dict:
     for run in runs:
         gain = {v: relative_ne_gain(run.ranker_ne[v], run.ranker_ne["baseline"]) for v in VARIANTS[1:]}
         bound = gain["click"] + gain["conv"]
-        per_seed.append({
-            "seed": run.seed,
-            "ne": run.ranker_ne,
-            "gain_pct": gain,
-            "additive_bound_pct": bound,
-            "duet_share_of_bound": gain["duet"] / bound if bound > 0 else float("nan"),
-            "duet_float_ne": run.duet_float_ne,
-            "side_ne_cost_pct": 100.0 * (run.ranker_ne["duet"] - run.duet_float_ne) / run.duet_float_ne,
-            "ordering_holds": run.ranker_ne["baseline"] > run.ranker_ne["click"] > run.ranker_ne["conv"] > run.ranker_ne["duet"],
-            "encoder_ne": run.encoder_ne,
-            "accepted": run.accepted,
-            "codec": run.codec,
-        })
+        per_seed.append(
+            {
+                "seed": run.seed,
+                "ne": run.ranker_ne,
+                "gain_pct": gain,
+                "additive_bound_pct": bound,
+                "duet_share_of_bound": gain["duet"] / bound if bound > 0 else float("nan"),
+                "duet_float_ne": run.duet_float_ne,
+                "side_ne_cost_pct": 100.0 * (run.ranker_ne["duet"] - run.duet_float_ne) / run.duet_float_ne,
+                "ordering_holds": run.ranker_ne["baseline"]
+                > run.ranker_ne["click"]
+                > run.ranker_ne["conv"]
+                > run.ranker_ne["duet"],
+                "encoder_ne": run.encoder_ne,
+                "accepted": run.accepted,
+                "codec": run.codec,
+            }
+        )
     column = lambda key, sub=None: [s[key][sub] if sub else s[key] for s in per_seed]  # noqa: E731
     ne = {v: _stats(column("ne", v)) for v in VARIANTS}
     paired = [s["ne"]["baseline"] - s["ne"]["duet"] for s in per_seed]
@@ -207,7 +256,9 @@ def summarize(runs: list[SeedRun], side: SideConfig) -> dict:
             **{v: f"{sum(s['ne'][v] < 1.0 for s in per_seed)}/{len(per_seed)}" for v in VARIANTS},
             **{f"encoder_{e}": f"{sum(s['encoder_ne'][e] < 1.0 for s in per_seed)}/{len(per_seed)}" for e in ENCODERS},
         },
-        "gate_accepted": {k: f"{sum(s['accepted'][k] for s in per_seed)}/{len(per_seed)}" for k in per_seed[0]["accepted"]},
+        "gate_accepted": {
+            k: f"{sum(s['accepted'][k] for s in per_seed)}/{len(per_seed)}" for k in per_seed[0]["accepted"]
+        },
         "duet_vs_baseline": {
             "ne_gap": gap,
             "larger_sd": max(ne["baseline"]["std"], ne["duet"]["std"]),
@@ -224,26 +275,32 @@ def to_markdown(summary: dict) -> str:
     fmt = lambda s, p=4: f"{s['mean']:.{p}f} ± {s['std']:.{p}f}"  # noqa: E731
     names = {"baseline": "Baseline (no embeddings)", "click": "+ ClickAUE", "conv": "+ ConvAUE", "duet": "DUET (both)"}
     lines = [
-        f"Primary task: {summary['primary_task']}; seeds {summary['seeds']}; SIDE {summary['side']['levels']} x {summary['side']['codebook_size']}",
+        f"Primary task: {summary['primary_task']}; seeds {summary['seeds']}; SIDE {summary['side']['levels']} x "
+        f"{summary['side']['codebook_size']}",
         "",
         "| configuration | val NE | relative NE gain vs baseline (%) | NE < 1.0 in | gate accepted |",
         "| --- | --- | --- | --- | --- |",
     ]
     for variant in VARIANTS:
         gain = "—" if variant == "baseline" else fmt(ms["gain_pct"][variant], 3)
-        lines.append(f"| {names[variant]} | {fmt(ms['ne'][variant])} | {gain} | {summary['below_base_rate'][variant]} | "
-                     f"{summary['gate_accepted'][variant]} |")
+        lines.append(
+            f"| {names[variant]} | {fmt(ms['ne'][variant])} | {gain} | {summary['below_base_rate'][variant]} | "
+            f"{summary['gate_accepted'][variant]} |"
+        )
     vs = summary["duet_vs_baseline"]
     lines += [
         "",
         f"- DUET vs baseline: NE gap {vs['ne_gap']:.4f} (larger sd {vs['larger_sd']:.4f}: "
         f"{'more' if vs['gap_exceeds_one_sd'] else 'NOT more'} than one sd); paired gap {fmt(vs['paired_gap'])}",
         f"- Additive upper bound (ClickAUE gain + ConvAUE gain): {fmt(ms['additive_bound_pct'], 3)} %",
-        f"- DUET's share of the bound: {ms['duet_share_of_mean_bound']:.3f} of the mean bound; per seed {fmt(ms['duet_share_of_bound'], 3)} "
+        f"- DUET's share of the bound: {ms['duet_share_of_mean_bound']:.3f} of the mean bound; per seed "
+        f"{fmt(ms['duet_share_of_bound'], 3)} "
         "(nan where a seed's bound is <= 0)",
         f"- Ordering baseline > ClickAUE > ConvAUE > DUET (in NE) holds in {summary['ordering_holds_in']}",
-        f"- DUET on float embeddings: NE {fmt(ms['duet_float_ne'])}; SIDE codes cost {fmt(ms['side_ne_cost_pct'], 3)} % NE",
-        f"- Encoder primary val NE: ClickAUN {fmt(ms['encoder_ne']['click'])} (< 1.0 in {summary['below_base_rate']['encoder_click']}), "
+        f"- DUET on float embeddings: NE {fmt(ms['duet_float_ne'])}; SIDE codes cost {fmt(ms['side_ne_cost_pct'], 3)} "
+        "% NE",
+        f"- Encoder primary val NE: ClickAUN {fmt(ms['encoder_ne']['click'])} (< 1.0 in "
+        f"{summary['below_base_rate']['encoder_click']}), "
         f"ConvAUN {fmt(ms['encoder_ne']['conv'])} (< 1.0 in {summary['below_base_rate']['encoder_conv']})",
     ]
     codec = summary["per_seed"][0]["codec"]
@@ -251,6 +308,7 @@ def to_markdown(summary: dict) -> str:
         c = codec[name]
         lines.append(
             f"- SIDE codec for {name} (seed {summary['seeds'][0]}): {c['compression_ratio_vs_fp16']:.0f}x vs FP16, "
-            f"{c['bytes_per_user']} bytes/user, relative MSE {c['relative_mse']:.4f}, mean cosine {c['mean_cosine']:.4f}"
+            f"{c['bytes_per_user']} bytes/user, relative MSE {c['relative_mse']:.4f}, mean cosine "
+            f"{c['mean_cosine']:.4f}"
         )
     return "\n".join(lines) + "\n"

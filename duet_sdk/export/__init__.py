@@ -7,9 +7,22 @@ For the gpu target ``prep`` splits each encoder into a prep model (int64 hashing
 an engine with int32/float32 inputs; ``toolchain`` pins TensorRT and records what built each plan.
 """
 
-from duet_sdk.export.extract import ExtractionReport, ServingModel, extract_encoder, extract_ranker
+
+import importlib
+
 from duet_sdk.export.signature import ModelSignature, TensorSpec, Tolerance
-from duet_sdk.export.verify import VerificationError, VerificationResult, verify_artifact
+
+# These need torch (the [train] extra); they load on first access so that reading a manifest
+# (``duet_sdk.export.manifest``, used by publishing) does not import torch.
+_LAZY = {
+    "ExtractionReport": "extract",
+    "ServingModel": "extract",
+    "extract_encoder": "extract",
+    "extract_ranker": "extract",
+    "VerificationError": "verify",
+    "VerificationResult": "verify",
+    "verify_artifact": "verify",
+}
 
 __all__ = [
     "ExtractionReport",
@@ -23,3 +36,9 @@ __all__ = [
     "extract_ranker",
     "verify_artifact",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"duet_sdk.export.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="TensorRT precision")
     p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
                    help="export this checkpoint for MODEL (click, conv or ranker) instead of the latest accepted")
-    p.add_argument("--force", action="store_true", help="export checkpoints the gate did not accept (recorded as a warning)")
+    p.add_argument(
+        "--force", action="store_true", help="export checkpoints the gate did not accept (recorded as a warning)"
+    )
     p.add_argument("--no-progress", action="store_true", help="print nothing but errors")
     return p
 
@@ -38,7 +40,9 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.ERROR if args.no_progress else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.ERROR if args.no_progress else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         explicit = {}
         for item in args.checkpoint:
@@ -47,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise DuetError(f"--checkpoint {item!r}: expected MODEL=PATH")
             explicit[model] = Path(path)
         spec = ExportSpec.from_toml(args.spec).with_overrides(
-            checkpoints=args.checkpoints, formats=_split(args.formats), encoders=_split(args.encoders),
-            ranker=args.ranker, precision=args.precision,
+            checkpoints=args.checkpoints,
+            formats=_split(args.formats),
+            encoders=_split(args.encoders),
+            ranker=args.ranker,
+            precision=args.precision,
         )
         export_all(spec, args.out, args.force, explicit, quiet_progress if args.no_progress else stderr_progress)
     except DuetError as exc:

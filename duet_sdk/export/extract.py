@@ -5,7 +5,8 @@ summarizer) and fuse the SIDE encode step: inputs -> (``<name>_codes`` (B, L) in
 ``<name>_embedding`` (B, E) float32). The item branch, overarch and heads are dropped.
 Ranker: SIDE decode + projection + ranker in one module, listwise: inputs -> ``scores`` (U, N, K) =
 sigmoid(logits); a ranker with target attention also takes ``history_ids`` (U, T, F') and
-``history_len`` (U,), T dynamic up to the attention's L. Serving modules take positional tensors in the signature's order and return a tuple.
+``history_len`` (U,), T dynamic up to the attention's L. Serving modules take positional tensors in the
+signature's order and return a tuple.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ import keyword
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-from torch import nn
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+    from torch import nn
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.data import schema as keys
 from duet_sdk.errors import ConfigError
@@ -50,10 +56,17 @@ class ExtractionReport:
     def to_dict(self) -> dict:
         def block(parts: dict) -> dict:
             return {name: {"params": p, "bytes": b} for name, (p, b) in parts.items()}
+
         (kp, kb), (dp, db) = self.totals("kept"), self.totals("dropped")
-        return {"kept": block(self.kept), "dropped": block(self.dropped),
-                "kept_params": kp, "kept_bytes": kb, "dropped_params": dp, "dropped_bytes": db,
-                **({"tasks": list(self.tasks)} if self.tasks else {})}
+        return {
+            "kept": block(self.kept),
+            "dropped": block(self.dropped),
+            "kept_params": kp,
+            "kept_bytes": kb,
+            "dropped_params": dp,
+            "dropped_bytes": db,
+            **({"tasks": list(self.tasks)} if self.tasks else {}),
+        }
 
     def summary(self) -> str:
         (kp, kb), (dp, db) = self.totals("kept"), self.totals("dropped")
@@ -158,22 +171,32 @@ def encoder_signature(net_config, codec: SideCodec, name: str, max_batch: int, o
     """Inputs of the encoder's streams, outputs ``<name>_codes`` and ``<name>_embedding``."""
     schema = net_config.schema
     f, s, d = len(schema.event_fields), len(schema.static_sparse), len(schema.static_dense)
-    inputs = [TensorSpec(keys.REQUEST_TIME, "int64", (BATCH,)), TensorSpec(keys.STATIC_SPARSE, "int64", (BATCH, s)),
-              TensorSpec(keys.STATIC_DENSE, "float32", (BATCH, d))]
+    inputs = [
+        TensorSpec(keys.REQUEST_TIME, "int64", (BATCH,)),
+        TensorSpec(keys.STATIC_SPARSE, "int64", (BATCH, s)),
+        TensorSpec(keys.STATIC_DENSE, "float32", (BATCH, d)),
+    ]
     dims = {BATCH: (1, opt_batch, max_batch)}
     for stream in net_config.streams:
         t = f"{stream}_len"
         max_len = schema.stream(stream).max_len
         dims[t] = (1, max_len, max_len)
-        inputs += [TensorSpec(keys.ids_key(stream), "int64", (BATCH, t, f)), TensorSpec(keys.ts_key(stream), "int64", (BATCH, t)),
-                   TensorSpec(keys.len_key(stream), "int64", (BATCH,))]
-    outputs = (TensorSpec(codes_key(name), "int64", (BATCH, codec.config.levels)),
-               TensorSpec(f"{name}_embedding", "float32", (BATCH, net_config.embedding_dim)))
+        inputs += [
+            TensorSpec(keys.ids_key(stream), "int64", (BATCH, t, f)),
+            TensorSpec(keys.ts_key(stream), "int64", (BATCH, t)),
+            TensorSpec(keys.len_key(stream), "int64", (BATCH,)),
+        ]
+    outputs = (
+        TensorSpec(codes_key(name), "int64", (BATCH, codec.config.levels)),
+        TensorSpec(f"{name}_embedding", "float32", (BATCH, net_config.embedding_dim)),
+    )
     kinds = {codes_key(name): "codes", f"{name}_embedding": "embedding"}
     return ModelSignature(f"{name}_encoder", tuple(inputs), outputs, dims, kinds)
 
 
-def extract_encoder(net: UpstreamNet, codec: SideCodec, name: str, max_batch: int = 64, opt_batch: int = 16) -> ServingModel:
+def extract_encoder(
+    net: UpstreamNet, codec: SideCodec, name: str, max_batch: int = 64, opt_batch: int = 16
+) -> ServingModel:
     """The encoder serving module of ``net`` with ``codec``'s SIDE encode fused; item branch, overarch
     and heads dropped (and reported)."""
     config = net.config
@@ -182,37 +205,50 @@ def extract_encoder(net: UpstreamNet, codec: SideCodec, name: str, max_batch: in
     signature = encoder_signature(config, codec, name, max_batch, opt_batch)
     serving_cls = with_named_forward(EncoderServing, signature.input_names)
     module = serving_cls(net.encoder, codec.encoder(), signature.input_names).eval()
-    report = ExtractionReport(kept={"encoder": _size(net.encoder), "side_encoder": _size(module.side)},
-                              dropped={part: _size(getattr(net, part)) for part in DROPPED_UPSTREAM})
+    report = ExtractionReport(
+        kept={"encoder": _size(net.encoder), "side_encoder": _size(module.side)},
+        dropped={part: _size(getattr(net, part)) for part in DROPPED_UPSTREAM},
+    )
     return ServingModel(module, signature, report)
 
 
-def ranker_signature(ranker: Ranker, max_batch: int, opt_batch: int, max_candidates: int, opt_candidates: int) -> ModelSignature:
+def ranker_signature(
+    ranker: Ranker, max_batch: int, opt_batch: int, max_candidates: int, opt_candidates: int
+) -> ModelSignature:
     config = ranker.config
     schema = config.schema
     n = "candidates"
-    inputs = [TensorSpec(keys.STATIC_SPARSE, "int64", (BATCH, len(schema.static_sparse))),
-              TensorSpec(keys.STATIC_DENSE, "float32", (BATCH, len(schema.static_dense))),
-              TensorSpec(keys.ITEM_SPARSE, "int64", (BATCH, n, len(schema.item_sparse))),
-              TensorSpec(keys.ITEM_DENSE, "float32", (BATCH, n, len(schema.item_dense)))]
+    inputs = [
+        TensorSpec(keys.STATIC_SPARSE, "int64", (BATCH, len(schema.static_sparse))),
+        TensorSpec(keys.STATIC_DENSE, "float32", (BATCH, len(schema.static_dense))),
+        TensorSpec(keys.ITEM_SPARSE, "int64", (BATCH, n, len(schema.item_sparse))),
+        TensorSpec(keys.ITEM_DENSE, "float32", (BATCH, n, len(schema.item_dense))),
+    ]
     if config.embedding_input != "codes":
-        raise ConfigError("ranker.embedding_input", "'codes' (rankers fed float embeddings are not exported)", config.embedding_input)
+        raise ConfigError(
+            "ranker.embedding_input", "'codes' (rankers fed float embeddings are not exported)", config.embedding_input
+        )
     for e in config.embeddings:
         inputs.append(TensorSpec(codes_key(e.name), "int64", (BATCH, e.levels), high=e.codebook_size))
     outputs = (TensorSpec("scores", "float32", (BATCH, n, len(config.tasks))),)
     dims = {BATCH: (1, opt_batch, max_batch), n: (1, opt_candidates, max_candidates)}
     ta = config.target_attention
     if ta is not None:  # the recent raw history, ragged on L: left-padded IDs and lengths
-        inputs += [TensorSpec(keys.HISTORY_IDS, "int64", (BATCH, keys.HISTORY_LEN, len(ta.fields))),
-                   TensorSpec(keys.HISTORY_LEN, "int64", (BATCH,))]
+        inputs += [
+            TensorSpec(keys.HISTORY_IDS, "int64", (BATCH, keys.HISTORY_LEN, len(ta.fields))),
+            TensorSpec(keys.HISTORY_LEN, "int64", (BATCH,)),
+        ]
         dims[keys.HISTORY_LEN] = (1, ta.max_len, ta.max_len)
     return ModelSignature("ranker", tuple(inputs), outputs, dims, {"scores": "probability"})
 
 
-def extract_ranker(ranker: Ranker, max_batch: int = 64, opt_batch: int = 16, max_candidates: int = 128,
-                   opt_candidates: int = 32) -> ServingModel:
+def extract_ranker(
+    ranker: Ranker, max_batch: int = 64, opt_batch: int = 16, max_candidates: int = 128, opt_candidates: int = 32
+) -> ServingModel:
     """SIDE decode + projection + ranker as one listwise serving module returning probabilities."""
     signature = ranker_signature(ranker, max_batch, opt_batch, max_candidates, opt_candidates)
     module = with_named_forward(RankerServing, signature.input_names)(ranker, signature.input_names).eval()
     kept = {name: _size(child) for name, child in ranker.named_children() if any(True for _ in child.state_dict())}
-    return ServingModel(module, signature, ExtractionReport(kept=kept, tasks=tuple(t.name for t in ranker.config.tasks)))
+    return ServingModel(
+        module, signature, ExtractionReport(kept=kept, tasks=tuple(t.name for t in ranker.config.tasks))
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from duet_sdk.atomic_io import atomic_write_json
@@ -50,16 +50,35 @@ class ArtifactRecord:
     def to_dict(self) -> dict:
         io = self.signature.to_dict()
         return {
-            "model": self.model, "format": self.format, "path": self.path, "files": self.files, "sha256": self.sha256,
-            "inputs": io["inputs"], "outputs": io["outputs"], "dims": io["dims"], "precision": self.precision,
+            "model": self.model,
+            "format": self.format,
+            "path": self.path,
+            "files": self.files,
+            "sha256": self.sha256,
+            "inputs": io["inputs"],
+            "outputs": io["outputs"],
+            "dims": io["dims"],
+            "precision": self.precision,
             "max_abs_diff": max(self.max_abs_diff.values(), default=0.0),
             "max_rel_diff": max(self.max_rel_diff.values(), default=0.0),
-            "per_output": {n: {"max_abs_diff": self.max_abs_diff.get(n), "max_rel_diff": self.max_rel_diff.get(n),
-                               "near_ties": self.near_ties.get(n)} for n in self.signature.output_names},
-            "tolerance": {n: self.signature.tolerance(n, self.precision).to_dict() for n in self.signature.output_names},
-            "verified_rows": self.verified_rows, "bytes": self.bytes, "timings_s": self.timings_s,
-            "source_checkpoints": self.source_checkpoints, "warnings": self.warnings,
-            "role": self.role, **{k: getattr(self, k) for k in GPU_FIELDS if getattr(self, k) is not None},
+            "per_output": {
+                n: {
+                    "max_abs_diff": self.max_abs_diff.get(n),
+                    "max_rel_diff": self.max_rel_diff.get(n),
+                    "near_ties": self.near_ties.get(n),
+                }
+                for n in self.signature.output_names
+            },
+            "tolerance": {
+                n: self.signature.tolerance(n, self.precision).to_dict() for n in self.signature.output_names
+            },
+            "verified_rows": self.verified_rows,
+            "bytes": self.bytes,
+            "timings_s": self.timings_s,
+            "source_checkpoints": self.source_checkpoints,
+            "warnings": self.warnings,
+            "role": self.role,
+            **{k: getattr(self, k) for k in GPU_FIELDS if getattr(self, k) is not None},
         }
 
 
@@ -82,15 +101,21 @@ def manifest_target(manifest: dict) -> str | None:
     return manifest.get("target") or ("cpu" if manifest.get("artifacts") else None)
 
 
-def write_manifest(out: Path, records: list[ArtifactRecord], extraction: dict, warnings: list[str],
-                   target: str = "cpu", toolchain: dict | None = None) -> dict:
+def write_manifest(
+    out: Path,
+    records: list[ArtifactRecord],
+    extraction: dict,
+    warnings: list[str],
+    target: str = "cpu",
+    toolchain: dict | None = None,
+) -> dict:
     """Merge ``records`` into ``out/manifest.json`` (same model+format replaced) and write it atomically."""
     previous = read_manifest(out)
     new = [r.to_dict() for r in records]
     replaced = {(a["model"], a["format"]) for a in new}
     artifacts = [a for a in previous.get("artifacts", []) if (a["model"], a["format"]) not in replaced] + new
     manifest = {
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "target": target,
         **({"toolchain": toolchain} if toolchain else {}),
         "artifacts": sorted(artifacts, key=lambda a: (a["model"], a["format"])),

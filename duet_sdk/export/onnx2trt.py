@@ -16,7 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.errors import DuetError
 from duet_sdk.export import _compat
@@ -69,8 +75,10 @@ def clamp_mask_constants(model, floor: float = FP16_MIN) -> int:
 
 def profile_shapes(signature: ModelSignature) -> dict[str, tuple[tuple[int, ...], ...]]:
     """Per input, its (min, opt, max) shape from the signature's dims."""
-    return {spec.name: tuple(tuple(signature.dims[d][k] if isinstance(d, str) else d for d in spec.shape) for k in range(3))
-            for spec in signature.inputs}
+    return {
+        spec.name: tuple(tuple(signature.dims[d][k] if isinstance(d, str) else d for d in spec.shape) for k in range(3))
+        for spec in signature.inputs
+    }
 
 
 def configure_precision(trt, config, precision: str) -> None:
@@ -81,20 +89,25 @@ def configure_precision(trt, config, precision: str) -> None:
     flag = PRECISION_FLAGS[precision]
     if flag is not None:
         if not hasattr(trt.BuilderFlag, flag):
-            raise TensorRTBuildError(f"TensorRT {trt.__version__} has no BuilderFlag.{flag}; install the pinned "
-                                     f"TensorRT {TENSORRT_SERIES} (pip install duet_sdk[tensorrt])")
+            raise TensorRTBuildError(
+                f"TensorRT {trt.__version__} has no BuilderFlag.{flag}; install the pinned "
+                f"TensorRT {TENSORRT_SERIES} (pip install duet_sdk[tensorrt])"
+            )
         config.set_flag(getattr(trt.BuilderFlag, flag))
 
 
-def build_engine(onnx_path: Path, signature: ModelSignature, path: Path, precision: str = "fp16",
-                 workspace_bytes: int = 2 << 30) -> Path:
+def build_engine(
+    onnx_path: Path, signature: ModelSignature, path: Path, precision: str = "fp16", workspace_bytes: int = 2 << 30
+) -> Path:
     """Parse ``onnx_path``, build a serialized engine with one optimization profile, write ``path``."""
     trt = _compat.require_tensorrt()
     onnx = _compat.require_onnx()
     if not is_pinned(trt.__version__):
-        raise TensorRTBuildError(f"TensorRT {trt.__version__} is installed, but plans must be built with TensorRT "
-                                 f"{TENSORRT_SERIES}.x, the version in {TRITON_CONTAINER} that serves them "
-                                 "(pip install duet_sdk[tensorrt])")
+        raise TensorRTBuildError(
+            f"TensorRT {trt.__version__} is installed, but plans must be built with TensorRT "
+            f"{TENSORRT_SERIES}.x, the version in {TRITON_CONTAINER} that serves them "
+            "(pip install duet_sdk[tensorrt])"
+        )
     model = onnx.load(str(onnx_path))
     if precision != "fp32":
         clamp_mask_constants(model)
@@ -125,8 +138,10 @@ def tensorrt_runner(path: Path, signature: ModelSignature) -> Runner:
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
     if engine is None:
-        raise TensorRTRunError(f"{path}: TensorRT {trt.__version__} cannot deserialize this plan (built with another "
-                               "TensorRT version or for another GPU?)")
+        raise TensorRTRunError(
+            f"{path}: TensorRT {trt.__version__} cannot deserialize this plan (built with another "
+            "TensorRT version or for another GPU?)"
+        )
     context = engine.create_execution_context()
 
     def run(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -134,8 +149,10 @@ def tensorrt_runner(path: Path, signature: ModelSignature) -> Runner:
         for spec in signature.inputs:
             shape = tuple(inputs[spec.name].shape)
             if not context.set_input_shape(spec.name, shape):  # False: outside the profile, nothing is run
-                raise TensorRTRunError(f"{path}: input {spec.name} shape {shape} is outside the engine's "
-                                       f"optimization profile {profile_shapes(signature)[spec.name]}")
+                raise TensorRTRunError(
+                    f"{path}: input {spec.name} shape {shape} is outside the engine's "
+                    f"optimization profile {profile_shapes(signature)[spec.name]}"
+                )
             tensor = inputs[spec.name].to(device="cuda", dtype=spec.torch_dtype).contiguous()
             keep[spec.name] = tensor
             context.set_tensor_address(spec.name, tensor.data_ptr())

@@ -21,7 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.errors import CheckpointError, ConfigError
 from duet_sdk.export import _compat
@@ -61,12 +66,16 @@ def build_serving(selection: Selection, spec: ExportSpec) -> dict[str, ServingMo
                 if name in ranker.decoders and not torch.equal(ranker.decoders[name].codebooks, books):
                     raise CheckpointError(f"{sources[0].checkpoint.path}: decoder codebooks of {name!r} differ "
                                           f"from codec {codec_source.checkpoint.path}")
-            models[model] = extract_ranker(ranker, shapes.max_batch, shapes.opt_batch, shapes.max_candidates, shapes.opt_candidates)
+            models[model] = extract_ranker(
+                ranker, shapes.max_batch, shapes.opt_batch, shapes.max_candidates, shapes.opt_candidates
+            )
         else:
             encoder, codec = sources
             name = model.removesuffix("_encoder")
             net = load_upstream(encoder.checkpoint)
-            models[model] = extract_encoder(net, load_side_codec(codec.checkpoint), name, shapes.max_batch, shapes.opt_batch)
+            models[model] = extract_encoder(
+                net, load_side_codec(codec.checkpoint), name, shapes.max_batch, shapes.opt_batch
+            )
     return models
 
 
@@ -85,11 +94,14 @@ def _publish(tmp: Path, final: Path) -> None:
 def _runner(fmt: str, path: Path, serving: ServingModel):
     if fmt == "torchscript":
         from duet_sdk.export.torch2torchscript import torchscript_runner
+
         return torchscript_runner(path, serving.signature)
     if fmt == "onnx":
         from duet_sdk.export.torch2onnx import onnxruntime_runner
+
         return onnxruntime_runner(path)
     from duet_sdk.export.onnx2trt import tensorrt_runner
+
     return tensorrt_runner(path, serving.signature)
 
 
@@ -107,15 +119,19 @@ def convert(serving: ServingModel, fmt: str, directory: Path, spec: ExportSpec, 
     example = _inputs(serving)
     if fmt == "torchscript":
         from duet_sdk.export.torch2torchscript import check_standalone, export_torchscript
+
         export_torchscript(serving, example, path)
         check_standalone(path, serving, _inputs(serving, Case(2, "short", "mixed")))
     elif fmt == "onnx":
         from duet_sdk.export.torch2onnx import export_onnx
+
         export_onnx(serving, example, path, spec.opset)
     else:
         from duet_sdk.export.onnx2trt import build_engine
+
         if onnx_path is None:
             from duet_sdk.export.torch2onnx import export_onnx
+
             onnx_path = export_onnx(serving, example, directory / ".model.onnx", spec.opset)
         build_engine(onnx_path, serving.signature, path, spec.precision, spec.workspace_mib << 20)
         for extra in directory.glob(".model.onnx*"):
@@ -151,15 +167,32 @@ def verify_fallback(serving: ServingModel, path: Path, out: Path, spec: ExportSp
     reason = ort_tensorrt.unavailable_reason()
     if reason is not None:
         return record | {"verified": False, "reason": reason}
-    result = _verify(serving, ort_tensorrt.onnxruntime_tensorrt_runner(path, precision), out, precision, cases,
-                     f"{serving.name}-onnx-tensorrt")
-    return record | {"verified": True, "max_abs_diff": result.max_abs_diff, "near_ties": result.near_ties,
-                     "verified_rows": result.rows}
+    result = _verify(
+        serving,
+        ort_tensorrt.onnxruntime_tensorrt_runner(path, precision),
+        out,
+        precision,
+        cases,
+        f"{serving.name}-onnx-tensorrt",
+    )
+    return record | {
+        "verified": True,
+        "max_abs_diff": result.max_abs_diff,
+        "near_ties": result.near_ties,
+        "verified_rows": result.rows,
+    }
 
 
-def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: ExportSpec, sources: list[Source],
-                        progress: Progress = quiet_progress, cases: tuple[Case, ...] | None = None,
-                        onnx_path: Path | None = None) -> ArtifactRecord:
+def export_model_format(
+    serving: ServingModel,
+    fmt: str,
+    out: Path,
+    spec: ExportSpec,
+    sources: list[Source],
+    progress: Progress = quiet_progress,
+    cases: tuple[Case, ...] | None = None,
+    onnx_path: Path | None = None,
+) -> ArtifactRecord:
     """Convert, verify and publish one artifact; returns its manifest record. TensorRT is built from
     ``onnx_path`` (the ONNX artifact exported in the same run) or from a fresh ONNX export."""
     out = Path(out)
@@ -183,24 +216,44 @@ def export_model_format(serving: ServingModel, fmt: str, out: Path, spec: Export
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     record = ArtifactRecord(
-        model=serving.name, format=fmt, path=str((final / FILENAMES[fmt]).relative_to(out)), signature=serving.signature,
-        precision=precision, max_abs_diff=result.max_abs_diff, max_rel_diff=result.max_rel_diff,
-        near_ties=result.near_ties, bytes=size, files=files, sha256=digests, verified_rows=result.rows,
-        source_checkpoints=[s.to_dict() for s in sources], warnings=[s.warning for s in sources if s.warning],
+        model=serving.name,
+        format=fmt,
+        path=str((final / FILENAMES[fmt]).relative_to(out)),
+        signature=serving.signature,
+        precision=precision,
+        max_abs_diff=result.max_abs_diff,
+        max_rel_diff=result.max_rel_diff,
+        near_ties=result.near_ties,
+        bytes=size,
+        files=files,
+        sha256=digests,
+        verified_rows=result.rows,
+        source_checkpoints=[s.to_dict() for s in sources],
+        warnings=[s.warning for s in sources if s.warning],
         timings_s={"convert": round(converted - started, 2), "verify": round(verified - converted, 2)},
-        role=serving.role, prep=serving.prep.name if serving.prep else None,
+        role=serving.role,
+        prep=serving.prep.name if serving.prep else None,
         raw_inputs=serving.reference.signature.to_dict()["inputs"] if serving.reference else None,
-        toolchain=current_toolchain().to_dict() if fmt == "tensorrt" else None, fallback=fallback,
+        toolchain=current_toolchain().to_dict() if fmt == "tensorrt" else None,
+        fallback=fallback,
     )
     worst_abs, _ = result.overall()
     ties = sum(result.near_ties.values())
-    progress(f"{serving.name} {fmt}: converted in {converted - started:.1f}s, verified {result.rows} rows in "
-             f"{verified - converted:.1f}s, max abs diff {worst_abs:.2g}, near ties {ties}, {size / 2**20:.2f} MiB")
+    progress(
+        f"{serving.name} {fmt}: converted in {converted - started:.1f}s, verified {result.rows} rows in "
+        f"{verified - converted:.1f}s, max abs diff {worst_abs:.2g}, near ties {ties}, {size / 2**20:.2f} MiB"
+    )
     return record
 
 
-def export_all(spec: ExportSpec, out: Path, force: bool = False, explicit: dict[str, Path] | None = None,
-               progress: Progress = quiet_progress, cases: tuple[Case, ...] | None = None) -> dict:
+def export_all(
+    spec: ExportSpec,
+    out: Path,
+    force: bool = False,
+    explicit: dict[str, Path] | None = None,
+    progress: Progress = quiet_progress,
+    cases: tuple[Case, ...] | None = None,
+) -> dict:
     """Export every model of ``spec`` in every format into ``out``; returns the manifest written."""
     if "tensorrt" in spec.formats:
         _compat.require_tensorrt()  # fail before any work, naming the extra

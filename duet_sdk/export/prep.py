@@ -19,8 +19,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-from torch import nn
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+    from torch import nn
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.data import schema as keys
 from duet_sdk.errors import ConfigError
@@ -47,7 +52,9 @@ class EncoderPrep(nn.Module):
 
     def run(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         prepared = self.encoder.prepare(dict(zip(self.input_names, inputs)))
-        return tuple(prepared[n] if prepared[n].is_floating_point() else prepared[n].to(torch.int32) for n in self.output_names)
+        return tuple(
+            prepared[n] if prepared[n].is_floating_point() else prepared[n].to(torch.int32) for n in self.output_names
+        )
 
 
 class EncoderEngine(EncoderServing):
@@ -65,13 +72,21 @@ def _prep_outputs(encoder: UserEncoder, fused: ModelSignature) -> list[TensorSpe
     if rows > INT32_MAX:
         raise ConfigError("hashing", f"tables below 2**31 rows for int32 indices, got {rows}", rows)
     s = specs[keys.STATIC_SPARSE].shape[1]
-    out = [TensorSpec(STATIC_SLOTS, "int32", (BATCH, s, encoder.static.embedding.mult.shape[1]),
-                      high=encoder.static.embedding.num_rows)]
+    out = [
+        TensorSpec(
+            STATIC_SLOTS,
+            "int32",
+            (BATCH, s, encoder.static.embedding.mult.shape[1]),
+            high=encoder.static.embedding.num_rows,
+        )
+    ]
     for stream, tower in encoder.towers.items():
         _, t, f = specs[keys.ids_key(stream)].shape
-        out += [TensorSpec(slots_key(stream), "int32", (BATCH, t, f, hashes), high=encoder.event_embedding.num_rows),
-                TensorSpec(time_key(stream), "float32", (BATCH, t, tower.time.num_features)),
-                TensorSpec(count_key(stream), "int32", (BATCH,))]
+        out += [
+            TensorSpec(slots_key(stream), "int32", (BATCH, t, f, hashes), high=encoder.event_embedding.num_rows),
+            TensorSpec(time_key(stream), "float32", (BATCH, t, tower.time.num_features)),
+            TensorSpec(count_key(stream), "int32", (BATCH,)),
+        ]
     return out
 
 
@@ -85,14 +100,21 @@ def split_encoder(fused: ServingModel) -> tuple[ServingModel, ServingModel]:
     encoder, signature = module.encoder, fused.signature
     prep_outputs = _prep_outputs(encoder, signature)
     prep_inputs = tuple(s for s in signature.inputs if s.name not in RAW_FLOAT_INPUTS)
-    prep_signature = ModelSignature(prep_name(signature.model), prep_inputs, tuple(prep_outputs), dict(signature.dims),
-                                    {s.name: "feature" if s.dtype == "float32" else "index" for s in prep_outputs})
+    prep_signature = ModelSignature(
+        prep_name(signature.model),
+        prep_inputs,
+        tuple(prep_outputs),
+        dict(signature.dims),
+        {s.name: "feature" if s.dtype == "float32" else "index" for s in prep_outputs},
+    )
     prep_module = with_named_forward(EncoderPrep, prep_signature.input_names)(
-        encoder, prep_signature.input_names, prep_signature.output_names).eval()
+        encoder, prep_signature.input_names, prep_signature.output_names
+    ).eval()
     engine_inputs = (prep_outputs[0], *(s for s in signature.inputs if s.name in RAW_FLOAT_INPUTS), *prep_outputs[1:])
     engine_signature = replace(signature, inputs=tuple(engine_inputs))
     engine_module = with_named_forward(EncoderEngine, engine_signature.input_names)(
-        encoder, module.side, engine_signature.input_names).eval()
+        encoder, module.side, engine_signature.input_names
+    ).eval()
     hashes = (encoder.static.embedding, encoder.event_embedding)
     hash_bytes = sum(t.numel() * t.element_size() for m in hashes for t in (m.mult, m.add, m.offsets))
     prep_report = ExtractionReport(kept={"hash_parameters": (0, hash_bytes)})

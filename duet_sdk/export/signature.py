@@ -7,12 +7,14 @@ symbolic dim its (min, opt, max) sizes, which become ``torch.export`` Dims and T
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from duet_sdk.errors import ConfigError
 
-DTYPES = {"int64": torch.int64, "int32": torch.int32, "float32": torch.float32}
+if TYPE_CHECKING:  # torch is imported only where a torch dtype or Dim is asked for (publishing needs neither)
+    import torch
+
+DTYPES = ("int64", "int32", "float32")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -31,7 +33,9 @@ class TensorSpec:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        import torch
+
+        return getattr(torch, self.dtype)
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
@@ -109,6 +113,8 @@ class ModelSignature:
 
     def dynamic_shapes(self) -> tuple[dict[int, torch.export.Dim], ...]:
         """Per input, ``{axis: Dim}`` for ``torch.export`` (one Dim object per dim name, shared)."""
+        import torch
+
         dims = {name: torch.export.Dim(name, min=lo, max=max(hi, 2)) for name, (lo, _, hi) in self.dims.items()}
         return tuple({i: dims[d] for i, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs)
 

@@ -68,7 +68,9 @@ def _gated(role: str, registry: CheckpointRegistry, checkpoint: Checkpoint, forc
     return Source(role, registry.model, checkpoint, False, warning)
 
 
-def select(runs: Path, model: str, role: str, force: bool, explicit: Path | None = None, digest: str | None = None) -> Source:
+def select(
+    runs: Path, model: str, role: str, force: bool, explicit: Path | None = None, digest: str | None = None
+) -> Source:
     """The checkpoint of registry ``model`` under ``runs/registry``.
 
     ``explicit`` (a path) or ``digest`` (from a ranker's lineage) name one; otherwise the latest
@@ -107,13 +109,16 @@ def codec_for(runs: Path, name: str, encoder: Checkpoint, digest: str | None = N
     if found is None:
         raise CheckpointError(f"{Path(runs) / 'side' / name}: no SIDE codec trained for encoder {encoder.digest[:12]}")
     if found.lineage["data"].get("encoder") != encoder.digest:
-        raise CheckpointError(f"{found.path}: codec was trained for encoder "
-                              f"{str(found.lineage['data'].get('encoder'))[:12]}, not {encoder.digest[:12]}")
+        raise CheckpointError(
+            f"{found.path}: codec was trained for encoder "
+            f"{str(found.lineage['data'].get('encoder'))[:12]}, not {encoder.digest[:12]}"
+        )
     return Source("codec", f"side-{name}", found, None)
 
 
-def select_all(runs: Path, encoders: tuple[str, ...], ranker: str | None, force: bool,
-               explicit: dict[str, Path] | None = None) -> Selection:
+def select_all(
+    runs: Path, encoders: tuple[str, ...], ranker: str | None, force: bool, explicit: dict[str, Path] | None = None
+) -> Selection:
     """Sources of every model to export: ``<name>_encoder`` -> [encoder, codec], ``ranker`` -> [ranker, codecs]."""
     from duet_sdk.training.ranker import registry_name
 
@@ -124,7 +129,9 @@ def select_all(runs: Path, encoders: tuple[str, ...], ranker: str | None, force:
         model = registry_name(ranker)
         source = select(runs, model, "ranker", force, explicit.get("ranker"))
         upstream = source.checkpoint.lineage.get("upstream", {})
-        codecs = [Source("codec", f"side-{n}", find_codec_by_digest(runs, n, u["codec"]), None) for n, u in upstream.items()]
+        codecs = [
+            Source("codec", f"side-{n}", find_codec_by_digest(runs, n, u["codec"]), None) for n, u in upstream.items()
+        ]
         selection.sources["ranker"] = [source, *codecs]
     for name in encoders:
         pinned = upstream.get(name, {}).get("encoder")
@@ -132,7 +139,12 @@ def select_all(runs: Path, encoders: tuple[str, ...], ranker: str | None, force:
             encoder = select(runs, name, "encoder", force, explicit.get(name))
         else:
             encoder = select(runs, name, "encoder", force, digest=pinned)
-        codec = codec_for(runs, name, encoder.checkpoint, upstream.get(name, {}).get("codec") if pinned == encoder.checkpoint.digest else None)
+        codec = codec_for(
+            runs,
+            name,
+            encoder.checkpoint,
+            upstream.get(name, {}).get("codec") if pinned == encoder.checkpoint.digest else None,
+        )
         selection.sources[f"{name}_encoder"] = [encoder, codec]
     for sources in selection.sources.values():
         selection.warnings += [s.warning for s in sources if s.warning and s.warning not in selection.warnings]

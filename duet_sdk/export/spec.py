@@ -46,7 +46,9 @@ class ShapeSpec:
         if self.opt_batch > self.max_batch:
             raise ConfigError("shapes.opt_batch", f"<= max_batch ({self.max_batch})", self.opt_batch)
         if self.opt_candidates > self.max_candidates:
-            raise ConfigError("shapes.opt_candidates", f"<= max_candidates ({self.max_candidates})", self.opt_candidates)
+            raise ConfigError(
+                "shapes.opt_candidates", f"<= max_candidates ({self.max_candidates})", self.opt_candidates
+            )
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,16 @@ class ExportSpec:
         object.__setattr__(self, "encoders", tuple(self.encoders))
         if self.target not in TARGETS:
             raise ConfigError("target", f"one of {TARGETS}", self.target)
-        if not self.formats or any(f not in FORMATS for f in self.formats) or len(set(self.formats)) != len(self.formats):
+        if (
+            not self.formats
+            or any(f not in FORMATS for f in self.formats)
+            or len(set(self.formats)) != len(self.formats)
+        ):
             raise ConfigError("formats", f"a non-empty list of distinct {FORMATS}", self.formats)
         if "tensorrt" in self.formats and self.target != "gpu":
-            raise ConfigError("formats", 'tensorrt only with target = "gpu" (its engines take no int64 arithmetic)', self.formats)
+            raise ConfigError(
+                "formats", 'tensorrt only with target = "gpu" (its engines take no int64 arithmetic)', self.formats
+            )
         if any(e not in ENCODERS for e in self.encoders) or len(set(self.encoders)) != len(self.encoders):
             raise ConfigError("encoders", f"distinct names from {ENCODERS}", self.encoders)
         if self.ranker == "":
@@ -106,8 +114,11 @@ class ExportSpec:
         if set(shapes) - shape_keys:
             raise ConfigError("shapes", f"keys from {sorted(shape_keys)}", sorted(set(shapes) - shape_keys))
         checkpoints = Path(data.pop("checkpoints"))
-        return cls(checkpoints=checkpoints if checkpoints.is_absolute() else base / checkpoints,
-                   shapes=ShapeSpec(**shapes), **data)
+        return cls(
+            checkpoints=checkpoints if checkpoints.is_absolute() else base / checkpoints,
+            shapes=ShapeSpec(**shapes),
+            **data,
+        )
 
     @classmethod
     def from_toml(cls, path: Path, base: Path | None = None) -> ExportSpec:

@@ -12,7 +12,12 @@ from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
 
-import torch
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.errors import DuetError
 from duet_sdk.export import _compat

@@ -13,8 +13,13 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+    from safetensors.torch import load_file, save_file
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.errors import DuetError
 from duet_sdk.export.extract import ServingModel
@@ -73,7 +78,9 @@ def check_standalone(path: Path, serving: ServingModel, inputs: dict[str, torch.
                                f"{tmp}/out.safetensors", ",".join(names)],
                               capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
         if proc.returncode != 0:
-            raise StandaloneLoadError(f"{path}: torch.jit.load in a clean process failed: {proc.stderr.strip()[-2000:]}")
+            raise StandaloneLoadError(
+                f"{path}: torch.jit.load in a clean process failed: {proc.stderr.strip()[-2000:]}"
+            )
         got = load_file(f"{tmp}/out.safetensors")
     want = serving.eager(inputs)
     worst = 0.0

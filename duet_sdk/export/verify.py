@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import save_file
+
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+    from safetensors.torch import save_file
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.export.extract import EncoderServing, ServingModel
@@ -30,7 +36,12 @@ class VerificationError(DuetError):
 
     def __init__(self, message: str, max_abs_diff: float = float("nan"), max_rel_diff: float = float("nan"),
                  inputs_path: Path | None = None, output: str | None = None) -> None:
-        self.max_abs_diff, self.max_rel_diff, self.inputs_path, self.output = max_abs_diff, max_rel_diff, inputs_path, output
+        self.max_abs_diff, self.max_rel_diff, self.inputs_path, self.output = (
+            max_abs_diff,
+            max_rel_diff,
+            inputs_path,
+            output,
+        )
         where = f"; inputs saved to {inputs_path}" if inputs_path else ""
         super().__init__(f"{message} (max abs diff {max_abs_diff:.3g}, max rel diff {max_rel_diff:.3g}){where}")
 
@@ -53,8 +64,15 @@ def profile_cases(signature: ModelSignature) -> tuple[Case, ...]:
     """Cases at the signature's own (min, opt, max) batch and widths, plus a batch between opt and max."""
     lo, opt, hi = signature.dims["batch"]
     between = (opt + hi) // 2
-    cases = (Case(lo, "1", "full"), Case(opt, "opt", "mixed"), Case(hi, "max", "mixed"), Case(hi, "max", "heavy_padding"),
-             Case(opt, "max", "empty"), Case(lo, "max", "full"), Case(between, "short", "mixed"))
+    cases = (
+        Case(lo, "1", "full"),
+        Case(opt, "opt", "mixed"),
+        Case(hi, "max", "mixed"),
+        Case(hi, "max", "heavy_padding"),
+        Case(opt, "max", "empty"),
+        Case(lo, "max", "full"),
+        Case(between, "short", "mixed"),
+    )
     return tuple(dict.fromkeys(cases))
 
 
@@ -63,7 +81,9 @@ def check_cases(signature: ModelSignature, cases: tuple[Case, ...]) -> None:
     lo, _, hi = signature.dims["batch"]
     for case in cases:
         if not lo <= case.batch <= hi:
-            raise ConfigError(f"{signature.model} verification case", f"batch within the profile [{lo}, {hi}]", case.batch)
+            raise ConfigError(
+                f"{signature.model} verification case", f"batch within the profile [{lo}, {hi}]", case.batch
+            )
 
 
 @dataclass
@@ -131,7 +151,10 @@ def sample_inputs(signature: ModelSignature, case: Case, seed: int = 0) -> dict[
             if f"{stream}_ts" in out:  # a ranker's history carries IDs only
                 out[f"{stream}_ts"][pad] = 0
             out[spec.name] = lengths
-    return {spec.name: torch.from_numpy(np.ascontiguousarray(out[spec.name])).to(spec.torch_dtype) for spec in signature.inputs}
+    return {
+        spec.name: torch.from_numpy(np.ascontiguousarray(out[spec.name])).to(spec.torch_dtype)
+        for spec in signature.inputs
+    }
 
 
 def example_inputs(signature: ModelSignature) -> dict[str, torch.Tensor]:
@@ -154,8 +177,15 @@ def _diffs(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:
     return float(diff.max()), float(rel.max())
 
 
-def verify_artifact(serving: ServingModel, runner: Runner, precision: str = "fp32", cases: tuple[Case, ...] | None = None,
-                    failures_dir: Path = Path("."), tag: str = "artifact", seed: int = 0) -> VerificationResult:
+def verify_artifact(
+    serving: ServingModel,
+    runner: Runner,
+    precision: str = "fp32",
+    cases: tuple[Case, ...] | None = None,
+    failures_dir: Path = Path("."),
+    tag: str = "artifact",
+    seed: int = 0,
+) -> VerificationResult:
     """Run ``runner`` and eager ``serving`` on every case (default: ``profile_cases``); raise
     ``VerificationError`` on a mismatch, ``ConfigError`` for a case outside the profile."""
     signature = serving.signature
@@ -166,7 +196,9 @@ def verify_artifact(serving: ServingModel, runner: Runner, precision: str = "fp3
         inputs = sample_inputs(signature, case, seed + index)
         want = serving.eager(inputs)
 
-        def fail(message: str, abs_diff: float = float("nan"), rel_diff: float = float("nan"), output: str | None = None):
+        def fail(
+            message: str, abs_diff: float = float("nan"), rel_diff: float = float("nan"), output: str | None = None
+        ):
             path = _save_inputs(inputs, Path(failures_dir), f"{tag}-case{index}")
             raise VerificationError(f"{tag}: {message} [case {case}]", abs_diff, rel_diff, path, output)
 
@@ -195,8 +227,12 @@ def verify_artifact(serving: ServingModel, runner: Runner, precision: str = "fp3
                 result.near_ties[name] = result.near_ties.get(name, 0) + int((mismatch & ties).sum())
                 abs_diff = float((g - w).abs().max()) if g.numel() else 0.0
                 kept = (g[~ties] - w[~ties]).abs()
-                result.max_abs_diff[name] = max(result.max_abs_diff.get(name, 0.0), float(kept.max()) if kept.numel() else 0.0)
-                result.max_rel_diff[name] = max(result.max_rel_diff.get(name, 0.0), 0.0 if not bad.any() else float("inf"))
+                result.max_abs_diff[name] = max(
+                    result.max_abs_diff.get(name, 0.0), float(kept.max()) if kept.numel() else 0.0
+                )
+                result.max_rel_diff[name] = max(
+                    result.max_rel_diff.get(name, 0.0), 0.0 if not bad.any() else float("inf")
+                )
                 if bad.any():
                     fail(f"output {name}: {int(bad.sum())} rows differ outside near ties", abs_diff, float("inf"), name)
             else:
@@ -204,7 +240,9 @@ def verify_artifact(serving: ServingModel, runner: Runner, precision: str = "fp3
                 result.max_abs_diff[name] = max(result.max_abs_diff.get(name, 0.0), abs_diff)
                 result.max_rel_diff[name] = max(result.max_rel_diff.get(name, 0.0), rel_diff)
                 if abs_diff > tol.atol:
-                    fail(f"output {name}: max abs diff {abs_diff:.3g} > tolerance {tol.atol:g}", abs_diff, rel_diff, name)
+                    fail(
+                        f"output {name}: max abs diff {abs_diff:.3g} > tolerance {tol.atol:g}", abs_diff, rel_diff, name
+                    )
         result.rows += case.batch
         result.cases += 1
     return result

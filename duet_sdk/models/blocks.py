@@ -41,7 +41,9 @@ class SelfAttentionBlock(nn.Module):
         super().__init__()
         self.layer = _Residual(d_model, attention, ffn_mult, dropout)
 
-    def forward(self, static: torch.Tensor, seq: torch.Tensor, seq_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, static: torch.Tensor, seq: torch.Tensor, seq_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         q = static.shape[1]
         tokens = torch.cat([static, seq], dim=1)  # (B, Q+T, d)
         valid = torch.cat([seq_valid.new_ones(seq_valid.shape[0], q), seq_valid], dim=1)  # (B, Q+T)
@@ -65,7 +67,9 @@ class CrossAttentionBlock(nn.Module):
         self.layer = _Residual(d_model, attention, ffn_mult, dropout)
         self.null = nn.Parameter(torch.zeros(1, 1, d_model))
 
-    def forward(self, static: torch.Tensor, seq: torch.Tensor, seq_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, static: torch.Tensor, seq: torch.Tensor, seq_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b = seq.shape[0]
         context = torch.cat([self.null.expand(b, -1, -1), seq], dim=1)  # (B, 1+T, d)
         valid = torch.cat([seq_valid.new_ones(b, 1), seq_valid], dim=1)  # (B, 1+T)

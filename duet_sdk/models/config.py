@@ -98,7 +98,9 @@ class UpstreamConfig:
             time_frequencies=self.time_frequencies, tower_out_dim=self.tower_out_dim, embedding_dim=self.embedding_dim,
         )
         if self.d_model % self.attention.num_heads:
-            raise ConfigError("UpstreamConfig.d_model", f"a multiple of num_heads={self.attention.num_heads}", self.d_model)
+            raise ConfigError(
+                "UpstreamConfig.d_model", f"a multiple of num_heads={self.attention.num_heads}", self.d_model
+            )
         if not self.streams or any(s not in self.schema.stream_names for s in self.streams):
             raise ConfigError("UpstreamConfig.streams", f"non-empty, from {self.schema.stream_names}", self.streams)
         if not self.blocks or any(b not in BLOCK_KINDS for b in self.blocks):
@@ -148,7 +150,9 @@ class UserEmbeddingInput:
     codebook_size: int = 256
 
     def __post_init__(self) -> None:
-        _positive(f"UserEmbeddingInput({self.name})", dim=self.dim, levels=self.levels, codebook_size=self.codebook_size)
+        _positive(
+            f"UserEmbeddingInput({self.name})", dim=self.dim, levels=self.levels, codebook_size=self.codebook_size
+        )
 
 
 TARGET_ATTENTION_VARIANTS = ("dare", "twin", "twin_proj")
@@ -181,8 +185,14 @@ class TargetAttentionConfig:
     def __post_init__(self) -> None:
         if self.variant not in TARGET_ATTENTION_VARIANTS:
             raise ConfigError("TargetAttentionConfig.variant", f"one of {TARGET_ATTENTION_VARIANTS}", self.variant)
-        _positive("TargetAttentionConfig", max_len=self.max_len, top_k=self.top_k, d_repr=self.d_repr,
-                  num_hashes=self.num_hashes, table_size=self.table_size)
+        _positive(
+            "TargetAttentionConfig",
+            max_len=self.max_len,
+            top_k=self.top_k,
+            d_repr=self.d_repr,
+            num_hashes=self.num_hashes,
+            table_size=self.table_size,
+        )
         require_int("TargetAttentionConfig.d_att", self.d_att, 0)
         names = self.fields
         if not names or len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
@@ -191,7 +201,9 @@ class TargetAttentionConfig:
             if width % len(names):
                 raise ConfigError(f"TargetAttentionConfig.{name}", f"a multiple of len(fields)={len(names)}", width)
         if self.variant == "twin" and self.attention_dim != self.d_repr:
-            raise ConfigError("TargetAttentionConfig.d_att", f"0 or d_repr={self.d_repr} for the shared-table 'twin'", self.d_att)
+            raise ConfigError(
+                "TargetAttentionConfig.d_att", f"0 or d_repr={self.d_repr} for the shared-table 'twin'", self.d_att
+            )
 
     @property
     def attention_dim(self) -> int:
@@ -237,11 +249,15 @@ class RankerConfig:
         ta = self.target_attention
         if ta is not None:
             if ta.stream not in self.schema.stream_names:
-                raise ConfigError("RankerConfig.target_attention.stream", f"one of {self.schema.stream_names}", ta.stream)
+                raise ConfigError(
+                    "RankerConfig.target_attention.stream", f"one of {self.schema.stream_names}", ta.stream
+                )
             for where, names in (("event_fields", self.schema.event_fields), ("item_sparse", self.schema.item_sparse)):
                 missing = [f for f in ta.fields if f not in names]
                 if missing:
-                    raise ConfigError("RankerConfig.target_attention.fields", f"fields of the schema's {where} {names}", missing)
+                    raise ConfigError(
+                        "RankerConfig.target_attention.fields", f"fields of the schema's {where} {names}", missing
+                    )
 
     @property
     def task_names(self) -> tuple[str, ...]:

@@ -89,7 +89,9 @@ class TimeEncoding(nn.Module):
         age = (request_time.unsqueeze(1) - timestamps).clamp(min=0).to(torch.float32)  # (B, T)
         log_age = torch.log1p(age / 60.0).unsqueeze(-1)  # (B, T, 1), <= 40 for any int64 age
         phase = log_age * self.frequencies  # (B, T, K)
-        day = torch.remainder(timestamps, SECONDS_PER_DAY).to(torch.float32).unsqueeze(-1) * (2 * torch.pi / SECONDS_PER_DAY)
+        day = torch.remainder(timestamps, SECONDS_PER_DAY).to(torch.float32).unsqueeze(-1) * (
+            2 * torch.pi / SECONDS_PER_DAY
+        )
         return torch.cat([log_age / 10.0, phase.sin(), phase.cos(), day.sin(), day.cos()], dim=-1)
 
     def forward(self, request_time: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:

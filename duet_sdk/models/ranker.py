@@ -55,9 +55,13 @@ class Ranker(nn.Module):
         self.user_sparse_proj = nn.Linear(config.hashing.dim, d)
         self.user_dense = nn.Linear(len(schema.static_dense), d) if schema.static_dense else None
         self.decoders = nn.ModuleDict(
-            {e.name: SideDecoder(torch.zeros(e.levels, e.codebook_size, e.dim)) for e in config.embeddings} if self.use_codes else {}
+            {e.name: SideDecoder(torch.zeros(e.levels, e.codebook_size, e.dim)) for e in config.embeddings}
+            if self.use_codes
+            else {}
         )
-        self.projections = nn.ModuleDict({e.name: MLP((e.dim, *config.projection_hidden, d)) for e in config.embeddings})
+        self.projections = nn.ModuleDict(
+            {e.name: MLP((e.dim, *config.projection_hidden, d)) for e in config.embeddings}
+        )
         self.item_sparse = MultiHashEmbedding(len(schema.item_sparse), config.hashing, seed=12)
         self.item_sparse_proj = nn.Linear(config.hashing.dim, d)
         self.item_dense = nn.Linear(len(schema.item_dense), d) if schema.item_dense else None

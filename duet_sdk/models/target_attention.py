@@ -83,7 +83,9 @@ class TargetAttention(nn.Module):
         scores = torch.matmul(att_target, att_history.transpose(1, 2)) * self.scale  # (U, N, T)
         return scores.masked_fill(~valid.unsqueeze(1), MASKED_SCORE)
 
-    def search(self, att_history: torch.Tensor, valid: torch.Tensor, att_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def search(
+        self, att_history: torch.Tensor, valid: torch.Tensor, att_target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k behaviours per candidate.
 
         Args:
@@ -94,7 +96,9 @@ class TargetAttention(nn.Module):
             exist; their index is -1.
         """
         k = self.config.top_k
-        scores = nn.functional.pad(self.scores(att_history, valid, att_target), (k, 0), value=MASKED_SCORE)  # (U, N, k + T)
+        scores = nn.functional.pad(
+            self.scores(att_history, valid, att_target), (k, 0), value=MASKED_SCORE
+        )  # (U, N, k + T)
         top, index = scores.topk(k, dim=-1)  # (U, N, k)
         selected = top > MASKED_SCORE / 2
         return top, torch.where(selected, index - k, -1), selected

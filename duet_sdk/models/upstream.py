@@ -103,7 +103,9 @@ class UserEncoder(nn.Module):
         self.static = StaticTokens(config)
         self.event_embedding = MultiHashEmbedding(len(config.schema.event_fields), config.hashing, seed=1)
         self.towers = nn.ModuleDict({name: EventTower(config) for name in config.streams})
-        self.summarizer = UserSummarizer(len(config.streams) * config.tower_out_dim, config.dcn_layers, config.embedding_dim)
+        self.summarizer = UserSummarizer(
+            len(config.streams) * config.tower_out_dim, config.dcn_layers, config.embedding_dim
+        )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encode(self.prepare(batch) | {keys.STATIC_DENSE: batch[keys.STATIC_DENSE]})  # (B, embedding_dim)
@@ -145,14 +147,19 @@ class ItemBranch(nn.Module):
         shared = [i for i, f in enumerate(schema.item_sparse) if f in schema.event_fields]
         own = [i for i, f in enumerate(schema.item_sparse) if f not in schema.event_fields]
         self.register_buffer("shared_columns", torch.tensor(shared, dtype=torch.int64))
-        self.register_buffer("shared_fields", torch.tensor([schema.event_fields.index(schema.item_sparse[i]) for i in shared], dtype=torch.int64))
+        self.register_buffer(
+            "shared_fields",
+            torch.tensor([schema.event_fields.index(schema.item_sparse[i]) for i in shared], dtype=torch.int64),
+        )
         self.register_buffer("own_columns", torch.tensor(own, dtype=torch.int64))
         self.own_embedding = MultiHashEmbedding(len(own), config.hashing, seed=3) if own else None
         in_dim = len(schema.item_sparse) * config.hashing.dim + len(schema.item_dense)
         self.mlp = MLP((in_dim, *config.item_hidden))
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor, event_embedding: MultiHashEmbedding) -> torch.Tensor:
-        parts = [event_embedding(sparse.index_select(1, self.shared_columns), self.shared_fields).flatten(1)]  # (B, I_s*dim)
+        parts = [
+            event_embedding(sparse.index_select(1, self.shared_columns), self.shared_fields).flatten(1)
+        ]  # (B, I_s*dim)
         if self.own_embedding is not None:
             parts.append(self.own_embedding(sparse.index_select(1, self.own_columns)).flatten(1))
         return self.mlp(torch.cat([*parts, dense], dim=1))
@@ -173,10 +180,14 @@ class UpstreamNet(nn.Module):
         self.encoder = UserEncoder(config)
         self.item_branch = ItemBranch(config)
         joint = config.embedding_dim + config.item_hidden[-1]
-        self.overarch = nn.Sequential(RMSNorm(joint), CrossNetV2(joint, config.dcn_layers), MLP((joint, *config.overarch_hidden)))
+        self.overarch = nn.Sequential(
+            RMSNorm(joint), CrossNetV2(joint, config.dcn_layers), MLP((joint, *config.overarch_hidden))
+        )
         self.heads = nn.Linear(config.overarch_hidden[-1], len(config.tasks))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         user = self.encoder(batch)  # (B, E)
-        item = self.item_branch(batch[keys.ITEM_SPARSE], batch[keys.ITEM_DENSE], self.encoder.event_embedding)  # (B, H_item)
+        item = self.item_branch(
+            batch[keys.ITEM_SPARSE], batch[keys.ITEM_DENSE], self.encoder.event_embedding
+        )  # (B, H_item)
         return self.heads(torch.relu(self.overarch(torch.cat([user, item], dim=1))))  # (B, K)

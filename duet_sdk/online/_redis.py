@@ -12,8 +12,8 @@ import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from duet_sdk._extras import require
 from duet_sdk.errors import ConfigError, DuetError, StoreError
-
 
 PASSWORD_ENV, PASSWORD_FILE_ENV = "DUET_REDIS_PASSWORD", "DUET_REDIS_PASSWORD_FILE"
 _SCHEMES = ("redis://", "rediss://", "unix://")
@@ -44,7 +44,9 @@ def password_from_env(environ: dict[str, str] | None = None) -> str | None:
         with open(path, encoding="utf-8") as f:
             return f.readline().rstrip("\r\n") or None
     except OSError as exc:
-        raise ConfigError(PASSWORD_FILE_ENV, "a readable file holding the Redis password", f"{path} ({exc.strerror})") from exc
+        raise ConfigError(
+            PASSWORD_FILE_ENV, "a readable file holding the Redis password", f"{path} ({exc.strerror})"
+        ) from exc
 
 
 def connect(client_or_url: Any, field: str, retries: int | None = None) -> Any:
@@ -56,25 +58,29 @@ def connect(client_or_url: Any, field: str, retries: int | None = None) -> Any:
     Blocking reads need ``socket_timeout`` None or longer than their block time, so a given client
     should not set a shorter one.
     """
-    try:
-        import redis
-    except ImportError as exc:
-        raise StoreError("the Redis backends need redis-py: pip install 'redis>=5'") from exc
+    redis = require("redis", "the Redis backends")
     if isinstance(client_or_url, str):
         if not client_or_url.startswith(_SCHEMES):
-            raise ConfigError(field, "a redis://, rediss:// or unix:// URL or a redis.Redis client", redact(client_or_url))
+            raise ConfigError(
+                field, "a redis://, rediss:// or unix:// URL or a redis.Redis client", redact(client_or_url)
+            )
         options: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 5.0}
         if urlsplit(client_or_url).password is None and (password := password_from_env()) is not None:
             options["password"] = password
         if retries is not None:
             from redis.backoff import ExponentialWithJitterBackoff
             from redis.retry import Retry
-            options |= {"retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries),
-                        "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
+
+            options |= {
+                "retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries),
+                "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+            }
         return redis.Redis.from_url(client_or_url, **options)
     if isinstance(client_or_url, redis.Redis):
         return client_or_url
-    raise ConfigError(field, "a redis://, rediss:// or unix:// URL or a redis.Redis client", type(client_or_url).__name__)
+    raise ConfigError(
+        field, "a redis://, rediss:// or unix:// URL or a redis.Redis client", type(client_or_url).__name__
+    )
 
 
 def text(value: Any) -> str:
@@ -84,6 +90,7 @@ def text(value: Any) -> str:
 
 def redis_errors(method):
     """Re-raise redis-py errors of a backend method as StoreError naming the backend and method."""
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
@@ -92,7 +99,9 @@ def redis_errors(method):
             raise
         except Exception as exc:
             import redis
+
             if isinstance(exc, redis.RedisError):
                 raise StoreError(f"{type(self).__name__}.{method.__name__}: {type(exc).__name__}: {exc}") from exc
             raise
+
     return wrapper

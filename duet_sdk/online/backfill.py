@@ -81,7 +81,9 @@ class Backfill:
         if self.resume is not None and self.resume.exists():
             saved = json.loads(self.resume.read_text(encoding="utf-8"))
             if saved.get("target") == progress.target:
-                progress = BackfillProgress(**{k: v for k, v in saved.items() if k not in ("elapsed_s", "run_reembedded")})
+                progress = BackfillProgress(
+                    **{k: v for k, v in saved.items() if k not in ("elapsed_s", "run_reembedded")}
+                )
         return progress
 
     def _save(self, progress: BackfillProgress) -> None:
@@ -92,8 +94,9 @@ class Backfill:
         """Users whose stored codes come from another release than the target."""
         return sum(n for version, n in self.store.version_counts().items() if version != str(self.target))
 
-    def run(self, stop: threading.Event | None = None,
-            on_progress: Callable[[BackfillProgress], None] | None = None) -> BackfillProgress:
+    def run(
+        self, stop: threading.Event | None = None, on_progress: Callable[[BackfillProgress], None] | None = None
+    ) -> BackfillProgress:
         """Backfill until no user is on another release, ``max_passes`` passes, or ``stop`` is set."""
         progress, started = self._load(), time.monotonic()
         done_at_start = progress.reembedded
@@ -118,8 +121,13 @@ class Backfill:
             if progress.cursor is None:
                 progress.passes += 1
                 progress.remaining_old = self.count_old()
-                log.info("backfill to release %s: pass %d done, %d users re-embedded, %d still on other releases",
-                         progress.target, progress.passes, progress.reembedded, progress.remaining_old)
+                log.info(
+                    "backfill to release %s: pass %d done, %d users re-embedded, %d still on other releases",
+                    progress.target,
+                    progress.passes,
+                    progress.reembedded,
+                    progress.remaining_old,
+                )
         progress.elapsed_s = time.monotonic() - started
         progress.run_reembedded = progress.reembedded - done_at_start
         self._save(progress)

@@ -22,10 +22,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from duet_sdk.interface import Event, UserHistory
 from duet_sdk.errors import ConfigError, DataError
+from duet_sdk.interface import Event, UserHistory
 from duet_sdk.online._redis import connect, redis_errors, text
-
 
 _F32_MAX = 3.4028234663852886e38  # models read static_dense as float32: 1e39 would become inf
 

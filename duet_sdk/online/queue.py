@@ -248,7 +248,8 @@ class RedisStreamQueue(TriggerQueue):
 
     @redis_errors
     def dead_letters(self, count: int = 100) -> list[dict]:
-        return [{text(k): text(v) for k, v in fields.items()} for _, fields in self._redis.xrange(self.dead_stream, count=count)]
+        entries = self._redis.xrange(self.dead_stream, count=count)
+        return [{text(k): text(v) for k, v in fields.items()} for _, fields in entries]
 
     @redis_errors
     def pending(self) -> int:
@@ -281,8 +282,9 @@ class InProcessQueue(TriggerQueue):
     ``for_consumer(name)`` returns another consumer's view of the same queue.
     """
 
-    def __init__(self, consumer: str = "local", clock: Callable[[], float] = time.monotonic,
-                 _broker: _Broker | None = None) -> None:
+    def __init__(
+        self, consumer: str = "local", clock: Callable[[], float] = time.monotonic, _broker: _Broker | None = None
+    ) -> None:
         self.consumer = consumer
         self._b = _broker or _Broker(clock)
 
@@ -332,8 +334,16 @@ class InProcessQueue(TriggerQueue):
         with self._b.cond:
             for t in triggers:
                 if self._b.pending.pop(t.entry_id, None) is not None:
-                    self._b.dead.append({"user": t.user_id, "stream": t.stream, "ts": str(t.event_ts), "entry": t.entry_id,
-                                         "deliveries": str(t.deliveries), "reason": reason})
+                    self._b.dead.append(
+                        {
+                            "user": t.user_id,
+                            "stream": t.stream,
+                            "ts": str(t.event_ts),
+                            "entry": t.entry_id,
+                            "deliveries": str(t.deliveries),
+                            "reason": reason,
+                        }
+                    )
             return len(triggers)
 
     def dead_letters(self, count: int = 100) -> list[dict]:

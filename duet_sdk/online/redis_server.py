@@ -120,14 +120,34 @@ class RedisServer:
         config = Path(workdir) / "redis.conf"  # the password, if any, stays off the command line
         config.write_text(f"requirepass {self._password}\n" if self._password else "", encoding="utf-8")
         config.chmod(0o600)
-        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.appendonly else ["--appendonly", "no"]
-        args = [binary, str(config), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
-                "--dir", workdir, "--daemonize", "no", "--logfile", str(Path(workdir) / "redis.log")]
-        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
+        if not self.appendonly:
+            persistence = ["--appendonly", "no"]
+        args = [
+            binary,
+            str(config),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            *persistence,
+            "--dir",
+            workdir,
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(Path(workdir) / "redis.log"),
+        ]
+        self._process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + self._timeout_s
         while time.monotonic() < deadline:
-            if server_pid(self.port, password=self._password) == self._process.pid:  # not another server already on the port
+            if (
+                server_pid(self.port, password=self._password) == self._process.pid
+            ):  # not another server already on the port
                 return True
             if self._process.poll() is not None:
                 break

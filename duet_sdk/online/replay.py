@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from duet_sdk.interface import Candidates, Event, UserHistory
 from duet_sdk.data.events import EventDataset, EventTable
+from duet_sdk.interface import Candidates, Event, UserHistory
 from duet_sdk.online.history import HistoryStore
 from duet_sdk.online.queue import TriggerQueue
 

@@ -115,9 +115,15 @@ class Scorer:
                       results: list) -> list[int]:
         """Score ``hits`` with ``release``'s downstream; returns those to retry as misses (release gone)."""
         try:
-            scored = self.client.score([
-                ScoreRequest(user, profiles[user].static_sparse, profiles[user].static_dense, stored[user].codes, candidates)
-                for user, candidates in (requests[i] for i in hits)], release=int(release))
+            scored = self.client.score(
+                [
+                    ScoreRequest(
+                        user, profiles[user].static_sparse, profiles[user].static_dense, stored[user].codes, candidates
+                    )
+                    for user, candidates in (requests[i] for i in hits)
+                ],
+                release=int(release),
+            )
         except InvalidRequest:
             raise
         except ServerError:

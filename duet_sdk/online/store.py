@@ -175,7 +175,8 @@ class SqliteStore(FeatureStore):
 
     def version_counts(self) -> dict[str, int]:
         with self._lock:
-            return dict(self._execute("SELECT model_version, COUNT(*) FROM codes GROUP BY model_version", ()).fetchall())
+            query = "SELECT model_version, COUNT(*) FROM codes GROUP BY model_version"
+            return dict(self._execute(query, ()).fetchall())
 
     def _execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:
@@ -233,7 +234,7 @@ class RedisStore(FeatureStore):
     def scan(self, cursor: str = "", count: int = 100) -> tuple[list[StoredCodes], str | None]:
         """Redis ``SCAN`` over ``prefix*`` (cursor: SCAN's, as a string)."""
         position, keys = self._redis.scan(int(cursor or 0), match=self.prefix + "*", count=count)
-        users = [text(k)[len(self.prefix):] for k in keys]
+        users = [text(k)[len(self.prefix) :] for k in keys]
         found = self.get_many(users)
         return [found[u] for u in users if u in found], (str(position) if int(position) else None)
 
@@ -244,9 +245,11 @@ class RedisStore(FeatureStore):
             return 0
         pipe = self._redis.pipeline(transaction=False)
         for r in latest:
-            self._put(keys=[self.prefix + r.user_id],
-                      args=[encode_codes(r.codes), r.model_version, repr(float(r.produced_at)), self._ttl_ms],
-                      client=pipe)
+            self._put(
+                keys=[self.prefix + r.user_id],
+                args=[encode_codes(r.codes), r.model_version, repr(float(r.produced_at)), self._ttl_ms],
+                client=pipe,
+            )
         return sum(int(w) for w in pipe.execute())
 
     def close(self) -> None:
@@ -265,7 +268,7 @@ def open_store(url: str | Path, **options: Any) -> FeatureStore:
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(url, **options)
     if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
     elif "://" not in url and not url.startswith("sqlite:"):
         path = url
     else:

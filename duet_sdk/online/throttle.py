@@ -167,7 +167,8 @@ class RedisThrottle(Throttle):
 
     @redis_errors
     def defer(self, user_id: str, event_ts: int, now: float, count: int = 1) -> None:
-        self._defer(keys=[*self._keys, self.prefix + user_id], args=[user_id, int(event_ts), repr(float(now)), int(count)])
+        args = [user_id, int(event_ts), repr(float(now)), int(count)]
+        self._defer(keys=[*self._keys, self.prefix + user_id], args=args)
 
     @redis_errors
     def due(self, now: float, limit: int) -> list[Deferred]:

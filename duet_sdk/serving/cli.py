@@ -179,14 +179,28 @@ def publish_main(argv: list[str] | None = None) -> int:
             request_rollback(args.model_repository, args.rollback)
             print(f"duet-publish: release {args.rollback} is the target; a running duet-serve --watch swaps back to it")
             return 0
-        policy = ServingPolicy(max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, threads=args.threads,
-                               keep_versions=args.keep_versions)
+        policy = ServingPolicy(
+            max_queue_delay_us=args.max_queue_delay_us,
+            instances=args.instances,
+            threads=args.threads,
+            keep_versions=args.keep_versions,
+        )
         formats = tuple(f for f in args.formats.split(",") if f) if args.formats else None
-        published = publish(args.export, args.model_repository, args.target, policy, args.precision, formats,
-                            activate=not args.no_activate, force=args.force)
+        published = publish(
+            args.export,
+            args.model_repository,
+            args.target,
+            policy,
+            args.precision,
+            formats,
+            activate=not args.no_activate,
+            force=args.force,
+        )
     except DuetError as exc:
         print(f"duet-publish: error: {exc}", file=sys.stderr)
         return 2
-    print(f"duet-publish: release {published.version} of {', '.join(published.models)} + {', '.join(ENSEMBLES)} "
-          f"in {published.repository}")
+    print(
+        f"duet-publish: release {published.version} of {', '.join(published.models)} + {', '.join(ENSEMBLES)} "
+        f"in {published.repository}"
+    )
     return 0

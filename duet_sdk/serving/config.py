@@ -75,7 +75,9 @@ def model_input(spec: dict, ragged: bool = False, reshape: bool = True) -> pb.Mo
     (``reshape``), an ensemble passes ``[batch, 1]`` on to its models."""
     is_ragged = ragged and any(isinstance(d, str) for d in spec["shape"][1:])
     dims = _dims(spec["shape"])
-    message = pb.ModelInput(name=spec["name"], data_type=_data_type(spec), dims=dims or [1], allow_ragged_batch=is_ragged)
+    message = pb.ModelInput(
+        name=spec["name"], data_type=_data_type(spec), dims=dims or [1], allow_ragged_batch=is_ragged
+    )
     if not dims and reshape:
         message.reshape.SetInParent()
     return message
@@ -91,24 +93,40 @@ def model_output(spec: dict) -> pb.ModelOutput:
 
 def _warmup(inputs: Sequence[dict]) -> pb.ModelWarmup:
     """One zero-filled batch of 1 with every symbolic dim 1 (empty histories are valid inputs)."""
-    return pb.ModelWarmup(name="zeros_batch_1", batch_size=1, count=1, inputs={
-        spec["name"]: pb.ModelWarmup.Input(data_type=_data_type(spec), dims=[1 if d == -1 else d for d in _dims(spec["shape"])] or [1],
-                                           zero_data=True)
-        for spec in inputs})
+    return pb.ModelWarmup(
+        name="zeros_batch_1",
+        batch_size=1,
+        count=1,
+        inputs={
+            spec["name"]: pb.ModelWarmup.Input(
+                data_type=_data_type(spec),
+                dims=[1 if d == -1 else d for d in _dims(spec["shape"])] or [1],
+                zero_data=True,
+            )
+            for spec in inputs
+        },
+    )
 
 
-def _scheduled(name: str, record: dict, max_batch: int, policy: ServingPolicy, kind: int, ragged: bool) -> pb.ModelConfig:
+def _scheduled(
+    name: str, record: dict, max_batch: int, policy: ServingPolicy, kind: int, ragged: bool
+) -> pb.ModelConfig:
     """The parts shared by every non-ensemble model."""
     opt = record["dims"]["batch"]["opt"]
     config = pb.ModelConfig(
-        name=name, max_batch_size=max_batch,
+        name=name,
+        max_batch_size=max_batch,
         input=[model_input(s, ragged) for s in record["inputs"]],
         output=[model_output(s) for s in record["outputs"]],
         instance_group=[pb.ModelInstanceGroup(kind=kind, count=policy.instances)],
     )
     if policy.batching:
-        config.dynamic_batching.CopyFrom(pb.ModelDynamicBatching(
-            preferred_batch_size=[opt] if opt < max_batch else [], max_queue_delay_microseconds=policy.max_queue_delay_us))
+        config.dynamic_batching.CopyFrom(
+            pb.ModelDynamicBatching(
+                preferred_batch_size=[opt] if opt < max_batch else [],
+                max_queue_delay_microseconds=policy.max_queue_delay_us,
+            )
+        )
     if policy.warmup:
         config.model_warmup.append(_warmup(record["inputs"]))
     return config
@@ -118,10 +136,15 @@ def runner_config(name: str, record: dict, policy: ServingPolicy) -> pb.ModelCon
     """cpu target: Triton's Python backend running ``record``'s artifact (ONNX Runtime or TorchScript)."""
     if record["format"] not in RUNTIMES:
         raise ConfigError(f"{name}.format", f"one of {tuple(RUNTIMES)} for the cpu target", record["format"])
-    config = _scheduled(name, record, record["dims"]["batch"]["max"], policy, pb.ModelInstanceGroup.KIND_CPU, ragged=True)
+    config = _scheduled(
+        name, record, record["dims"]["batch"]["max"], policy, pb.ModelInstanceGroup.KIND_CPU, ragged=True
+    )
     config.backend = "python"
-    for key, value in {"runtime": RUNTIMES[record["format"]], "artifact": FILENAMES[record["format"]],
-                       "threads": str(policy.threads)}.items():
+    for key, value in {
+        "runtime": RUNTIMES[record["format"]],
+        "artifact": FILENAMES[record["format"]],
+        "threads": str(policy.threads),
+    }.items():
         config.parameters[key].string_value = value
     return config
 
@@ -130,7 +153,9 @@ def prep_config(name: str, record: dict, policy: ServingPolicy) -> pb.ModelConfi
     """gpu target: a prep model (int64 hashing, time features) under ``onnxruntime_onnx`` on CPU instances."""
     if record["format"] != "onnx":
         raise ConfigError(f"{name}.format", "onnx for a prep model", record["format"])
-    config = _scheduled(name, record, record["dims"]["batch"]["max"], policy, pb.ModelInstanceGroup.KIND_CPU, ragged=False)
+    config = _scheduled(
+        name, record, record["dims"]["batch"]["max"], policy, pb.ModelInstanceGroup.KIND_CPU, ragged=False
+    )
     config.platform = PLATFORMS["onnx"]
     config.default_model_filename = FILENAMES["onnx"]
     return config
@@ -146,14 +171,20 @@ def platform_config(name: str, record: dict, policy: ServingPolicy, precision: s
     fmt = record["format"]
     if fmt not in PLATFORMS:
         raise ConfigError(f"{name}.format", f"one of {tuple(PLATFORMS)}", fmt)
-    config = _scheduled(name, record, record["dims"]["batch"]["max"], policy, pb.ModelInstanceGroup.KIND_GPU, ragged=False)
+    config = _scheduled(
+        name, record, record["dims"]["batch"]["max"], policy, pb.ModelInstanceGroup.KIND_GPU, ragged=False
+    )
     config.platform = PLATFORMS[fmt]
     config.default_model_filename = FILENAMES[fmt]
     if fmt == "onnx":
         precision = (record.get("fallback") or {}).get("precision", precision)
         trt = pb.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(
-            name="tensorrt", parameters={"precision_mode": "FP16" if precision == "fp16" else "FP32",
-                                         "max_workspace_size_bytes": str(1 << 31)})
+            name="tensorrt",
+            parameters={
+                "precision_mode": "FP16" if precision == "fp16" else "FP32",
+                "max_workspace_size_bytes": str(1 << 31),
+            },
+        )
         config.optimization.execution_accelerators.gpu_execution_accelerator.append(trt)
     return config
 
@@ -173,15 +204,30 @@ def only_version(config: pb.ModelConfig, version: int) -> pb.ModelConfig:
     return config
 
 
-def ensemble_config(name: str, inputs: Sequence[dict], outputs: Sequence[dict], steps: Sequence[Step],
-                    max_batch: int, version: int, parameters: dict[str, str] | None = None) -> pb.ModelConfig:
+def ensemble_config(
+    name: str,
+    inputs: Sequence[dict],
+    outputs: Sequence[dict],
+    steps: Sequence[Step],
+    max_batch: int,
+    version: int,
+    parameters: dict[str, str] | None = None,
+) -> pb.ModelConfig:
     """A native ensemble serving ``version`` whose every step uses ``version`` of its model."""
     config = pb.ModelConfig(
-        name=name, platform="ensemble", max_batch_size=max_batch,
-        input=[model_input(s, reshape=False) for s in inputs], output=[model_output(s) for s in outputs],
-        ensemble_scheduling=pb.ModelEnsembling(step=[
-            pb.ModelEnsembling.Step(model_name=s.model, model_version=version, input_map=s.inputs, output_map=s.outputs)
-            for s in steps]),
+        name=name,
+        platform="ensemble",
+        max_batch_size=max_batch,
+        input=[model_input(s, reshape=False) for s in inputs],
+        output=[model_output(s) for s in outputs],
+        ensemble_scheduling=pb.ModelEnsembling(
+            step=[
+                pb.ModelEnsembling.Step(
+                    model_name=s.model, model_version=version, input_map=s.inputs, output_map=s.outputs
+                )
+                for s in steps
+            ]
+        ),
     )
     for key, value in (parameters or {}).items():
         config.parameters[key].string_value = value

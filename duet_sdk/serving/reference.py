@@ -10,7 +10,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from duet_sdk._extras import missing_extra
+
+try:
+    import torch
+except ModuleNotFoundError as exc:  # the [train] extra is not installed
+    raise missing_extra(exc, __name__) from exc
 
 from duet_sdk.client.tensors import candidate_tensors, code_tensors, history_tensors, static_tensors
 from duet_sdk.export.extract import ServingModel
@@ -26,7 +32,9 @@ class InProcessDuet:
         from duet_sdk.export.spec import ExportSpec, ShapeSpec
 
         encoders = tuple(interface.embeddings)
-        shapes = ShapeSpec(opt_batch=1, max_batch=interface.max_batch, opt_candidates=1, max_candidates=interface.max_candidates)
+        shapes = ShapeSpec(
+            opt_batch=1, max_batch=interface.max_batch, opt_candidates=1, max_candidates=interface.max_candidates
+        )
         spec = ExportSpec(checkpoints=runs, encoders=encoders, ranker=ranker, shapes=shapes)
         self.models: dict[str, ServingModel] = build_serving(select_all(Path(runs), encoders, ranker, False), spec)
         self.interface = interface
@@ -44,8 +52,13 @@ class InProcessDuet:
             out |= {k: v[0] for k, v in self._run(self.models[f"{name}_encoder"], arrays).items()}
         return out
 
-    def score(self, static_sparse: Sequence[int], static_dense: Sequence[float], codes: Mapping[str, Sequence[int]],
-              candidates: Candidates) -> np.ndarray:
+    def score(
+        self,
+        static_sparse: Sequence[int],
+        static_dense: Sequence[float],
+        codes: Mapping[str, Sequence[int]],
+        candidates: Candidates,
+    ) -> np.ndarray:
         """One user's scores (N, K) from SIDE codes, as ``duet_downstream`` computes them."""
         arrays = static_tensors([static_sparse], [static_dense], self.interface)
         arrays |= code_tensors([codes], self.interface)

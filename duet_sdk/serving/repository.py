@@ -39,8 +39,18 @@ from duet_sdk.export.manifest import MANIFEST, read_manifest, sha256_file
 from duet_sdk.export.toolchain import check_plans
 from duet_sdk.serving import releases
 from duet_sdk.serving.config import ServingPolicy, only_version, platform_config, runner_config, write_config
-from duet_sdk.serving.guard import FORMAT as GUARD, guard_config
-from duet_sdk.serving.wiring import RANKER, build_interface, client_records, ensembles, gpu_ensembles, guards, pad_sides, require_roles
+from duet_sdk.serving.guard import FORMAT as GUARD
+from duet_sdk.serving.guard import guard_config
+from duet_sdk.serving.wiring import (
+    RANKER,
+    build_interface,
+    client_records,
+    ensembles,
+    gpu_ensembles,
+    guards,
+    pad_sides,
+    require_roles,
+)
 
 log = logging.getLogger(__name__)
 RUNNER = Path(__file__).parent / "runner" / "model.py"
@@ -78,7 +88,9 @@ def _select(manifest: dict, target: str, prefer: tuple[str, ...] | None = None) 
         raise ConfigError("manifest.artifacts", "the ranker and the encoders whose codes it reads", sorted(chosen))
     for spec in chosen[RANKER]["inputs"]:
         if spec["name"].endswith("_codes") and spec["name"].removesuffix("_codes") + "_encoder" not in chosen:
-            raise ConfigError("manifest.artifacts", f"an encoder producing the ranker's input {spec['name']}", sorted(chosen))
+            raise ConfigError(
+                "manifest.artifacts", f"an encoder producing the ranker's input {spec['name']}", sorted(chosen)
+            )
     return chosen
 
 
@@ -87,8 +99,10 @@ def _require_accepted(records: dict[str, dict]) -> None:
     for model, record in records.items():
         for source in record["source_checkpoints"]:
             if source["role"] != "codec" and source.get("accepted") is not True:
-                raise CheckpointError(f"{model}: source checkpoint {source['path']} was not accepted by the gate; "
-                                      "only gated checkpoints are published")
+                raise CheckpointError(
+                    f"{model}: source checkpoint {source['path']} was not accepted by the gate; "
+                    "only gated checkpoints are published"
+                )
 
 
 def _require_complete(export_dir: Path, records: dict[str, dict]) -> None:
@@ -102,11 +116,14 @@ def _require_complete(export_dir: Path, records: dict[str, dict]) -> None:
             if name not in record.get("sha256", {}):
                 undigested.append(f"{model} ({record['format']}): {name}")
     if missing:
-        raise ArtifactError(f"{export_dir} is a partial export; missing {len(missing)} file(s): {'; '.join(missing)} "
-                            "(re-run duet-export)")
+        raise ArtifactError(
+            f"{export_dir} is a partial export; missing {len(missing)} file(s): {'; '.join(missing)} "
+            "(re-run duet-export)"
+        )
     if undigested:
-        raise ArtifactError(f"{export_dir / MANIFEST} records no sha256 for: {'; '.join(undigested)} "
-                            "(re-export with this duet-export)")
+        raise ArtifactError(
+            f"{export_dir / MANIFEST} records no sha256 for: {'; '.join(undigested)} (re-export with this duet-export)"
+        )
 
 
 def check_digests(directory: Path, digests: dict[str, str], what: str) -> None:
@@ -116,8 +133,9 @@ def check_digests(directory: Path, digests: dict[str, str], what: str) -> None:
         path = Path(directory) / name
         got = sha256_file(path) if path.is_file() else "missing"
         if got != want:
-            raise ArtifactError(f"{what}: {name} has sha256 {got}, the manifest records {want}; "
-                                "refusing a tampered or corrupt artifact")
+            raise ArtifactError(
+                f"{what}: {name} has sha256 {got}, the manifest records {want}; refusing a tampered or corrupt artifact"
+            )
 
 
 def _stage_model(root: Path, name: str, version: int, config, files: dict[str, Path], payload: dict[str, str]) -> Path:
@@ -138,8 +156,17 @@ def _stage_model(root: Path, name: str, version: int, config, files: dict[str, P
     return staging
 
 
-def _stage_component(root: Path, model: str, record: dict, export_dir: Path, target: str, version: int,
-                     lineage: dict, policy: ServingPolicy, precision: str) -> Path:
+def _stage_component(
+    root: Path,
+    model: str,
+    record: dict,
+    export_dir: Path,
+    target: str,
+    version: int,
+    lineage: dict,
+    policy: ServingPolicy,
+    precision: str,
+) -> Path:
     """Stage ``model``'s release directory: artifact files (digests checked on the copies), signature.json
     with their sha256, lineage and, for cpu and guards (``guard.py``: no artifact files), the runner."""
     name = api.release_model(model, version)
@@ -147,13 +174,24 @@ def _stage_component(root: Path, model: str, record: dict, export_dir: Path, tar
     if guard:
         config = guard_config(name, record, policy)
     else:
-        config = runner_config(name, record, policy) if target == "cpu" else platform_config(name, record, policy, precision)
+        config = (
+            runner_config(name, record, policy) if target == "cpu" else platform_config(name, record, policy, precision)
+        )
     digests = record.get("sha256", {})
     signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record), "sha256": digests}
     files = {n: (export_dir / record["path"]).parent / n for n in record["files"]}
     files |= {"model.py": RUNNER} if target == "cpu" or guard else {}
-    staging = _stage_model(root, name, version, config, files, {
-        "signature.json": json.dumps(signature, indent=2), "lineage.json": json.dumps(lineage | {"artifact": record}, indent=2)})
+    staging = _stage_model(
+        root,
+        name,
+        version,
+        config,
+        files,
+        {
+            "signature.json": json.dumps(signature, indent=2),
+            "lineage.json": json.dumps(lineage | {"artifact": record}, indent=2),
+        },
+    )
     try:
         check_digests(staging / str(version), digests, f"{model} ({record['format']}) of {export_dir}")
     except ArtifactError:
@@ -181,7 +219,9 @@ def remove_orphans(repo: Path, index: dict) -> list[Path]:
         if path.name.startswith((".staging-", ".removed-")) or (split and split[1] not in recorded):
             removed.append(path)
         elif path.name in api.ENSEMBLES:
-            removed += [v for v in path.iterdir() if v.is_dir() and (not v.name.isdigit() or int(v.name) not in recorded)]
+            removed += [
+                v for v in path.iterdir() if v.is_dir() and (not v.name.isdigit() or int(v.name) not in recorded)
+            ]
     for path in removed:
         log.warning("removing %s: it belongs to no published release (an interrupted publish?)", path)
         if path.name.startswith(".removed-"):
@@ -196,8 +236,12 @@ def prune(repo: Path, index: dict, keep: int) -> list[int]:
     current, a loaded or the target release. Their entries stay (status "pruned"). Returns their numbers."""
     protected = {index["current"], index["target"], *index["loaded"]}
     ready = sorted((e["version"] for e in index["releases"] if e["status"] == releases.READY), reverse=True)
-    doomed = [e for e in index["releases"] if e["version"] not in protected and (
-        e["status"] == releases.FAILED or (e["status"] == releases.READY and e["version"] not in ready[:keep]))]
+    doomed = [
+        e
+        for e in index["releases"]
+        if e["version"] not in protected
+        and (e["status"] == releases.FAILED or (e["status"] == releases.READY and e["version"] not in ready[:keep]))
+    ]
     for entry in doomed:
         for name in releases.release_models(entry):
             if (Path(repo) / name).exists():
@@ -209,9 +253,16 @@ def prune(repo: Path, index: dict, keep: int) -> list[int]:
     return [e["version"] for e in doomed]
 
 
-def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPolicy | None = None,
-            precision: str = "fp16", formats: tuple[str, ...] | None = None, activate: bool = True,
-            force: bool = False) -> Published:
+def publish(
+    export_dir: Path,
+    repo: Path,
+    target: str = "cpu",
+    policy: ServingPolicy | None = None,
+    precision: str = "fp16",
+    formats: tuple[str, ...] | None = None,
+    activate: bool = True,
+    force: bool = False,
+) -> Published:
     """Publish the artifacts of ``export_dir/manifest.json`` into ``repo`` as one new release.
 
     ``formats``: artifact formats in order of preference (default: tensorrt, onnx, torchscript for gpu;
@@ -235,12 +286,20 @@ def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPo
         remove_orphans(repo, index)
         version = max((e["version"] for e in index["releases"]), default=0) + 1
         interface = build_interface(manifest, client_records(records) if target == "gpu" else records, version)
-        lineage = {"version": version, "target": target, "published_at": datetime.now(UTC).isoformat(),
-                   "export_manifest": str((export_dir / MANIFEST).resolve()), "export_created_at": manifest.get("created_at"),
-                   **({"warnings": warnings} if warnings else {})}
+        lineage = {
+            "version": version,
+            "target": target,
+            "published_at": datetime.now(UTC).isoformat(),
+            "export_manifest": str((export_dir / MANIFEST).resolve()),
+            "export_created_at": manifest.get("created_at"),
+            **({"warnings": warnings} if warnings else {}),
+        }
         name = lambda model: api.release_model(model, version)  # noqa: E731
-        configs = (gpu_ensembles(records, interface, version, model_name=name) if target == "gpu"
-                   else ensembles(records, interface, version))
+        configs = (
+            gpu_ensembles(records, interface, version, model_name=name)
+            if target == "gpu"
+            else ensembles(records, interface, version)
+        )
         guarded = guards(client_records(records) if target == "gpu" else records)  # checks-only runners, both targets
         staged: list[tuple[Path, str]] = []
         try:
@@ -248,19 +307,37 @@ def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPo
                 path = _stage_component(repo, model, record, export_dir, target, version, lineage, policy, precision)
                 staged.append((path, name(model)))
             for config in configs:
-                staged.append((_stage_model(repo, config.name, version, config, {}, {"lineage.json": json.dumps(lineage)}),
-                               config.name))
+                staged.append(
+                    (
+                        _stage_model(repo, config.name, version, config, {}, {"lineage.json": json.dumps(lineage)}),
+                        config.name,
+                    )
+                )
         except BaseException:
             for path, _ in staged:
                 shutil.rmtree(path, ignore_errors=True)
             raise
         for path, release_name in staged:  # components before the ensembles that use them
             os.rename(path, repo / release_name)
-        index["releases"].append(lineage | {
-            "status": releases.READY,
-            "models": {m: {"format": r["format"], "role": r.get("role", "fused"), "sources": r["source_checkpoints"],
-                           "max_abs_diff": r["max_abs_diff"], "sha256": r["sha256"]} for m, r in records.items()},
-            "guards": list(guarded), "ensembles": list(api.ENSEMBLES), "interface": json.loads(interface.to_json())})
+        index["releases"].append(
+            lineage
+            | {
+                "status": releases.READY,
+                "models": {
+                    m: {
+                        "format": r["format"],
+                        "role": r.get("role", "fused"),
+                        "sources": r["source_checkpoints"],
+                        "max_abs_diff": r["max_abs_diff"],
+                        "sha256": r["sha256"],
+                    }
+                    for m, r in records.items()
+                },
+                "guards": list(guarded),
+                "ensembles": list(api.ENSEMBLES),
+                "interface": json.loads(interface.to_json()),
+            }
+        )
         if index["current"] is None:  # the first release is current at once
             for ensemble in api.ENSEMBLES:
                 releases.point_alias(repo, ensemble, version)

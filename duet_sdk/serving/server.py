@@ -18,6 +18,7 @@ never logged or printed here.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import os
 import secrets
@@ -42,6 +43,10 @@ GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # Triton's gRPC endp
 ADMIN_KEY_ENV, ADMIN_KEY_FILE_ENV = "DUET_TRITON_ADMIN_KEY", "DUET_TRITON_ADMIN_KEY_FILE"
 RESTRICTED = "model-repository,shared-memory,trace,logging"  # operator-only APIs
 _OPERATOR_CALLS = ("load_model", "unload_model", "get_model_repository_index")
+# nvidia-pytriton releases whose wheel layout find_tritonserver/prepare_backends rely on:
+# pytriton/tritonserver/{bin/tritonserver, backends/, python_backend_stubs/<python>/} and nvidia_pytriton.libs/.
+# Checked on 0.7.0 (tritonserver 2.51); keep in step with the [serve] extra in pyproject.toml.
+PYTRITON_SUPPORTED = ((0, 7), (0, 8))  # [lowest, first unsupported) as (major, minor)
 
 
 class TritonServerError(DuetError):
@@ -65,13 +70,31 @@ def find_tritonserver() -> Installation:
     try:
         import pytriton
     except ImportError as exc:
-        raise TritonServerError("tritonserver: not on PATH and nvidia-pytriton is not installed "
-                          "(pip install nvidia-pytriton, or use the NGC tritonserver container)") from exc
+        raise TritonServerError(
+            "tritonserver: not on PATH and nvidia-pytriton is not installed "
+            "(pip install 'duet_sdk[serve]', or use the NGC tritonserver container)"
+        ) from exc
+    check_pytriton_version(importlib.metadata.version("nvidia-pytriton"))
     root = Path(pytriton.__file__).parent / "tritonserver"
     binary = root / "bin" / "tritonserver"
     if not binary.is_file():
         raise TritonServerError(f"tritonserver: expected the binary at {binary}")
     return Installation(binary, root / "backends", Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs")
+
+
+def check_pytriton_version(version: str) -> None:
+    """TritonServerError unless ``version`` is one whose wheel layout this module knows (PYTRITON_SUPPORTED)."""
+    (lo, hi), parts = PYTRITON_SUPPORTED, version.split(".")
+    try:
+        found = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        found = None
+    if found is None or not lo <= found < hi:
+        raise TritonServerError(
+            f"tritonserver: nvidia-pytriton {version} is installed, but duet-serve knows the wheel layout of "
+            f"{lo[0]}.{lo[1]}.x only (>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}); pip install 'duet_sdk[serve]' "
+            "installs a supported one, or put a tritonserver binary on PATH"
+        )
 
 
 def prepare_backends(installation: Installation, directory: Path) -> Path:
@@ -105,8 +128,10 @@ def operator_key(environ: dict[str, str] | None = None, key_file: Path | None = 
         try:
             key = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise TritonServerError(f"{'--admin-key-file' if key_file else ADMIN_KEY_FILE_ENV}: expected a readable file, "
-                                    f"got {path} ({exc.strerror})") from exc
+            raise TritonServerError(
+                f"{'--admin-key-file' if key_file else ADMIN_KEY_FILE_ENV}: expected a readable file, "
+                f"got {path} ({exc.strerror})"
+            ) from exc
     if key is None:
         return secrets.token_urlsafe(32)
     if not key.strip() or any(c in key for c in ",:=\n"):
@@ -128,6 +153,7 @@ class OperatorClient:
 
         def call(*args, headers=None, **kwargs):
             return attr(*args, headers={**(headers or {}), **self._headers}, **kwargs)
+
         return call
 
     def __enter__(self) -> OperatorClient:
@@ -153,8 +179,7 @@ class Endpoints:
         return f"{self.host}:{self.http}"
 
     def describe(self) -> str:
-        return (f"gRPC {self.grpc_url}  HTTP http://{self.http_url}  "
-                f"metrics http://{self.host}:{self.metrics}/metrics")
+        return f"gRPC {self.grpc_url}  HTTP http://{self.http_url}  metrics http://{self.host}:{self.metrics}/metrics"
 
 
 class TritonServer:
@@ -169,13 +194,24 @@ class TritonServer:
         admin_key: the operator key for model control (default: ``operator_key()``).
     """
 
-    def __init__(self, repository: Path, models: Sequence[str] = ("*",), host: str = LOOPBACK, grpc_port: int = 0,
-                 http_port: int = 0, metrics_port: int = 0, log: Path | None = None, startup_timeout_s: float = 120.0,
-                 exit_timeout_s: int = 30, admin_key: str | None = None) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        models: Sequence[str] = ("*",),
+        host: str = LOOPBACK,
+        grpc_port: int = 0,
+        http_port: int = 0,
+        metrics_port: int = 0,
+        log: Path | None = None,
+        startup_timeout_s: float = 120.0,
+        exit_timeout_s: int = 30,
+        admin_key: str | None = None,
+    ) -> None:
         self.repository = Path(repository).resolve()
         self.models = tuple(models)
-        self.endpoints = Endpoints(host, grpc_port or free_port(host), http_port or free_port(host),
-                                   metrics_port or free_port(host))
+        self.endpoints = Endpoints(
+            host, grpc_port or free_port(host), http_port or free_port(host), metrics_port or free_port(host)
+        )
         self.startup_timeout_s = startup_timeout_s
         self.exit_timeout_s = exit_timeout_s
         self._workdir = Path(tempfile.mkdtemp(prefix="duet-triton-"))
@@ -185,14 +221,24 @@ class TritonServer:
 
     def command(self, installation: Installation) -> list[str]:
         e = self.endpoints
-        cmd = [str(installation.binary), f"--model-repository={self.repository}", "--model-control-mode=explicit",
-               f"--grpc-address={e.host}", f"--grpc-port={e.grpc}", f"--http-address={e.host}", f"--http-port={e.http}",
-               f"--metrics-address={e.host}", f"--metrics-port={e.metrics}", f"--exit-timeout-secs={self.exit_timeout_s}",
-               "--strict-readiness=true", "--log-verbose=0",
-               f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={self._admin_key}",
-               f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={self._admin_key}",
-               # a unique shared-memory prefix lets several servers share one machine
-               f"--backend-config=python,shm-region-prefix-name=duet{os.getpid()}x{e.grpc}"]
+        cmd = [
+            str(installation.binary),
+            f"--model-repository={self.repository}",
+            "--model-control-mode=explicit",
+            f"--grpc-address={e.host}",
+            f"--grpc-port={e.grpc}",
+            f"--http-address={e.host}",
+            f"--http-port={e.http}",
+            f"--metrics-address={e.host}",
+            f"--metrics-port={e.metrics}",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            "--strict-readiness=true",
+            "--log-verbose=0",
+            f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={self._admin_key}",
+            f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={self._admin_key}",
+            # a unique shared-memory prefix lets several servers share one machine
+            f"--backend-config=python,shm-region-prefix-name=duet{os.getpid()}x{e.grpc}",
+        ]
         cmd += [f"--load-model={m}" for m in self.models]
         if installation.backends is not None:
             cmd.append(f"--backend-directory={prepare_backends(installation, self._workdir)}")
@@ -202,14 +248,21 @@ class TritonServer:
         env = {k: v for k, v in os.environ.items() if k != ADMIN_KEY_ENV}  # the stubs need no key
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         if installation.libraries is not None:
-            env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (env.get("LD_LIBRARY_PATH"), str(installation.libraries)) if p)
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(
+                p for p in (env.get("LD_LIBRARY_PATH"), str(installation.libraries)) if p
+            )
         return env
 
     def start(self) -> TritonServer:
         installation = find_tritonserver()
         with open(self.log, "ab") as log:
-            self._process = subprocess.Popen(self.command(installation), stdout=log, stderr=subprocess.STDOUT,
-                                             env=self._environment(installation), start_new_session=True)
+            self._process = subprocess.Popen(
+                self.command(installation),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._environment(installation),
+                start_new_session=True,
+            )
         try:
             self.wait_ready()
         except BaseException:
@@ -238,7 +291,9 @@ class TritonServer:
             while time.monotonic() < deadline:
                 if self._process is None or self._process.poll() is not None:
                     code = None if self._process is None else self._process.returncode
-                    raise TritonServerError(f"tritonserver exited with status {code} before it was ready:\n{self.log_tail()}")
+                    raise TritonServerError(
+                        f"tritonserver exited with status {code} before it was ready:\n{self.log_tail()}"
+                    )
                 with contextlib.suppress(InferenceServerException):  # not listening yet
                     if client.is_server_ready():
                         return
@@ -271,7 +326,8 @@ class TritonServer:
                     for model in group:
                         client.unload_model(model, client_timeout=max(1.0, deadline - time.monotonic()))
                     while time.monotonic() < deadline and any(
-                            m.name in group and m.state == "READY" for m in client.get_model_repository_index(**call).models):
+                        m.name in group and m.state == "READY" for m in client.get_model_repository_index(**call).models
+                    ):
                         time.sleep(0.05)
         except InferenceServerException as exc:
             log.warning("draining tritonserver before its stop failed: %s", exc.message())

@@ -118,7 +118,9 @@ def swap_release(server: TritonServer, target: int, keep_loaded: int = 2, timeou
         unloaded = [n for v in retired for n in releases.release_models(releases.release(index, v))[::-1]]
         _unload(client, unloaded)  # ensembles before the components they call
     report = SwapReport(previous, target, time.monotonic() - started, tuple(newly), tuple(unloaded))
-    log.info("release %d current (was %s) after %.2fs; unloaded %s", target, previous, report.duration_s, retired or "none")
+    log.info(
+        "release %d current (was %s) after %.2fs; unloaded %s", target, previous, report.duration_s, retired or "none"
+    )
     return report
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from duet_sdk import interface as api
 from duet_sdk.errors import ConfigError
 from duet_sdk.serving.config import Step, ensemble_config
-from duet_sdk.serving.guard import OUTPUT as CHECKED, guard_name, guard_record
+from duet_sdk.serving.guard import OUTPUT as CHECKED
+from duet_sdk.serving.guard import guard_name, guard_record
 
 RANKER = "ranker"
 # Histories are left-padded (most recent event last); candidates are padded at the end.
@@ -42,7 +43,9 @@ def build_interface(manifest: dict, records: dict[str, dict], version: int) -> a
         for spec in record["inputs"]:
             if spec["name"].endswith("_ids"):
                 length_dim = spec["shape"][1]
-                streams[spec["name"].removesuffix("_ids")] = api.StreamInfo(record["dims"][length_dim]["max"], spec["shape"][2])
+                streams[spec["name"].removesuffix("_ids")] = api.StreamInfo(
+                    record["dims"][length_dim]["max"], spec["shape"][2]
+                )
     embeddings = {}
     for record in encoders:
         name = record["model"].removesuffix("_encoder")
@@ -50,11 +53,17 @@ def build_interface(manifest: dict, records: dict[str, dict], version: int) -> a
         high = next((s.get("range", [0, 0])[1] for s in ranker["inputs"] if s["name"] == codes["name"]), 0)
         embeddings[name] = api.EmbeddingInfo(codes["shape"][1], high, specs[f"{name}_embedding"]["shape"][1])
     return api.ServingInterface(
-        streams=streams, embeddings=embeddings,
-        static_sparse=specs["static_sparse"]["shape"][1], static_dense=specs["static_dense"]["shape"][1],
-        item_sparse=specs["item_sparse"]["shape"][2], item_dense=specs["item_dense"]["shape"][2],
-        tasks=_tasks(manifest, ranker), max_batch=min(r["dims"]["batch"]["max"] for r in records.values()),
-        max_candidates=ranker["dims"]["candidates"]["max"], version=str(version))
+        streams=streams,
+        embeddings=embeddings,
+        static_sparse=specs["static_sparse"]["shape"][1],
+        static_dense=specs["static_dense"]["shape"][1],
+        item_sparse=specs["item_sparse"]["shape"][2],
+        item_dense=specs["item_dense"]["shape"][2],
+        tasks=_tasks(manifest, ranker),
+        max_batch=min(r["dims"]["batch"]["max"] for r in records.values()),
+        max_candidates=ranker["dims"]["candidates"]["max"],
+        version=str(version),
+    )
 
 
 def _unique(specs: list[dict]) -> list[dict]:
@@ -80,7 +89,10 @@ def _inputs(records: dict[str, dict]) -> tuple[list[dict], list[dict]]:
 def guards(records: dict[str, dict]) -> dict[str, dict]:
     """The guard records of the ensembles that fan out (``guard.py``): name -> record."""
     up_inputs, fresh_inputs = _inputs(records)
-    return {guard_name(e): guard_record(e, inputs, records) for e, inputs in ((api.UPSTREAM, up_inputs), (api.FRESH, fresh_inputs))}
+    return {
+        guard_name(e): guard_record(e, inputs, records)
+        for e, inputs in ((api.UPSTREAM, up_inputs), (api.FRESH, fresh_inputs))
+    }
 
 
 def _guarded(inputs: list[dict]) -> dict[str, str]:
@@ -104,17 +116,34 @@ def ensembles(records: dict[str, dict], interface: api.ServingInterface, version
 
     encoder_steps = [Step(name(m), _guarded(r["inputs"]), identity(r["outputs"])) for m, r in encoders.items()]
     ranker_step = Step(name(RANKER), identity(ranker["inputs"]), identity(ranker["outputs"]))
-    fresh_encoder_steps = [Step(name(m), _guarded(r["inputs"]), identity([s for s in r["outputs"] if s["name"].endswith("_codes")]))
-                           for m, r in encoders.items()]
+    fresh_encoder_steps = [
+        Step(name(m), _guarded(r["inputs"]), identity([s for s in r["outputs"] if s["name"].endswith("_codes")]))
+        for m, r in encoders.items()
+    ]
     max_batch = interface.max_batch
     params = {api.PARAMETER: interface.to_json()}
     return [
-        ensemble_config(name(api.UPSTREAM), up_inputs, up_outputs, [guard(api.UPSTREAM, up_inputs), *encoder_steps],
-                        max_batch, version, params),
-        ensemble_config(name(api.DOWNSTREAM), ranker["inputs"], ranker["outputs"], [ranker_step], max_batch, version,
-                        params),
-        ensemble_config(name(api.FRESH), fresh_inputs, [*ranker["outputs"], *codes],
-                        [guard(api.FRESH, fresh_inputs), *fresh_encoder_steps, ranker_step], max_batch, version, params),
+        ensemble_config(
+            name(api.UPSTREAM),
+            up_inputs,
+            up_outputs,
+            [guard(api.UPSTREAM, up_inputs), *encoder_steps],
+            max_batch,
+            version,
+            params,
+        ),
+        ensemble_config(
+            name(api.DOWNSTREAM), ranker["inputs"], ranker["outputs"], [ranker_step], max_batch, version, params
+        ),
+        ensemble_config(
+            name(api.FRESH),
+            fresh_inputs,
+            [*ranker["outputs"], *codes],
+            [guard(api.FRESH, fresh_inputs), *fresh_encoder_steps, ranker_step],
+            max_batch,
+            version,
+            params,
+        ),
     ]
 
 
@@ -127,12 +156,17 @@ def require_roles(records: dict[str, dict], target: str) -> None:
     if target == "cpu":
         split = sorted(m for m, r in records.items() if r.get("role", "fused") != "fused")
         if split:
-            raise ConfigError("manifest.artifacts", "fused models for the cpu target (export with export/cpu.toml)", split)
+            raise ConfigError(
+                "manifest.artifacts", "fused models for the cpu target (export with export/cpu.toml)", split
+            )
         return
     fused = sorted(m for m, r in records.items() if m.endswith("_encoder") and r.get("role") != "engine")
     if fused:
-        raise ConfigError("manifest.artifacts", "encoders split into prep + engine for the gpu target "
-                          "(export with export/gpu.toml)", fused)
+        raise ConfigError(
+            "manifest.artifacts",
+            "encoders split into prep + engine for the gpu target (export with export/gpu.toml)",
+            fused,
+        )
     missing = sorted(r["prep"] for r in records.values() if r.get("role") == "engine" and r["prep"] not in records)
     if missing:
         raise ConfigError("manifest.artifacts", "the prep model of every engine", missing)
@@ -141,8 +175,11 @@ def require_roles(records: dict[str, dict], target: str) -> None:
 def client_records(records: dict[str, dict]) -> dict[str, dict]:
     """gpu target: the models as clients see them; an engine takes its chain's ``raw_inputs`` and
     prep models are left out (they run inside the ensembles)."""
-    return {m: r | {"inputs": r["raw_inputs"]} if r.get("role") == "engine" else r
-            for m, r in records.items() if r.get("role") != "prep"}
+    return {
+        m: r | {"inputs": r["raw_inputs"]} if r.get("role") == "engine" else r
+        for m, r in records.items()
+        if r.get("role") != "prep"
+    }
 
 
 def _chain(records: dict[str, dict], step, model_name, chained: set[str]) -> list:
@@ -154,15 +191,24 @@ def _chain(records: dict[str, dict], step, model_name, chained: set[str]) -> lis
     prep = records[engine["prep"]]
     produced = {s["name"]: PREP_TENSOR.format(prep=prep["model"], tensor=s["name"]) for s in prep["outputs"]}
     step_type = type(step)
-    prep_step = step_type(model_name=model_name(prep["model"]), model_version=step.model_version,
-                          input_map={s["name"]: step.input_map[s["name"]] for s in prep["inputs"]}, output_map=produced)
-    engine_step = step_type(model_name=step.model_name, model_version=step.model_version,
-                            input_map={s["name"]: produced.get(s["name"]) or step.input_map[s["name"]] for s in engine["inputs"]},
-                            output_map=dict(step.output_map))
+    prep_step = step_type(
+        model_name=model_name(prep["model"]),
+        model_version=step.model_version,
+        input_map={s["name"]: step.input_map[s["name"]] for s in prep["inputs"]},
+        output_map=produced,
+    )
+    engine_step = step_type(
+        model_name=step.model_name,
+        model_version=step.model_version,
+        input_map={s["name"]: produced.get(s["name"]) or step.input_map[s["name"]] for s in engine["inputs"]},
+        output_map=dict(step.output_map),
+    )
     return [prep_step, engine_step]
 
 
-def gpu_ensembles(records: dict[str, dict], interface: api.ServingInterface, *args, model_name=lambda model: model) -> list:
+def gpu_ensembles(
+    records: dict[str, dict], interface: api.ServingInterface, *args, model_name=lambda model: model
+) -> list:
     """The gpu target's duet_upstream, duet_downstream and duet_fresh: ``ensembles`` (``args`` passed on)
     with each engine step preceded by its prep step. ``model_name`` maps a model to the name the
     ensemble steps call it by. ConfigError if an engine is left without its prep step."""

@@ -39,7 +39,8 @@ def _sha256(path: Path) -> str:
 
 def synthetic_data(config: SyntheticConfig) -> LoadedData:
     data = generate(config)
-    report = f"synthetic: {config.num_users} users, {len(data.click_train)} click / {len(data.conv_train)} conv training rows"
+    rows = f"{len(data.click_train)} click / {len(data.conv_train)} conv training rows"
+    report = f"synthetic: {config.num_users} users, {rows}"
     return LoadedData(data, {"source": "synthetic", "config": serialization.to_dict(config)}, report)
 
 
@@ -47,8 +48,10 @@ def longtail_data(config: LongTailConfig) -> LoadedData:
     """The harder long-tail synthetic benchmark (global temporal split)."""
     data = generate_longtail(config)
     shape = ", ".join(f"{k} {v:.3g}" for k, v in describe(data, config).items())
-    report = (f"longtail: {config.num_users} users, {config.num_items} items, {len(data.click_train)} click / "
-              f"{len(data.conv_train)} conv / {len(data.ranker_train)} ranker training rows; {shape}")
+    report = (
+        f"longtail: {config.num_users} users, {config.num_items} items, {len(data.click_train)} click / "
+        f"{len(data.conv_train)} conv / {len(data.ranker_train)} ranker training rows; {shape}"
+    )
     return LoadedData(data, {"source": "longtail", "config": serialization.to_dict(config)}, report)
 
 
@@ -69,7 +72,9 @@ def without_user_id(data: EventDataset) -> EventDataset:
     keep = [i for i, name in enumerate(schema.static_sparse) if name != "user_id"]
     names, sparse = tuple(schema.static_sparse[i] for i in keep), data.table.static_sparse[:, keep]
     if not names:
-        counts = [i for i, name in enumerate(schema.static_dense) if name.startswith("log_") and name.endswith("_count")]
+        counts = [
+            i for i, name in enumerate(schema.static_dense) if name.startswith("log_") and name.endswith("_count")
+        ]
         events = np.expm1(data.table.static_dense[:, counts].astype(np.float64)).sum(axis=1)
         names, sparse = ("activity_bucket",), np.floor(np.log2(1.0 + events))[:, None]
     schema = dataclasses.replace(schema, static_sparse=names)
@@ -78,7 +83,9 @@ def without_user_id(data: EventDataset) -> EventDataset:
     return dataclasses.replace(data, schema=schema, table=table)
 
 
-def event_log_data(path: Path, spec: EventLogSpec | str, options: EventLogOptions, static_user_id: bool = False) -> LoadedData:
+def event_log_data(
+    path: Path, spec: EventLogSpec | str, options: EventLogOptions, static_user_id: bool = False
+) -> LoadedData:
     """Load the event log at ``path`` described by ``spec`` (an ``EventLogSpec`` or a preset name).
 
     The raw user ID is a static feature only with ``static_user_id`` (opt-in, see ``without_user_id``).

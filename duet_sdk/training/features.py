@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,9 @@ def embed_rows(encoder: UserEncoder, table: EventTable, examples: ExampleSet, ba
     return np.concatenate(parts).astype(np.float32)
 
 
-def row_features(upstream: Mapping[str, UpstreamFeatures], table: EventTable, examples: ExampleSet) -> dict[str, np.ndarray]:
+def row_features(
+    upstream: Mapping[str, UpstreamFeatures], table: EventTable, examples: ExampleSet
+) -> dict[str, np.ndarray]:
     """Per row and upstream ``name``: ``<name>_embedding`` (E, dim) float32 and ``<name>_codes`` (E, L) int64."""
     features: dict[str, np.ndarray] = {}
     for name, parts in upstream.items():
@@ -62,8 +64,13 @@ def find_codec(out: Path, name: str, encoder_digest: str) -> Checkpoint | None:
 
 
 def prepare_upstream(
-    name: str, encoder_checkpoint: Checkpoint, table: EventTable, train_rows: ExampleSet, val_rows: ExampleSet,
-    out: Path, config: SideConfig = SideConfig(),
+    name: str,
+    encoder_checkpoint: Checkpoint,
+    table: EventTable,
+    train_rows: ExampleSet,
+    val_rows: ExampleSet,
+    out: Path,
+    config: SideConfig = SideConfig(),
 ) -> UpstreamFeatures:
     """Load the encoder; reuse its codec from ``out/side/<name>`` or train one on ``train_rows``' embeddings
     (metrics on ``val_rows``) and save it."""
@@ -75,10 +82,14 @@ def prepare_upstream(
     metrics = codec.metrics(torch.from_numpy(embed_rows(encoder, table, val_rows)))
     lineage = {
         "predecessor": None,
-        "data": {"encoder": encoder_checkpoint.digest, "encoder_kind": encoder_checkpoint.kind, "train_rows": len(train_rows)},
+        "data": {
+            "encoder": encoder_checkpoint.digest,
+            "encoder_kind": encoder_checkpoint.kind,
+            "train_rows": len(train_rows),
+        },
         "step": 0,
         "seed": config.seed,
     }
-    stamp = f"side-{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    stamp = f"side-{name}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     saved = save_side_codec(Path(out) / "side" / name, stamp, codec, metrics, lineage)
     return UpstreamFeatures(encoder_checkpoint, encoder, codec, saved)

@@ -18,7 +18,9 @@ CLICK_WEIGHTS = {"ctr": 1.0, "onsite_conversion": 0.5}
 CONV_WEIGHTS = {"attributed_conversion": 1.0, "unattributed_conversion": 0.5, "link_click": 0.3, "button_click": 0.3}
 
 
-def upstream_config(kind: str, schema: EventSchema, preset: str = "demo", table_size: int | None = None) -> UpstreamConfig:
+def upstream_config(
+    kind: str, schema: EventSchema, preset: str = "demo", table_size: int | None = None
+) -> UpstreamConfig:
     """The ``preset`` ClickAUN (``kind="click"``) or ConvAUN (``kind="conv"``) config for ``schema``;
     ``table_size`` overrides the preset's rows per hash table."""
     if preset not in PRESETS:
@@ -39,7 +41,9 @@ def upstream_config(kind: str, schema: EventSchema, preset: str = "demo", table_
         tasks=tuple(TaskSpec(t, weights.get(t, 1.0)) for t in tasks),
         primary_task=primary,
         d_model=256 if big else 32,
-        attention=AttentionConfig(num_heads=4 if big else 2, kind="mla" if big else "mha", latent_dim=64 if big else 16),
+        attention=AttentionConfig(
+            num_heads=4 if big else 2, kind="mla" if big else "mha", latent_dim=64 if big else 16
+        ),
         blocks=blocks,
         hashing=HashConfig(num_hashes=2, table_size=table_size or (100_003 if big else 4096), dim=32 if big else 16),
         tower_out_dim=128 if big else 32,

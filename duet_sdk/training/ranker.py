@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,14 @@ from duet_sdk.data.routing import RANKER_TASKS
 from duet_sdk.data.schema import EventSchema
 from duet_sdk.errors import ConfigError
 from duet_sdk.gate import CheckpointRegistry, GateDecision, GatePolicy
-from duet_sdk.models.config import RANKER_VARIANTS, HashConfig, RankerConfig, TargetAttentionConfig, TaskSpec, UserEmbeddingInput
+from duet_sdk.models.config import (
+    RANKER_VARIANTS,
+    HashConfig,
+    RankerConfig,
+    TargetAttentionConfig,
+    TaskSpec,
+    UserEmbeddingInput,
+)
 from duet_sdk.models.ranker import Pointwise, Ranker
 from duet_sdk.training.features import UpstreamFeatures
 from duet_sdk.training.trainer import TrainConfig, TrainResult, train
@@ -40,12 +47,17 @@ class RankerBatches:
     history: HistorySpec | None = None
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
-        order = np.random.default_rng(seed).permutation(len(self.examples)) if shuffle else np.arange(len(self.examples))
+        order = (
+            np.random.default_rng(seed).permutation(len(self.examples)) if shuffle else np.arange(len(self.examples))
+        )
         for lo in range(0, len(order), batch_size):
             yield collate_ranker(self.table, self.examples, order[lo : lo + batch_size], self.features, self.history)
 
     def subset(self, index: np.ndarray) -> RankerBatches:
-        return RankerBatches(self.table, self.examples.subset(index), {k: v[index] for k, v in self.features.items()}, self.history)
+        return RankerBatches(
+            self.table, self.examples.subset(index), {k: v[index] for k, v in self.features.items()}, self.history
+        )
+
 
 def history_spec(config: RankerConfig) -> HistorySpec | None:
     """What history the ranker's target attention reads from the event table (None without one)."""
@@ -57,7 +69,11 @@ def history_spec(config: RankerConfig) -> HistorySpec | None:
 
 
 def ranker_config(
-    variant: str, schema: EventSchema, upstream: Mapping[str, UpstreamFeatures], embedding_input: str = "codes", table_size: int | None = None,
+    variant: str,
+    schema: EventSchema,
+    upstream: Mapping[str, UpstreamFeatures],
+    embedding_input: str = "codes",
+    table_size: int | None = None,
     target_attention: TargetAttentionConfig | None = None,
 ) -> RankerConfig:
     """The ranker of ``variant`` (baseline, click, conv, duet) over the given upstream embeddings;
@@ -142,10 +158,16 @@ def train_ranker(
     torch.manual_seed(train_config.seed)  # the initialisation depends on the seed alone
     ranker = build_ranker(config, upstream)
     result = train(
-        Pointwise(ranker), {t.name: t.weight for t in config.tasks}, config.primary_task,
-        RankerBatches(table, train_set, features[0], history), RankerBatches(table, val_set, features[1], history), train_config,
+        Pointwise(ranker),
+        {t.name: t.weight for t in config.tasks},
+        config.primary_task,
+        RankerBatches(table, train_set, features[0], history),
+        RankerBatches(table, val_set, features[1], history),
+        train_config,
     )
-    registry = CheckpointRegistry(Path(out) / "registry", registry_name(variant, embedding_input, target_attention and target_attention.variant))
+    registry = CheckpointRegistry(
+        Path(out) / "registry", registry_name(variant, embedding_input, target_attention and target_attention.variant)
+    )
     predecessor = registry.latest_accepted()
     used = {name: upstream[name] for name in RANKER_VARIANTS[variant]}
     metrics = result.metrics(config.primary_task, train_set, val_set)
@@ -156,11 +178,15 @@ def train_ranker(
         "seed": train_config.seed,
         "train_config": serialization.to_dict(train_config),
         "upstream": {
-            name: {"encoder": p.checkpoint.digest, "encoder_val_ne": p.checkpoint.val_ne, "codec": p.codec_checkpoint.digest}
+            name: {
+                "encoder": p.checkpoint.digest,
+                "encoder_val_ne": p.checkpoint.val_ne,
+                "codec": p.codec_checkpoint.digest,
+            }
             for name, p in used.items()
         },
     }
     state = result.model.ranker.state_dict()
-    name = f"{registry.model}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    name = f"{registry.model}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     checkpoint = save_checkpoint(Path(out) / "ranker", name, state, ranker_checkpoint_config(config), metrics, lineage)
     return RankerOutcome(variant, checkpoint, registry.submit(checkpoint, policy), result)

@@ -52,7 +52,15 @@ class RareIdDropout:
         one count per name, e.g. ``item_id`` in histories and candidates).
     """
 
-    def __init__(self, table: EventTable, examples: ExampleSet, fields: tuple[str, ...], min_count: int, dropout: float, seed: int = 0) -> None:
+    def __init__(
+        self,
+        table: EventTable,
+        examples: ExampleSet,
+        fields: tuple[str, ...],
+        min_count: int,
+        dropout: float,
+        seed: int = 0,
+    ) -> None:
         schema = table.schema
         self.min_count, self.dropout = min_count, dropout
         self.rng = np.random.default_rng(seed)

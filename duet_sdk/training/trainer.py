@@ -154,7 +154,9 @@ def predict(model: nn.Module, source: BatchSource, batch_size: int = 1024) -> np
     return np.concatenate(out) if out else np.zeros((0, len(source.examples.tasks)))
 
 
-def evaluate(model: nn.Module, source: BatchSource, train_downsample_rate: float, batch_size: int = 1024) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, source: BatchSource, train_downsample_rate: float, batch_size: int = 1024
+) -> dict[str, float]:
     """NE per task on ``source``'s (unsampled) rows, after recalibrating for the training downsample rate."""
     examples = source.examples
     probs = recalibrate(predict(model, source, batch_size), train_downsample_rate)
@@ -168,9 +170,16 @@ def _rare_id_transform(source: BatchSource, config: TrainConfig) -> Callable[[Ba
     table = getattr(source, "table", None)
     if not config.rare_id_min_count or table is None:
         return None
-    dropout = RareIdDropout(table, source.examples, config.rare_id_fields, config.rare_id_min_count, config.rare_id_dropout, config.seed)
+    dropout = RareIdDropout(
+        table, source.examples, config.rare_id_fields, config.rare_id_min_count, config.rare_id_dropout, config.seed
+    )
     for name in dropout.counts:
-        logger.info("rare %s: %.1f%% of training IDs seen < %d times", name, 100 * dropout.rare_fraction(name), config.rare_id_min_count)
+        logger.info(
+            "rare %s: %.1f%% of training IDs seen < %d times",
+            name,
+            100 * dropout.rare_fraction(name),
+            config.rare_id_min_count,
+        )
     return dropout
 
 
@@ -190,17 +199,24 @@ def train(
     weights = torch.tensor([task_weights[t] for t in train_set.tasks], dtype=torch.float32)
     if config.init_bias:
         init_output_bias(model, np.asarray(list(train_set.positive_rate().values())))
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay, config.embedding_weight_decay), lr=config.lr)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config.weight_decay, config.embedding_weight_decay), lr=config.lr
+    )
     per_epoch = math.ceil(len(train_set) / config.batch_size)
     total = config.epochs * per_epoch
     warmup = min(config.warmup_steps, total // 5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total, config.lr_schedule, config.min_lr_ratio))
+        optimizer, lambda s: lr_factor(s, warmup, total, config.lr_schedule, config.min_lr_ratio)
+    )
     eval_every = config.eval_every or max(1, per_epoch // config.evals_per_epoch)
     transform = _rare_id_transform(train_source, config)
     probe = val_source
     if config.eval_rows and len(val_source.examples) > config.eval_rows:
-        probe = val_source.subset(np.sort(np.random.default_rng(config.seed).choice(len(val_source.examples), config.eval_rows, replace=False)))
+        probe = val_source.subset(
+            np.sort(
+                np.random.default_rng(config.seed).choice(len(val_source.examples), config.eval_rows, replace=False)
+            )
+        )
     stopper = EarlyStopping(config.patience)
     history: list[dict[str, float]] = []
     step, stop = 0, False
@@ -216,7 +232,13 @@ def train(
     for epoch in range(1, config.epochs + 1):
         model.train()
         batches = train_source.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch - 1)
-        bar = tqdm(batches, total=per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=None if config.progress else True, leave=False)  # None: only on a terminal
+        bar = tqdm(
+            batches,
+            total=per_epoch,
+            desc=f"epoch {epoch}/{config.epochs}",
+            disable=None if config.progress else True,
+            leave=False,
+        )  # None: only on a terminal
         for batch in bar:
             if transform is not None:
                 batch = transform(batch)
@@ -242,6 +264,12 @@ def train(
         val_ne = evaluate(model, val_source, train_set.downsample_rate, config.eval_batch_size)
     model.eval()
     return TrainResult(
-        model=model, val_ne=val_ne, best_epoch=stopper.best_info["epoch"], steps=step,
-        seconds=time.perf_counter() - start, history=history, best_step=stopper.best_step, stopped_early=step < total,
+        model=model,
+        val_ne=val_ne,
+        best_epoch=stopper.best_info["epoch"],
+        steps=step,
+        seconds=time.perf_counter() - start,
+        history=history,
+        best_step=stopper.best_step,
+        stopped_early=step < total,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -61,7 +61,9 @@ def train_upstream(
         "preset": preset,
         "train_config": serialization.to_dict(train_config),
     }
-    name = f"{kind}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
-    checkpoint = save_checkpoint(Path(out) / kind, name, result.model.state_dict(), upstream_checkpoint_config(config), metrics, lineage)
+    name = f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+    checkpoint = save_checkpoint(
+        Path(out) / kind, name, result.model.state_dict(), upstream_checkpoint_config(config), metrics, lineage
+    )
     decision = registry.submit(checkpoint, policy)
     return TrainOutcome(checkpoint, decision, result)

@@ -11,7 +11,9 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this test covers the CPU-only run; a CUDA machine runs the full script")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="this test covers the CPU-only run; a CUDA machine runs the full script"
+)
 def test_gpu_check_runs_on_cpu_and_skips_the_cuda_parts_with_a_reason(tmp_path):
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     module = importlib.util.module_from_spec(spec)
@@ -22,8 +24,13 @@ def test_gpu_check_runs_on_cpu_and_skips_the_cuda_parts_with_a_reason(tmp_path):
     result = json.loads(out.read_text())
     checks = result["checks"]
     passed = {name for name, c in checks.items() if c["status"] == "passed"}
-    assert passed == {"click_encoder/torchscript-cpu-fp32", "conv_encoder/torchscript-cpu-fp32", "ranker/torchscript-cpu-fp32",
-                      "click_prep/torchscript-cpu-fp32", "conv_prep/torchscript-cpu-fp32"}
+    assert passed == {
+        "click_encoder/torchscript-cpu-fp32",
+        "conv_encoder/torchscript-cpu-fp32",
+        "ranker/torchscript-cpu-fp32",
+        "click_prep/torchscript-cpu-fp32",
+        "conv_prep/torchscript-cpu-fp32",
+    }
     assert checks["click_prep/torchscript-cpu-fp32"]["max_abs_diff"]["click_slots"] == 0  # exact hashing
     skipped = {name: c["reason"] for name, c in checks.items() if c["status"] == "skipped"}
     assert {"click_encoder/engine-cuda-fp16", "conv_encoder/tensorrt", "ranker/torchscript-cuda"} <= set(skipped)

@@ -80,12 +80,16 @@ class FakeTriton:
         self._maybe_fail()
         split = split_release_model(model_name)
         interface = replace(self.interface, version=str(split[1])) if split else self.interface
-        parameters = self.parameters if self.parameters is not None else {PARAMETER: {"string_value": interface.to_json()}}
+        parameters = (
+            self.parameters if self.parameters is not None else {PARAMETER: {"string_value": interface.to_json()}}
+        )
         return {"config": {"name": model_name, "max_batch_size": self.interface.max_batch, "parameters": parameters}}
 
     def infer(self, model_name, inputs, outputs=None, client_timeout=None, **_):
-        arrays = {i.name(): np.frombuffer(i._get_content(), triton_to_np_dtype(i.datatype())).reshape(i.shape())
-                  for i in inputs}
+        arrays = {
+            i.name(): np.frombuffer(i._get_content(), triton_to_np_dtype(i.datatype())).reshape(i.shape())
+            for i in inputs
+        }
         self.calls.append(("infer", model_name, client_timeout, arrays))
         self._maybe_fail()
         split = split_release_model(model_name)

@@ -5,8 +5,15 @@ import pytest
 from tritonclient.grpc._utils import get_error_grpc
 from tritonclient.utils import InferenceServerException
 
-from duet_sdk.client.errors import (ClientError, DeadlineExceeded, InvalidArgument, InvalidRequest, ServerError,
-                                   Unavailable, from_triton)
+from duet_sdk.client.errors import (
+    ClientError,
+    DeadlineExceeded,
+    InvalidArgument,
+    InvalidRequest,
+    ServerError,
+    Unavailable,
+    from_triton,
+)
 from duet_sdk.errors import DuetError
 
 
@@ -71,5 +78,7 @@ def test_a_model_being_unloaded_is_unavailable_and_retried(details):
 
 
 def test_an_unknown_model_stays_a_server_error():
-    error = from_triton(get_error_grpc(_RpcError(grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'x' is not found")), "x")
+    error = from_triton(
+        get_error_grpc(_RpcError(grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'x' is not found")), "x"
+    )
     assert type(error) is ServerError

@@ -72,7 +72,9 @@ def test_pad_to_max_pads_every_stream_to_its_max_len():
 def test_iterate_batches_covers_every_row_once_and_shuffles_deterministically():
     examples = _examples([0] * 10, list(range(100, 110)))
     seen = [t for b in iterate_batches(_table(), examples, 3, shuffle=True, seed=5) for t in b["request_time"].tolist()]
-    again = [t for b in iterate_batches(_table(), examples, 3, shuffle=True, seed=5) for t in b["request_time"].tolist()]
+    again = [
+        t for b in iterate_batches(_table(), examples, 3, shuffle=True, seed=5) for t in b["request_time"].tolist()
+    ]
     assert sorted(seen) == list(range(100, 110)) and seen == again
 
 
@@ -90,5 +92,13 @@ def test_static_features_of_the_wrong_shape_are_rejected():
 
 def test_example_labels_of_the_wrong_shape_are_rejected():
     with pytest.raises(DataError, match="labels"):
-        ExampleSet(("a", "b"), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros((2, 1), np.int64),
-                   np.zeros((2, 1), np.float32), np.zeros((2, 1), np.float32), np.ones((2, 2), np.float32), np.zeros(2, bool))
+        ExampleSet(
+            ("a", "b"),
+            np.zeros(2, np.int64),
+            np.zeros(2, np.int64),
+            np.zeros((2, 1), np.int64),
+            np.zeros((2, 1), np.float32),
+            np.zeros((2, 1), np.float32),
+            np.ones((2, 2), np.float32),
+            np.zeros(2, bool),
+        )

@@ -30,7 +30,9 @@ def _parquet(path: Path, table: pa.Table, row_group_size: int = 100) -> Path:
 
 def _movielens_table(rows=None) -> pa.Table:
     u, i, r, t = map(list, zip(*(rows or _rows())))
-    return pa.table({"user_id:token": u, "item_id:token": i, "rating:float": pa.array(r, pa.float64()), "timestamp:float": t})
+    return pa.table(
+        {"user_id:token": u, "item_id:token": i, "rating:float": pa.array(r, pa.float64()), "timestamp:float": t}
+    )
 
 
 def test_recbole_movielens_csv_reads_every_row_in_file_order():
@@ -54,7 +56,9 @@ def test_parquet_gives_the_same_columns_as_csv(tmp_path):
 
 def test_parquet_timestamp_type_and_milliseconds_convert_to_seconds(tmp_path):
     rows = _rows()[:50]
-    table = _movielens_table(rows).set_column(3, "timestamp:float", pa.array([r[3] * 1000 for r in rows], pa.timestamp("ms")))
+    table = _movielens_table(rows).set_column(
+        3, "timestamp:float", pa.array([r[3] * 1000 for r in rows], pa.timestamp("ms"))
+    )
     columns, _ = read_event_log(_parquet(tmp_path / "ts.parquet", table), SPEC)
     assert columns.timestamp.tolist() == [r[3] for r in rows]
 
@@ -63,12 +67,20 @@ def test_spilled_columns_are_memory_mapped_and_equal(tmp_path):
     in_memory, _ = read_event_log(MOVIELENS, SPEC)
     spilled, _ = read_event_log(MOVIELENS, SPEC, spill=tmp_path)
     assert isinstance(spilled.user.base, np.memmap) and not spilled.user.flags.writeable
-    assert np.array_equal(spilled.timestamp, in_memory.timestamp) and np.array_equal(spilled.behavior, in_memory.behavior)
+    assert np.array_equal(spilled.timestamp, in_memory.timestamp) and np.array_equal(
+        spilled.behavior, in_memory.behavior
+    )
 
 
 def test_bad_csv_rows_name_their_line_and_reason_even_after_a_short_row(tmp_path):
     lines = MOVIELENS.read_text().splitlines()
-    bad = {3: "5\t7", 11: "5\tseven\t4\t881250949", 20: "5\t7\t0.2\t881250949", 30: "5\t7\tgood\t881250949", 40: "5\t7\t4\t881250949000"}
+    bad = {
+        3: "5\t7",
+        11: "5\tseven\t4\t881250949",
+        20: "5\t7\t0.2\t881250949",
+        30: "5\t7\tgood\t881250949",
+        40: "5\t7\t4\t881250949000",
+    }
     for number in sorted(bad):
         lines.insert(number - 1, bad[number])
     path = tmp_path / "bad.inter"
@@ -88,24 +100,38 @@ def test_bad_csv_rows_name_their_line_and_reason_even_after_a_short_row(tmp_path
 def test_more_bad_rows_than_the_allowed_fraction_fail_the_load(tmp_path):
     path = tmp_path / "ms.inter"
     rows = _rows()
-    path.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "".join(f"{u}\t{i}\t{r}\t{t * 1000}\n" for u, i, r, t in rows))
-    with pytest.raises(DataError, match=r"736 of 736 rows are bad.*no valid row.*line 2: timestamp:float.*set timestamp_unit = \"ms\""):
+    path.write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        + "".join(f"{u}\t{i}\t{r}\t{t * 1000}\n" for u, i, r, t in rows)
+    )
+    with pytest.raises(
+        DataError, match=r"736 of 736 rows are bad.*no valid row.*line 2: timestamp:float.*set timestamp_unit = \"ms\""
+    ):
         read_event_log(path, SPEC)
     lines = MOVIELENS.read_text().splitlines()
     lines[5] = "1\t2\t3\tyesterday"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"1 of 736 rows are bad \(more than max_bad_fraction=0.001"):
         read_event_log(path, SPEC, max_bad_fraction=0.001)
-    assert read_event_log(path, SPEC, max_bad_fraction=0.01)[1].bad_rows == [("line 6", "timestamp:float: expected a whole number of s since 1970 (>= 0), got 'yesterday'")]
+    assert read_event_log(path, SPEC, max_bad_fraction=0.01)[1].bad_rows == [
+        ("line 6", "timestamp:float: expected a whole number of s since 1970 (>= 0), got 'yesterday'")
+    ]
 
 
 def test_unknown_behaviour_values_are_counted_and_reported(tmp_path):
-    lines = [f"1,{k},3,pv,{1511539200 + k}" for k in range(200)] + ["1,2,3,click,1511539200", "1,2,3,Buy,1511539200", "1,2,3,click,1511539201"]
+    lines = [f"1,{k},3,pv,{1511539200 + k}" for k in range(200)] + [
+        "1,2,3,click,1511539200",
+        "1,2,3,Buy,1511539200",
+        "1,2,3,click,1511539201",
+    ]
     path = tmp_path / "taobao.csv"
     path.write_text("\n".join(lines) + "\n")
     _, report = read_event_log(path, preset("taobao"), max_bad_fraction=0.05)
     assert report.unknown_behaviors == {"click": 2, "Buy": 1}
-    assert report.bad_rows[0] == ("line 201", "behavior_type: unknown behaviour 'click', expected one of pv, cart, fav, buy")
+    assert report.bad_rows[0] == (
+        "line 201",
+        "behavior_type: unknown behaviour 'click', expected one of pv, cart, fav, buy",
+    )
 
 
 def test_missing_column_and_empty_logs_are_reported(tmp_path):
@@ -113,7 +139,10 @@ def test_missing_column_and_empty_logs_are_reported(tmp_path):
     no_rating.write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t881250949\n")
     with pytest.raises(DataError, match=r"\['rating:float'\] missing"):
         read_event_log(no_rating, SPEC)
-    for name, text in (("empty.inter", ""), ("header_only.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n")):
+    for name, text in (
+        ("empty.inter", ""),
+        ("header_only.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"),
+    ):
         (tmp_path / name).write_text(text)
         with pytest.raises(DataError, match="empty"):
             read_event_log(tmp_path / name, SPEC)
@@ -125,7 +154,9 @@ def test_parquet_column_of_the_wrong_type_is_named(tmp_path):
     table = _movielens_table().set_column(0, "user_id:token", pa.array([f"u{r[0]}" for r in _rows()]))
     with pytest.raises(DataError, match=r"column 'user_id:token': expected an integer id column, got type string"):
         read_event_log(_parquet(tmp_path / "strings.parquet", table), SPEC)
-    taobao = pa.table({"user_id": [1], "item_id": [2], "category_id": [3], "behavior_type": [1], "timestamp": [1511539200]})
+    taobao = pa.table(
+        {"user_id": [1], "item_id": [2], "category_id": [3], "behavior_type": [1], "timestamp": [1511539200]}
+    )
     with pytest.raises(DataError, match=r"column 'behavior_type': expected a string behaviour column"):
         read_event_log(_parquet(tmp_path / "codes.parquet", taobao), preset("taobao"))
     with pytest.raises(DataError, match=r"\['category_id'\] missing"):
@@ -137,7 +168,14 @@ def test_bad_parquet_rows_name_their_row_group_and_row(tmp_path):
     users = pa.array([None if k == 150 else r[0] for k, r in enumerate(rows)], pa.int64())
     items = pa.array([-4 if k == 7 else r[1] for k, r in enumerate(rows)], pa.int64())
     ratings = pa.array([float("nan") if k == 420 else float(r[2]) for k, r in enumerate(rows)])
-    table = pa.table({"user_id:token": users, "item_id:token": items, "rating:float": ratings, "timestamp:float": [r[3] for r in rows]})
+    table = pa.table(
+        {
+            "user_id:token": users,
+            "item_id:token": items,
+            "rating:float": ratings,
+            "timestamp:float": [r[3] for r in rows],
+        }
+    )
     columns, report = read_event_log(_parquet(tmp_path / "bad.parquet", table), SPEC, max_bad_fraction=0.01)
     assert len(columns) == len(rows) - 3
     assert [w for w, _ in report.bad_rows] == ["row group 0, row 7", "row group 1, row 50", "row group 4, row 20"]

@@ -54,7 +54,11 @@ def test_presets_describe_taobao_and_recbole_movielens():
 
 def test_a_spec_file_becomes_a_schema_with_its_streams_and_fields(tmp_path):
     spec = _spec(tmp_path, MINIMAL)
-    assert spec.timestamp_unit == "ms" and spec.file_format("x.PARQUET") == "parquet" and spec.file_format("x.tsv") == "csv"
+    assert (
+        spec.timestamp_unit == "ms"
+        and spec.file_format("x.PARQUET") == "parquet"
+        and spec.file_format("x.tsv") == "csv"
+    )
     schema = spec.schema()
     assert [(s.name, s.max_len) for s in schema.streams] == [("click", 7), ("conv", 50)]
     assert schema.event_fields == ("item_id", "brand", "behavior")
@@ -64,7 +68,10 @@ def test_a_spec_file_becomes_a_schema_with_its_streams_and_fields(tmp_path):
 def test_side_table_paths_resolve_next_to_the_spec_file():
     spec = EventLogSpec.from_toml(FIXTURES / "movielens_items.toml")
     assert Path(spec.item_table.path) == FIXTURES / "movielens_items.csv"
-    assert spec.schema().item_sparse == ("item_id", "genre_id") and spec.schema().item_dense == ("log_item_popularity", "year")
+    assert spec.schema().item_sparse == ("item_id", "genre_id") and spec.schema().item_dense == (
+        "log_item_popularity",
+        "year",
+    )
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,11 @@ def _positives(ds, name: str) -> dict[tuple[int, int], list[float]]:
     """(raw user, item) -> labels of the rows with a positive first task."""
     examples = getattr(ds, name)
     users = ds.table.user_ids[examples.user_index]
-    rows = np.flatnonzero(examples.labels[:, 0] == 1) if name.startswith("click") else np.flatnonzero(examples.label_mask[:, 0] == 1)
+    rows = (
+        np.flatnonzero(examples.labels[:, 0] == 1)
+        if name.startswith("click")
+        else np.flatnonzero(examples.label_mask[:, 0] == 1)
+    )
     return {(int(users[k]), int(examples.item_sparse[k, 0])): examples.labels[k].tolist() for k in rows}
 
 
@@ -67,7 +71,12 @@ def test_per_user_split_labels_each_users_tail_and_keeps_users_apart(per_user):
         examples = getattr(per_user, name)
         users = per_user.table.user_ids[examples.user_index]
         assert np.array_equal(examples.request_time, [cutoff[u] for u in users])
-    expected = {(u, i): [1.0, float(r >= 4)] for u, events in by_user.items() for t, i, r in events if t >= cutoff[u] and len(events) >= 5}
+    expected = {
+        (u, i): [1.0, float(r >= 4)]
+        for u, events in by_user.items()
+        for t, i, r in events
+        if t >= cutoff[u] and len(events) >= 5
+    }
     got = _positives(per_user, "click_train") | _positives(per_user, "click_val")
     assert got == expected  # every pair rated at/after the cutoff, liked = rating >= 4, nothing else
 
@@ -82,11 +91,18 @@ def test_global_split_trains_before_t1_and_validates_on_labels_in_t1_t2(global_s
         examples = getattr(ds, name)
         assert np.array_equal(examples.request_time, [first[u] for u in ds.table.user_ids[examples.user_index]])
     warm = {u for u, events in by_user.items() if events[0][0] < t1}  # users with history before T1
-    val_expected = {(u, i): [1.0, float(r >= 4)] for u, events in by_user.items() for t, i, r in events if t1 <= t < t2 and u in warm}
+    val_expected = {
+        (u, i): [1.0, float(r >= 4)]
+        for u, events in by_user.items()
+        for t, i, r in events
+        if t1 <= t < t2 and u in warm
+    }
     assert _positives(ds, "click_val") == val_expected
     assert warm == set(by_user) and ds.report.cold_users_not_validated == 0
     conv = _positives(ds, "conv_val")
-    assert {p: labels[0] for p, labels in conv.items() if labels[0] == 1} == {p: 1.0 for p, (_, liked) in val_expected.items() if liked}
+    assert {p: labels[0] for p, labels in conv.items() if labels[0] == 1} == {
+        p: 1.0 for p, (_, liked) in val_expected.items() if liked
+    }
     # training: labels only from events before T1, each user's window starting at their cutoff
     train_expected = {}
     for u, events in by_user.items():
@@ -129,7 +145,10 @@ def test_global_split_histories_hold_only_events_before_the_request(global_split
             ts, lengths = batch[ts_key(stream)].numpy(), batch[len_key(stream)].numpy()
             valid = np.arange(ts.shape[1])[None, :] >= (ts.shape[1] - lengths)[:, None]
             assert np.all(np.where(valid, ts, -1) < request[:, None])
-            wanted = [sum(t < r and (stream == "click" or rating >= 4) for t, _, rating in by_user[u]) for u, r in zip(users, request)]
+            wanted = [
+                sum(t < r and (stream == "click" or rating >= 4) for t, _, rating in by_user[u])
+                for u, r in zip(users, request)
+            ]
             assert np.array_equal(lengths, np.minimum(wanted, max_len))
 
 
@@ -162,13 +181,23 @@ def test_tasks_the_spec_leaves_out_are_masked_not_labelled_zero(per_user):
 def test_spilled_dataset_is_memory_mapped_and_equal_to_the_in_memory_one(tmp_path):
     for split in ("user", "global"):
         memory = load_event_log(MOVIELENS, SPEC, EventLogOptions(split=split))
-        spilled = load_event_log(MOVIELENS, SPEC, EventLogOptions(split=split, spill_dir=str(tmp_path), block_events=100))
-        assert spilled.spill_path.parent == tmp_path and not list(spilled.spill_path.glob("read_*")) and not list(spilled.spill_path.glob("sorted_*"))
+        spilled = load_event_log(
+            MOVIELENS, SPEC, EventLogOptions(split=split, spill_dir=str(tmp_path), block_events=100)
+        )
+        assert (
+            spilled.spill_path.parent == tmp_path
+            and not list(spilled.spill_path.glob("read_*"))
+            and not list(spilled.spill_path.glob("sorted_*"))
+        )
         assert isinstance(spilled.click_train.labels.base, np.memmap)
         for stream in ("click", "conv"):
             a, b = memory.table.streams[stream], spilled.table.streams[stream]
             assert isinstance(b.ids.base, np.memmap)
-            assert np.array_equal(a.offsets, b.offsets) and np.array_equal(a.timestamps, b.timestamps) and np.array_equal(a.ids, b.ids)
+            assert (
+                np.array_equal(a.offsets, b.offsets)
+                and np.array_equal(a.timestamps, b.timestamps)
+                and np.array_equal(a.ids, b.ids)
+            )
         for name in ("click_val", "conv_val"):  # negatives are drawn per block: positive rows compare
             positive = lambda ds: {p: labels for p, labels in _positives(ds, name).items() if labels[0] == 1}  # noqa: E731
             assert positive(memory) == positive(spilled) != {}
@@ -184,7 +213,11 @@ def test_item_side_table_joins_on_item_id_and_counts_missing_items():
     assert np.allclose(examples.item_dense[known, 1], 1960 + item[known])
     assert np.all(examples.item_sparse[~known, 1] == 0) and np.all(examples.item_dense[~known, 1] == 0)
     missing = int(np.sum(ds.table.streams["click"].ids[:, 0] > 55) > 0)
-    assert ds.report.side_table_missing["item_table"] == len({i for i in np.unique(ds.table.streams["click"].ids[:, 0]) if i > 55}) and missing
+    assert (
+        ds.report.side_table_missing["item_table"]
+        == len({i for i in np.unique(ds.table.streams["click"].ids[:, 0]) if i > 55})
+        and missing
+    )
     assert [s.max_len for s in ds.schema.streams] == [8, 4]
 
 
@@ -193,8 +226,22 @@ def test_history_end_binary_search_matches_a_sorted_key_search():
     counts = rng.integers(0, 30, 50)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     ts = np.concatenate([np.sort(rng.integers(0, 100, c)) for c in counts]).astype(np.int64)
-    schema = EventSchema(streams=(StreamSpec("click", 8),), id_fields=("item_id",), num_semantic_codes=0, static_sparse=("user_id",), static_dense=(), item_sparse=("item_id",), item_dense=())
-    table = EventTable(schema, np.arange(50), np.zeros((50, 1), np.int64), np.zeros((50, 0), np.float32), {"click": StreamEvents(offsets, ts, np.zeros((len(ts), 1), np.int64))})
+    schema = EventSchema(
+        streams=(StreamSpec("click", 8),),
+        id_fields=("item_id",),
+        num_semantic_codes=0,
+        static_sparse=("user_id",),
+        static_dense=(),
+        item_sparse=("item_id",),
+        item_dense=(),
+    )
+    table = EventTable(
+        schema,
+        np.arange(50),
+        np.zeros((50, 1), np.int64),
+        np.zeros((50, 0), np.float32),
+        {"click": StreamEvents(offsets, ts, np.zeros((len(ts), 1), np.int64))},
+    )
     users, request = rng.integers(0, 50, 500), rng.integers(-5, 110, 500)
     owner = np.repeat(np.arange(50), counts)
     reference = np.searchsorted(owner * 1000 + ts, users * 1000 + np.clip(request, 0, 999), side="left")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from duet_sdk.data.batching import collate
+from duet_sdk.data.eventlog import EventLogOptions, load_event_log
 from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS
 from duet_sdk.data.schema import ids_key, len_key, ts_key
-from duet_sdk.data.eventlog import EventLogOptions, load_event_log
 from duet_sdk.data.spec import preset
 from duet_sdk.errors import ConfigError, DataError
 
@@ -160,7 +160,8 @@ def _rows_of(examples, user_index: int) -> dict[int, list[tuple]]:
     """candidate item -> [(labels, mask, synthetic), ...] for one user."""
     out = defaultdict(list)
     for k in np.flatnonzero(examples.user_index == user_index):
-        out[int(examples.item_sparse[k, 0])].append((examples.labels[k].tolist(), examples.label_mask[k].tolist(), bool(examples.synthetic[k])))
+        row = (examples.labels[k].tolist(), examples.label_mask[k].tolist(), bool(examples.synthetic[k]))
+        out[int(examples.item_sparse[k, 0])].append(row)
     return out
 
 
@@ -235,7 +236,10 @@ MALFORMED = {  # 1-based line number in the written file -> (line, words the rea
     600: ("1,2,3,pv,15.5", ["timestamp", "whole number"]),
     700: ("1,2,3,buy,-1", ["timestamp", ">= 0", "'-1'"]),
     800: ("x,2,3,nope,-1", ["user_id"]),  # the first bad column names the row
-    900: ("1,2,3,pv,1511539200000", ["timestamp", "year 49", 'milliseconds given as seconds? set timestamp_unit = "ms"']),
+    900: (
+        "1,2,3,pv,1511539200000",
+        ["timestamp", "year 49", 'milliseconds given as seconds? set timestamp_unit = "ms"'],
+    ),
 }
 
 
@@ -315,7 +319,11 @@ def test_click_train_is_downsampled_keeping_all_positives_while_val_is_not(small
     assert 0.3 < (~pos_kept).sum() / (~pos_every).sum() < 0.7
     for name in ("click_val", "conv_train", "conv_val"):
         a, b = getattr(small, name), getattr(full, name)
-        assert a.downsample_rate == 1.0 and np.array_equal(a.item_sparse, b.item_sparse) and np.array_equal(a.labels, b.labels)
+        assert (
+            a.downsample_rate == 1.0
+            and np.array_equal(a.item_sparse, b.item_sparse)
+            and np.array_equal(a.labels, b.labels)
+        )
 
 
 def test_train_and_validation_users_are_disjoint(small):
@@ -337,7 +345,9 @@ def test_loading_is_deterministic_given_the_seed(small):
             assert np.array_equal(getattr(a, column), getattr(b, column)), (name, column)
     other = load_taobao(FIXTURE, TaobaoOptions(seed=1))
     assert not np.array_equal(other.conv_train.item_sparse, small.conv_train.item_sparse)
-    assert set(other.click_val.user_index.tolist()) == set(small.click_val.user_index.tolist())  # split ignores the seed
+    assert set(other.click_val.user_index.tolist()) == set(
+        small.click_val.user_index.tolist()
+    )  # split ignores the seed
 
 
 @pytest.mark.parametrize(

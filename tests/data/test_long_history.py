@@ -49,8 +49,15 @@ def test_relevance_grades_same_item_category_partner_and_padding(data):
     other = int(np.flatnonzero(world.related[cat] == 0)[0])
     item = int(np.flatnonzero(world.item_category == cat)[0])
     target = np.array([ITEM_ID_BASE + item, CATEGORY_ID_BASE + cat])
-    history = np.array([[ITEM_ID_BASE + item, CATEGORY_ID_BASE + cat], [ITEM_ID_BASE + 10**6, CATEGORY_ID_BASE + cat],
-                        [ITEM_ID_BASE + 1, CATEGORY_ID_BASE + partner], [ITEM_ID_BASE + 1, CATEGORY_ID_BASE + other], [0, 0]])
+    history = np.array(
+        [
+            [ITEM_ID_BASE + item, CATEGORY_ID_BASE + cat],
+            [ITEM_ID_BASE + 10**6, CATEGORY_ID_BASE + cat],
+            [ITEM_ID_BASE + 1, CATEGORY_ID_BASE + partner],
+            [ITEM_ID_BASE + 1, CATEGORY_ID_BASE + other],
+            [0, 0],
+        ]
+    )
     assert world.relevance(history, target).tolist() == [2.0, 1.0, 0.5, 0.0, 0.0]
 
 
@@ -58,19 +65,24 @@ def test_labels_follow_the_relevance_of_the_history(data):
     rows = data.ranker_train
     events = data.table.streams[STREAM]
     end = data.table.history_end(STREAM, rows.user_index, rows.request_time)
-    same_category = np.array([
-        np.any(events.ids[max(events.offsets[u], e - SMALL.label_window):e, 1] == rows.item_sparse[i, 1])
-        for i, (u, e) in enumerate(zip(rows.user_index, end))
-    ])
+    same_category = np.array(
+        [
+            np.any(events.ids[max(events.offsets[u], e - SMALL.label_window) : e, 1] == rows.item_sparse[i, 1])
+            for i, (u, e) in enumerate(zip(rows.user_index, end))
+        ]
+    )
     rate = lambda mask: rows.labels[mask, 0].mean()  # noqa: E731
     assert rate(same_category) > rate(~same_category) + 0.15
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"num_items": 10, "num_categories": 20}, "LongHistoryConfig.num_items"),
-    ({"new_item_fraction": 1.0}, "LongHistoryConfig.new_item_fraction"),
-    ({"days": 2}, "LongHistoryConfig.days"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"num_items": 10, "num_categories": 20}, "LongHistoryConfig.num_items"),
+        ({"new_item_fraction": 1.0}, "LongHistoryConfig.new_item_fraction"),
+        ({"days": 2}, "LongHistoryConfig.days"),
+    ],
+)
 def test_bad_long_history_config_names_the_field(overrides, field):
     with pytest.raises(ConfigError) as info:
         LongHistoryConfig(**overrides)

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from duet_sdk.data.events import ExampleSet
-from duet_sdk.data.routing import CONV_TASKS, concat_examples, downsample_negatives, recalibrate, synthetic_conv_examples
+from duet_sdk.data.routing import (
+    CONV_TASKS,
+    concat_examples,
+    downsample_negatives,
+    recalibrate,
+    synthetic_conv_examples,
+)
 from duet_sdk.errors import DataError
 
 
@@ -37,7 +43,9 @@ def test_recalibration_undoes_downsampling_of_the_positive_rate():
     kept = downsample_negatives(_examples(labels), 0.2, seed=3)
     sampled_rate = kept.labels.mean()
     assert sampled_rate > 2 * base_rate  # downsampling inflates the rate ...
-    assert recalibrate(np.array([sampled_rate]), 0.2)[0] == pytest.approx(base_rate, rel=0.03)  # ... recalibration undoes it
+    assert recalibrate(np.array([sampled_rate]), 0.2)[0] == pytest.approx(
+        base_rate, rel=0.03
+    )  # ... recalibration undoes it
 
 
 def test_downsample_rate_outside_0_1_is_rejected():

@@ -21,7 +21,9 @@ def test_same_seed_gives_identical_data_and_another_seed_differs(data):
         assert np.array_equal(data.table.streams[name].ids, again.table.streams[name].ids)
         assert np.array_equal(data.table.streams[name].timestamps, again.table.streams[name].timestamps)
     assert np.array_equal(data.conv_val.labels, again.conv_val.labels)
-    assert not np.array_equal(data.table.streams["click"].timestamps[:100], other.table.streams["click"].timestamps[:100])
+    assert not np.array_equal(
+        data.table.streams["click"].timestamps[:100], other.table.streams["click"].timestamps[:100]
+    )
 
 
 def test_click_stream_is_dense_and_conversion_stream_sparse(data):
@@ -67,7 +69,9 @@ def test_synthetic_rows_exist_only_in_the_conversion_stream(data):
     assert data.conv_train.synthetic.any() and not data.click_train.synthetic.any()
 
 
-@pytest.mark.parametrize("field, value", [("num_users", 0), ("val_fraction", 1.5), ("downsample_rate", 0.0), ("days", 2)])
+@pytest.mark.parametrize(
+    "field, value", [("num_users", 0), ("val_fraction", 1.5), ("downsample_rate", 0.0), ("days", 2)]
+)
 def test_bad_config_values_raise_config_error_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         SyntheticConfig(**{field: value})

@@ -54,7 +54,9 @@ def test_same_seed_same_data(data):
     assert np.array_equal(again.table.streams["conv"].ids, data.table.streams["conv"].ids)
 
 
-@pytest.mark.parametrize("field, value", [("val_days", 0), ("days", 5), ("late_item_fraction", 1.5), ("downsample_rate", 0.0)])
+@pytest.mark.parametrize(
+    "field, value", [("val_days", 0), ("days", 5), ("late_item_fraction", 1.5), ("downsample_rate", 0.0)]
+)
 def test_bad_config_raises_config_error_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         LongTailConfig(**{field: value})

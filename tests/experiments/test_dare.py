@@ -9,10 +9,12 @@ import pytest
 
 from duet_sdk.errors import ConfigError
 from duet_sdk.experiments.cli import main
-from duet_sdk.experiments.dare_cli import run_dare
 from duet_sdk.experiments.dare import DareConfig, ndcg_at_k
+from duet_sdk.experiments.dare_cli import run_dare
 
-TINY = DareConfig(seeds=(0, 1), arms=("off", "twin", "dare", "dare_d2"), num_users=120, history_len=64, top_k=8, d_repr=8, epochs=1)
+TINY = DareConfig(
+    seeds=(0, 1), arms=("off", "twin", "dare", "dare_d2"), num_users=120, history_len=64, top_k=8, d_repr=8, epochs=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,9 @@ def test_paired_comparisons_match_the_per_seed_figures(dare):
     gaps = [by[("dare", s)]["val_ne"] - by[("twin", s)]["val_ne"] for s in TINY.seeds]
     assert summary["comparisons"]["dare_minus_twin_ne"]["mean"] == pytest.approx(np.mean(gaps), abs=1e-12)
     assert summary["comparisons"]["dare_minus_twin_ne"]["std"] == pytest.approx(np.std(gaps, ddof=1), abs=1e-12)
-    rel = [100 * (by[("dare_d2", s)]["val_ne"] - by[("dare", s)]["val_ne"]) / by[("dare", s)]["val_ne"] for s in TINY.seeds]
+    rel = [
+        100 * (by[("dare_d2", s)]["val_ne"] - by[("dare", s)]["val_ne"]) / by[("dare", s)]["val_ne"] for s in TINY.seeds
+    ]
     assert summary["comparisons"]["dare_d2_vs_dare_ne_pct"]["mean"] == pytest.approx(np.mean(rel), abs=1e-9)
     assert json.loads((out / "dare.json").read_text())["config"]["seeds"] == [0, 1]
     assert "| dare_d2 | 4 |" in (out / "dare.md").read_text()

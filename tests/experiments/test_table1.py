@@ -12,7 +12,9 @@ from duet_sdk.experiments.table1 import VARIANTS, Table1Config
 from duet_sdk.side import SideConfig
 from duet_sdk.training.ranker import registry_name
 
-TINY = Table1Config(seeds=(0, 1), num_users=300, encoder_epochs=1, ranker_epochs=1, side=SideConfig(levels=2, codebook_size=16))
+TINY = Table1Config(
+    seeds=(0, 1), num_users=300, encoder_epochs=1, ranker_epochs=1, side=SideConfig(levels=2, codebook_size=16)
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,9 @@ def test_the_four_ranker_configurations_and_duet_on_floats_train_for_every_seed(
         for variant in VARIANTS:
             decisions = CheckpointRegistry(out / f"seed-{row['seed']}" / "registry", registry_name(variant)).decisions()
             # first checkpoint of each variant: accepted exactly when it beats the base rate (NE < 1.0)
-            assert len(decisions) == 1 and decisions[0].accepted == (row["ne"][variant] < 1.0) == row["accepted"][variant]
+            assert (
+                len(decisions) == 1 and decisions[0].accepted == (row["ne"][variant] < 1.0) == row["accepted"][variant]
+            )
 
 
 def test_table_reports_gains_bound_share_and_side_cost(table):
@@ -42,7 +46,9 @@ def test_table_reports_gains_bound_share_and_side_cost(table):
     assert row["additive_bound_pct"] == pytest.approx(gains["click"] + gains["conv"], abs=1e-12)
     ne = row["ne"]
     assert gains["duet"] == pytest.approx(100 * (ne["baseline"] - ne["duet"]) / ne["baseline"], abs=1e-12)
-    assert row["side_ne_cost_pct"] == pytest.approx(100 * (ne["duet"] - row["duet_float_ne"]) / row["duet_float_ne"], abs=1e-12)
+    assert row["side_ne_cost_pct"] == pytest.approx(
+        100 * (ne["duet"] - row["duet_float_ne"]) / row["duet_float_ne"], abs=1e-12
+    )
     assert row["codec"]["click"]["compression_ratio_vs_fp16"] == pytest.approx(2 * 64 / 2)  # d=64, 2 levels x 1 byte
     stats = summary["mean_std"]["ne"]["baseline"]
     assert stats["mean"] == pytest.approx(sum(r["ne"]["baseline"] for r in summary["per_seed"]) / 2, abs=1e-12)

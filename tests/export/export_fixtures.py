@@ -62,31 +62,57 @@ def save_encoder(runs: Path, net: UpstreamNet, name: str, ne: float = 0.9, submi
 
 def save_codec(runs: Path, name: str, encoder_digest: str, dim: int, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
-    codec = SideCodec(SideConfig(levels=LEVELS, codebook_size=CODEBOOK), torch.randn(LEVELS, CODEBOOK, dim, generator=generator) * 0.3)
-    checkpoint = save_side_codec(runs / "side" / name, f"side-{name}-{seed:04d}", codec, {},
-                                 _lineage({"encoder": encoder_digest, "encoder_kind": name}))
+    codec = SideCodec(
+        SideConfig(levels=LEVELS, codebook_size=CODEBOOK), torch.randn(LEVELS, CODEBOOK, dim, generator=generator) * 0.3
+    )
+    checkpoint = save_side_codec(
+        runs / "side" / name,
+        f"side-{name}-{seed:04d}",
+        codec,
+        {},
+        _lineage({"encoder": encoder_digest, "encoder_kind": name}),
+    )
     return codec, checkpoint
 
 
 def save_ranker(runs: Path, codec: SideCodec, encoder_digest: str, codec_digest: str, name: str = "ranker-click-0001"):
     config = RankerConfig(
-        schema=SCHEMA, tasks=(TaskSpec("offsite_conversion"), TaskSpec("link_click")), primary_task="offsite_conversion",
+        schema=SCHEMA,
+        tasks=(TaskSpec("offsite_conversion"), TaskSpec("link_click")),
+        primary_task="offsite_conversion",
         embeddings=(UserEmbeddingInput("click", dim=codec.dim, levels=LEVELS, codebook_size=CODEBOOK),),
-        d_feature=8, projection_hidden=(16,), hashing=HashConfig(num_hashes=2, table_size=64, dim=8), overarch_hidden=(16,),
+        d_feature=8,
+        projection_hidden=(16,),
+        hashing=HashConfig(num_hashes=2, table_size=64, dim=8),
+        overarch_hidden=(16,),
     )
     torch.manual_seed(1)
     ranker = Ranker(config).eval()
     ranker.decoders["click"].codebooks.copy_(codec.codebooks)
-    lineage = _lineage({"rows": 1}, upstream={"click": {"encoder": encoder_digest, "encoder_val_ne": {}, "codec": codec_digest}})
-    checkpoint = save_checkpoint(runs / "ranker", name, ranker.state_dict(), ranker_checkpoint_config(config),
-                                 _metrics("offsite_conversion", 0.8), lineage)
+    lineage = _lineage(
+        {"rows": 1}, upstream={"click": {"encoder": encoder_digest, "encoder_val_ne": {}, "codec": codec_digest}}
+    )
+    checkpoint = save_checkpoint(
+        runs / "ranker",
+        name,
+        ranker.state_dict(),
+        ranker_checkpoint_config(config),
+        _metrics("offsite_conversion", 0.8),
+        lineage,
+    )
     CheckpointRegistry(runs / "registry", "ranker-click").submit(checkpoint)
     return ranker, checkpoint
 
 
 def write_spec(path: Path, runs: Path, **values) -> Path:
     """A spec TOML for the tiny runs: the click encoder and the click-only ranker by default."""
-    spec = {"checkpoints": str(runs), "formats": ["torchscript", "onnx"], "encoders": ["click"], "ranker": "click", **values}
+    spec = {
+        "checkpoints": str(runs),
+        "formats": ["torchscript", "onnx"],
+        "encoders": ["click"],
+        "ranker": "click",
+        **values,
+    }
     lines = []
     for key, value in spec.items():
         lines.append(f"{key} = {value!r}".replace("'", '"'))

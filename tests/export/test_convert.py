@@ -103,13 +103,17 @@ def test_perturbed_onnx_weight_is_caught_with_max_diff_and_saved_inputs(exported
     serving = _serving(runs, "click_encoder")
     source = exported / "artifacts/click_encoder/onnx"
     model = onnx.load(str(source / "model.onnx"))  # external data loaded
-    index, init = next((i, t) for i, t in enumerate(model.graph.initializer) if "summarizer" in t.name and len(t.dims) == 2)
+    index, init = next(
+        (i, t) for i, t in enumerate(model.graph.initializer) if "summarizer" in t.name and len(t.dims) == 2
+    )
     weights = numpy_helper.to_array(init).copy()
     weights[0, 0] += 1.0  # one weight of the DCN summarizer
     model.graph.initializer[index].CopyFrom(numpy_helper.from_array(weights, init.name))
     onnx.save(model, str(tmp_path / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
     with pytest.raises(VerificationError) as caught:
-        verify_artifact(serving, onnxruntime_runner(tmp_path / "model.onnx"), failures_dir=tmp_path / "failures", tag="perturbed")
+        verify_artifact(
+            serving, onnxruntime_runner(tmp_path / "model.onnx"), failures_dir=tmp_path / "failures", tag="perturbed"
+        )
     error = caught.value
     assert error.max_abs_diff > EMBEDDING_ATOL and np.isfinite(error.max_abs_diff)
     assert error.inputs_path.is_file() and error.inputs_path.suffix == ".safetensors"

@@ -58,7 +58,12 @@ def test_ranker_serving_outputs_sigmoid_of_listwise_logits(tmp_path):
 
 def test_near_tie_rows_flag_embeddings_equidistant_from_two_codewords():
     books = torch.zeros(1, 4, 2)
-    books[0, 0], books[0, 1], books[0, 2], books[0, 3] = torch.tensor([1.0, 0]), torch.tensor([-1.0, 0]), torch.tensor([0, 5.0]), torch.tensor([0, -5.0])
+    books[0, 0], books[0, 1], books[0, 2], books[0, 3] = (
+        torch.tensor([1.0, 0]),
+        torch.tensor([-1.0, 0]),
+        torch.tensor([0, 5.0]),
+        torch.tensor([0, -5.0]),
+    )
     codec = SideCodec(SideConfig(levels=1, codebook_size=4), books)
     module = EncoderServing(tiny_upstream("click").encoder, codec.encoder(), ())
     x = torch.tensor([[0.0, 0.3], [0.9, 0.1], [1e-9, 0.2]])  # tie, clear, tie within 1e-4 relative

@@ -40,7 +40,12 @@ def test_non_accepted_checkpoint_is_refused_without_force(rejected_runs, tmp_pat
     with pytest.raises(NotAcceptedError, match="not accepted.*--force"):
         select_all(runs, ("click",), None, force=False, explicit={"click": bad.path})
     spec = write_spec(tmp_path / "spec.toml", runs, formats=["torchscript"], ranker="")
-    assert main(["--spec", str(spec), "--out", str(tmp_path / "out"), "--checkpoint", f"click={bad.path}", "--no-progress"]) == 2
+    assert (
+        main(
+            ["--spec", str(spec), "--out", str(tmp_path / "out"), "--checkpoint", f"click={bad.path}", "--no-progress"]
+        )
+        == 2
+    )
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
@@ -66,7 +71,7 @@ def test_tensorrt_requested_without_tensorrt_names_the_extra(runs, tmp_path, cap
     from duet_sdk.export.pipeline import export_all
 
     spec = ExportSpec(checkpoints=runs, target="gpu", formats=("tensorrt",), encoders=("click",), ranker=None)
-    with pytest.raises(MissingDependencyError, match=r"pip install duet_sdk\[tensorrt\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'duet_sdk\[tensorrt\]'"):
         export_all(spec, tmp_path / "out")
     spec_file = write_spec(tmp_path / "s.toml", runs, target="gpu")
     assert main(["--spec", str(spec_file), "--out", str(tmp_path / "o"), "--formats", "tensorrt"]) == 2
@@ -80,8 +85,13 @@ def test_spec_files_parse_and_invalid_values_raise_config_error(tmp_path):
     assert "tensorrt" in gpu.formats and gpu.precision == "fp16"
     assert cpu.with_overrides(formats=("onnx",), ranker=None).formats == ("onnx",)
     assert gpu.target == "gpu"
-    for bad in ({"formats": ["savedmodel"]}, {"precision": "int3"}, {"encoders": ["click", "click"]}, {"bogus": 1},
-                {"formats": ["tensorrt"]}):  # TensorRT engines only for the gpu target (split encoders)
+    for bad in (
+        {"formats": ["savedmodel"]},
+        {"precision": "int3"},
+        {"encoders": ["click", "click"]},
+        {"bogus": 1},
+        {"formats": ["tensorrt"]},
+    ):  # TensorRT engines only for the gpu target (split encoders)
         with pytest.raises(ConfigError):
             ExportSpec.from_dict({"checkpoints": "runs/demo", **bad})
     with pytest.raises(ConfigError, match="opt_batch"):
@@ -92,8 +102,10 @@ def test_importing_the_export_package_imports_no_onnx_or_tensorrt():
     import subprocess
     import sys
 
-    code = ("import sys, duet_sdk.export, duet_sdk.export.cli; "
-            "print(sorted(m for m in ('onnx', 'onnxscript', 'onnxruntime', 'tensorrt') if m in sys.modules))")
+    code = (
+        "import sys, duet_sdk.export, duet_sdk.export.cli; "
+        "print(sorted(m for m in ('onnx', 'onnxscript', 'onnxruntime', 'tensorrt') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -20,8 +20,10 @@ EDGES = np.array([-(2**63), -(2**63) + 1, -(2**31), -1, 0, 1, 2**31 - 1, 2**31, 
 @pytest.fixture(scope="module")
 def split():
     net = tiny_upstream("click")
-    codec = SideCodec(SideConfig(levels=LEVELS, codebook_size=CODEBOOK),
-                      torch.randn(LEVELS, CODEBOOK, net.config.embedding_dim, generator=torch.Generator().manual_seed(3)) * 0.3)
+    codec = SideCodec(
+        SideConfig(levels=LEVELS, codebook_size=CODEBOOK),
+        torch.randn(LEVELS, CODEBOOK, net.config.embedding_dim, generator=torch.Generator().manual_seed(3)) * 0.3,
+    )
     fused = extract_encoder(net, codec, "click", max_batch=8, opt_batch=4)
     prep, engine = split_encoder(fused)
     return fused, prep, engine
@@ -44,8 +46,13 @@ def _raw(signature, draw_ids, draw_ts, draw_len, batch: int, width: int) -> dict
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ids=arrays(np.int64, st.integers(1, 40), elements=INT64), ts=arrays(np.int64, st.integers(1, 20), elements=INT64),
-       lengths=arrays(np.int64, st.integers(1, 4), elements=INT64), batch=st.integers(1, 3), width=st.integers(1, 5))
+@given(
+    ids=arrays(np.int64, st.integers(1, 40), elements=INT64),
+    ts=arrays(np.int64, st.integers(1, 20), elements=INT64),
+    lengths=arrays(np.int64, st.integers(1, 4), elements=INT64),
+    batch=st.integers(1, 3),
+    width=st.integers(1, 5),
+)
 def test_engine_after_prep_equals_fused_encoder_bitwise_for_any_int64_input(split, ids, ts, lengths, batch, width):
     fused, prep, engine = split
     raw = _raw(fused.signature, ids, ts, lengths, batch, width)

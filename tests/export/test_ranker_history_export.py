@@ -24,7 +24,16 @@ from duet_sdk.training.ranker import ranker_checkpoint_config, registry_name
 
 onnx = pytest.importorskip("onnx")
 
-TA = TargetAttentionConfig(variant="dare", stream="click", fields=("item_id", "author_id"), max_len=24, top_k=4, d_repr=8, d_att=4, table_size=128)
+TA = TargetAttentionConfig(
+    variant="dare",
+    stream="click",
+    fields=("item_id", "author_id"),
+    max_len=24,
+    top_k=4,
+    d_repr=8,
+    d_att=4,
+    table_size=128,
+)
 # fp32 artifacts run the same ops as eager with other kernels; probabilities within 1e-5.
 PROBABILITY_ATOL = 1e-5
 
@@ -33,17 +42,30 @@ PROBABILITY_ATOL = 1e-5
 def ranker_runs(tmp_path_factory):
     """An accepted baseline ranker with DARE target attention (no upstream embeddings) in its own registry."""
     runs = tmp_path_factory.mktemp("runs_ta")
-    config = RankerConfig(schema=SCHEMA, tasks=(TaskSpec("offsite_conversion"), TaskSpec("link_click")), primary_task="offsite_conversion",
-                          d_feature=8, projection_hidden=(16,), hashing=HashConfig(num_hashes=2, table_size=64, dim=8),
-                          overarch_hidden=(16,), target_attention=TA)
+    config = RankerConfig(
+        schema=SCHEMA,
+        tasks=(TaskSpec("offsite_conversion"), TaskSpec("link_click")),
+        primary_task="offsite_conversion",
+        d_feature=8,
+        projection_hidden=(16,),
+        hashing=HashConfig(num_hashes=2, table_size=64, dim=8),
+        overarch_hidden=(16,),
+        target_attention=TA,
+    )
     torch.manual_seed(3)
     ranker = Ranker(config).eval()
     with torch.no_grad():
         for p in ranker.target_attention.parameters():
             p.normal_()  # spread the scores so the top-k is decided by clear margins
     lineage = {"predecessor": None, "data": {"rows": 1}, "step": 1, "seed": 0, "upstream": {}}
-    checkpoint = save_checkpoint(runs / "ranker", "ranker-baseline-dare-0001", ranker.state_dict(), ranker_checkpoint_config(config),
-                                 {"val_ne": {"offsite_conversion": 0.8}, "primary_task": "offsite_conversion"}, lineage)
+    checkpoint = save_checkpoint(
+        runs / "ranker",
+        "ranker-baseline-dare-0001",
+        ranker.state_dict(),
+        ranker_checkpoint_config(config),
+        {"val_ne": {"offsite_conversion": 0.8}, "primary_task": "offsite_conversion"},
+        lineage,
+    )
     assert CheckpointRegistry(runs / "registry", registry_name("baseline", "codes", "dare")).submit(checkpoint).accepted
     return runs, ranker
 
@@ -104,5 +126,7 @@ def test_artifacts_equal_eager_on_history_widths_never_seen_and_ignore_padding(e
         assert torch.isfinite(got).all()
         torch.testing.assert_close(got, want, atol=PROBABILITY_ATOL, rtol=0)
     narrow = _request(2, 4, [3, 0], 3, seed=7)
-    padded = dict(narrow, **{keys.HISTORY_IDS: torch.cat([torch.randint(1, 10**9, (2, 20, 2)), narrow[keys.HISTORY_IDS]], dim=1)})
+    padded = dict(
+        narrow, **{keys.HISTORY_IDS: torch.cat([torch.randint(1, 10**9, (2, 20, 2)), narrow[keys.HISTORY_IDS]], dim=1)}
+    )
     torch.testing.assert_close(run(padded)["scores"], run(narrow)["scores"], atol=PROBABILITY_ATOL, rtol=0)

@@ -45,10 +45,22 @@ def test_a_plan_without_recorded_toolchain_or_on_a_host_without_gpu_is_refused()
 
 
 def test_manifest_records_the_toolchain_of_a_plan():
-    signature = ModelSignature("m", (TensorSpec("x", "float32", ("batch",)),), (TensorSpec("y", "float32", ("batch",)),),
-                               {"batch": (1, 2, 4)})
-    record = ArtifactRecord("m", "tensorrt", "artifacts/m/tensorrt/model.plan", signature, "fp16", {}, {}, {}, 1, [],
-                            toolchain=Toolchain(*BUILT.values()).to_dict())
+    signature = ModelSignature(
+        "m", (TensorSpec("x", "float32", ("batch",)),), (TensorSpec("y", "float32", ("batch",)),), {"batch": (1, 2, 4)}
+    )
+    record = ArtifactRecord(
+        "m",
+        "tensorrt",
+        "artifacts/m/tensorrt/model.plan",
+        signature,
+        "fp16",
+        {},
+        {},
+        {},
+        1,
+        [],
+        toolchain=Toolchain(*BUILT.values()).to_dict(),
+    )
     toolchain = record.to_dict()["toolchain"]
     assert {k: toolchain[k] for k in BUILT} == BUILT and toolchain["triton_release"] in TRITON_CONTAINER
 
@@ -90,9 +102,12 @@ def test_a_tensorrt_without_the_precision_flag_or_off_the_pinned_series_is_refus
         configure_precision(no_fp16, _Config(), "fp16")
     pytest.importorskip("onnx")
     monkeypatch.setattr(_compat, "require_tensorrt", lambda: SimpleNamespace(__version__="10.12.0.36"))
-    signature = ModelSignature("m", (TensorSpec("x", "float32", ("batch",)),), (TensorSpec("y", "float32", ("batch",)),),
-                               {"batch": (1, 2, 4)})
-    with pytest.raises(TensorRTBuildError, match=f"TensorRT 10.12.0.36 is installed.*{TENSORRT_SERIES}.x.*{TRITON_CONTAINER}"):
+    signature = ModelSignature(
+        "m", (TensorSpec("x", "float32", ("batch",)),), (TensorSpec("y", "float32", ("batch",)),), {"batch": (1, 2, 4)}
+    )
+    with pytest.raises(
+        TensorRTBuildError, match=f"TensorRT 10.12.0.36 is installed.*{TENSORRT_SERIES}.x.*{TRITON_CONTAINER}"
+    ):
         build_engine(tmp_path / "model.onnx", signature, tmp_path / "model.plan", "fp16")
     assert is_pinned("10.5.0.18") and not is_pinned("10.50.1") and not is_pinned(None)
 
@@ -100,8 +115,12 @@ def test_a_tensorrt_without_the_precision_flag_or_off_the_pinned_series_is_refus
 def test_profile_shapes_come_from_the_signature_dims():
     from duet_sdk.export.onnx2trt import profile_shapes
 
-    signature = ModelSignature("m", (TensorSpec("ids", "int32", ("batch", "t", 3)),), (TensorSpec("y", "float32", ("batch",)),),
-                               {"batch": (1, 4, 8), "t": (1, 16, 16)})
+    signature = ModelSignature(
+        "m",
+        (TensorSpec("ids", "int32", ("batch", "t", 3)),),
+        (TensorSpec("y", "float32", ("batch",)),),
+        {"batch": (1, 4, 8), "t": (1, 16, 16)},
+    )
     assert profile_shapes(signature) == {"ids": ((1, 1, 3), (4, 16, 3), (8, 16, 3))}
 
 
@@ -123,8 +142,11 @@ def _fake_trt(engine):
         return None
 
     logger.WARNING = 2
-    return SimpleNamespace(__version__="10.5.0.18", Logger=logger,
-                           Runtime=lambda log: SimpleNamespace(deserialize_cuda_engine=lambda data: engine))
+    return SimpleNamespace(
+        __version__="10.5.0.18",
+        Logger=logger,
+        Runtime=lambda log: SimpleNamespace(deserialize_cuda_engine=lambda data: engine),
+    )
 
 
 def test_an_input_shape_outside_the_profile_is_a_typed_error_before_anything_runs(monkeypatch, tmp_path):
@@ -136,8 +158,9 @@ def test_an_input_shape_outside_the_profile_is_a_typed_error_before_anything_run
     fake = _fake_trt(SimpleNamespace(create_execution_context=lambda: context))
     monkeypatch.setattr(_compat, "require_tensorrt", lambda: fake)
     (tmp_path / "model.plan").write_bytes(b"plan")
-    signature = ModelSignature("m", (TensorSpec("x", "float32", ("batch",)),), (TensorSpec("y", "float32", ("batch",)),),
-                               {"batch": (1, 2, 4)})
+    signature = ModelSignature(
+        "m", (TensorSpec("x", "float32", ("batch",)),), (TensorSpec("y", "float32", ("batch",)),), {"batch": (1, 2, 4)}
+    )
     run = tensorrt_runner(tmp_path / "model.plan", signature)
     with pytest.raises(TensorRTRunError, match=r"input x shape \(5,\) is outside the engine's optimization profile"):
         run({"x": torch.zeros(5)})
@@ -150,7 +173,8 @@ def test_a_plan_this_tensorrt_cannot_deserialize_is_a_typed_error(monkeypatch, t
     fake = _fake_trt(None)  # what deserialize_cuda_engine returns for a plan of another TensorRT version
     monkeypatch.setattr(_compat, "require_tensorrt", lambda: fake)
     (tmp_path / "model.plan").write_bytes(b"plan")
-    signature = ModelSignature("m", (TensorSpec("x", "float32", ("batch",)),), (TensorSpec("y", "float32", ("batch",)),),
-                               {"batch": (1, 2, 4)})
+    signature = ModelSignature(
+        "m", (TensorSpec("x", "float32", ("batch",)),), (TensorSpec("y", "float32", ("batch",)),), {"batch": (1, 2, 4)}
+    )
     with pytest.raises(TensorRTRunError, match="cannot deserialize this plan"):
         tensorrt_runner(tmp_path / "model.plan", signature)

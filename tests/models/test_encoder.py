@@ -47,7 +47,7 @@ CONFIGS = ["click", "conv", "click-pyramid", "conv-pyramid", "click-mla", "conv-
            "click-pyramid_tight", "click-both_streams"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encoder(name):
     torch.manual_seed(0)
     encoder = UserEncoder(_config(name)).eval()
@@ -78,7 +78,9 @@ def _make_world(lengths, seed):
     users = len(next(iter(lengths.values())))
     # Static features first, so worlds with the same seed and user count share them whatever the histories.
     request = REQUEST + rng.integers(0, 10**6, users)
-    static_sparse = rng.integers(INT64_MIN, INT64_MAX, (users, len(SCHEMA.static_sparse)), dtype=np.int64, endpoint=True)
+    static_sparse = rng.integers(
+        INT64_MIN, INT64_MAX, (users, len(SCHEMA.static_sparse)), dtype=np.int64, endpoint=True
+    )
     static_dense = rng.normal(size=(users, len(SCHEMA.static_dense))).astype(np.float32)
     streams = {}
     for name, per_user in lengths.items():
@@ -86,9 +88,15 @@ def _make_world(lengths, seed):
         end = np.cumsum(per_user)
         start = end - per_user
         n = int(per_user.sum())
-        ids = np.where(rng.random((n, F)) < 0.5, rng.integers(INT64_MIN, INT64_MAX, (n, F), dtype=np.int64, endpoint=True),
-                       rng.integers(0, 1000, (n, F)))
-        ts = np.concatenate([np.sort(request[u] - rng.integers(1, 60 * 86_400, k)) for u, k in enumerate(per_user)] + [np.zeros(0, np.int64)])
+        ids = np.where(
+            rng.random((n, F)) < 0.5,
+            rng.integers(INT64_MIN, INT64_MAX, (n, F), dtype=np.int64, endpoint=True),
+            rng.integers(0, 1000, (n, F)),
+        )
+        ts = np.concatenate(
+            [np.sort(request[u] - rng.integers(1, 60 * 86_400, k)) for u, k in enumerate(per_user)]
+            + [np.zeros(0, np.int64)]
+        )
         streams[name] = (ids.astype(np.int64), ts.astype(np.int64), start.astype(np.int64), end.astype(np.int64))
     return World(
         static_sparse=static_sparse,
@@ -115,7 +123,9 @@ def _batch(world, users=None, extra=0, garbage_seed=None):
         p_ids, p_ts, p_len = pad_stream(ids, ts, start[users], end[users], longest + extra)
         if garbage_seed is not None:
             pad = np.arange(p_ts.shape[1])[None, :] < (p_ts.shape[1] - p_len)[:, None]  # (B, T) padded slots
-            p_ids = np.where(pad[..., None], rng.integers(INT64_MIN, INT64_MAX, p_ids.shape, dtype=np.int64, endpoint=True), p_ids)
+            p_ids = np.where(
+                pad[..., None], rng.integers(INT64_MIN, INT64_MAX, p_ids.shape, dtype=np.int64, endpoint=True), p_ids
+            )
             p_ts = np.where(pad, rng.integers(INT64_MIN, INT64_MAX, p_ts.shape, dtype=np.int64, endpoint=True), p_ts)
         batch[keys.ids_key(name)] = torch.from_numpy(p_ids)
         batch[keys.ts_key(name)] = torch.from_numpy(p_ts)
@@ -126,7 +136,9 @@ def _batch(world, users=None, extra=0, garbage_seed=None):
 @st.composite
 def _histories(draw, max_users=4):
     users = draw(st.integers(1, max_users))
-    lengths = {s.name: draw(st.lists(st.integers(0, s.max_len), min_size=users, max_size=users)) for s in SCHEMA.streams}
+    lengths = {
+        s.name: draw(st.lists(st.integers(0, s.max_len), min_size=users, max_size=users)) for s in SCHEMA.streams
+    }
     return lengths, draw(st.integers(0, 2**32 - 1))
 
 

@@ -160,7 +160,9 @@ def test_unknown_stream_names_streams():
     _assert_config_error("UpstreamConfig.streams", lambda: _click(streams=()))
 
 
-@pytest.mark.parametrize("field", ["d_model", "ffn_mult", "num_seed_tokens", "time_frequencies", "tower_out_dim", "embedding_dim"])
+@pytest.mark.parametrize(
+    "field", ["d_model", "ffn_mult", "num_seed_tokens", "time_frequencies", "tower_out_dim", "embedding_dim"]
+)
 @pytest.mark.parametrize("value", [0, -1, True, 2.0])
 def test_positive_int_fields_reject_non_positive_or_non_int(field, value):
     _assert_config_error(f"UpstreamConfig.{field}", lambda: _click(**{field: value}))

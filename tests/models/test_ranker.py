@@ -11,12 +11,20 @@ from duet_sdk.models.config import RankerConfig, TaskSpec, UserEmbeddingInput
 from duet_sdk.models.ranker import Pointwise, Ranker
 
 SCHEMA = SyntheticConfig().schema()
-EMBEDDINGS = (UserEmbeddingInput("click", dim=12, levels=3, codebook_size=8), UserEmbeddingInput("conv", dim=6, levels=3, codebook_size=8))
+EMBEDDINGS = (
+    UserEmbeddingInput("click", dim=12, levels=3, codebook_size=8),
+    UserEmbeddingInput("conv", dim=6, levels=3, codebook_size=8),
+)
 
 
 def _config(**overrides) -> RankerConfig:
-    base = RankerConfig(schema=SCHEMA, tasks=(TaskSpec("offsite_conversion"), TaskSpec("link_click", 0.3)),
-                        primary_task="offsite_conversion", embeddings=EMBEDDINGS, d_feature=8)
+    base = RankerConfig(
+        schema=SCHEMA,
+        tasks=(TaskSpec("offsite_conversion"), TaskSpec("link_click", 0.3)),
+        primary_task="offsite_conversion",
+        embeddings=EMBEDDINGS,
+        d_feature=8,
+    )
     return dataclasses.replace(base, **overrides)
 
 
@@ -97,12 +105,15 @@ def test_baseline_reads_no_user_embedding():
     assert ranker(batch).shape == (2, 3, 2)
 
 
-@pytest.mark.parametrize("field, overrides", [
-    ("RankerConfig.primary_task", {"primary_task": "ctr"}),
-    ("RankerConfig.embedding_input", {"embedding_input": "bf16"}),
-    ("RankerConfig.overarch_hidden", {"overarch_hidden": ()}),
-    ("RankerConfig.embeddings", {"embeddings": EMBEDDINGS[:1] * 2}),
-])
+@pytest.mark.parametrize(
+    "field, overrides",
+    [
+        ("RankerConfig.primary_task", {"primary_task": "ctr"}),
+        ("RankerConfig.embedding_input", {"embedding_input": "bf16"}),
+        ("RankerConfig.overarch_hidden", {"overarch_hidden": ()}),
+        ("RankerConfig.embeddings", {"embeddings": EMBEDDINGS[:1] * 2}),
+    ],
+)
 def test_bad_ranker_config_raises_config_error_naming_the_field(field, overrides):
     with pytest.raises(ConfigError) as info:
         _config(**overrides)

@@ -16,14 +16,28 @@ from duet_sdk.models.ranker import Pointwise, Ranker
 from duet_sdk.training.ranker import history_spec, ranker_checkpoint_config, registry_name
 
 SCHEMA = SyntheticConfig().schema()
-TA = TargetAttentionConfig(variant="dare", stream="click", fields=("item_id", "author_id"), max_len=16, top_k=4, d_repr=8, d_att=4, table_size=256)
+TA = TargetAttentionConfig(
+    variant="dare",
+    stream="click",
+    fields=("item_id", "author_id"),
+    max_len=16,
+    top_k=4,
+    d_repr=8,
+    d_att=4,
+    table_size=256,
+)
 # Same arithmetic on the same values, batched differently: fp32 agreement within 1e-5.
 ATOL = 1e-5
 
 
 def _config(**overrides) -> RankerConfig:
-    base = RankerConfig(schema=SCHEMA, tasks=(TaskSpec("offsite_conversion"), TaskSpec("link_click", 0.3)),
-                        primary_task="offsite_conversion", d_feature=8, target_attention=TA)
+    base = RankerConfig(
+        schema=SCHEMA,
+        tasks=(TaskSpec("offsite_conversion"), TaskSpec("link_click", 0.3)),
+        primary_task="offsite_conversion",
+        d_feature=8,
+        target_attention=TA,
+    )
     return dataclasses.replace(base, **overrides)
 
 
@@ -84,14 +98,19 @@ def test_ranker_without_target_attention_keeps_its_state_dict_keys():
     assert not any("target" in k for k in plain.state_dict())
     assert "target_attention" not in ranker_checkpoint_config(plain.config)["interface"]
     assert "target_attention" in ranker_checkpoint_config(_config())["interface"]
-    assert registry_name("duet") == "ranker-duet" and registry_name("baseline", "codes", "dare") == "ranker-baseline-dare"
+    assert (
+        registry_name("duet") == "ranker-duet" and registry_name("baseline", "codes", "dare") == "ranker-baseline-dare"
+    )
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"stream": "views"}, "RankerConfig.target_attention.stream"),
-    ({"fields": ("item_id", "position")}, "RankerConfig.target_attention.fields"),  # not a candidate field
-    ({"fields": ("item_id", "price")}, "RankerConfig.target_attention.fields"),  # not an event field
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"stream": "views"}, "RankerConfig.target_attention.stream"),
+        ({"fields": ("item_id", "position")}, "RankerConfig.target_attention.fields"),  # not a candidate field
+        ({"fields": ("item_id", "price")}, "RankerConfig.target_attention.fields"),  # not an event field
+    ],
+)
 def test_target_attention_fields_must_exist_in_the_schema(overrides, field):
     with pytest.raises(ConfigError) as info:
         _config(target_attention=dataclasses.replace(TA, **overrides))
@@ -112,5 +131,5 @@ def test_ranker_rows_carry_each_users_most_recent_history_before_the_request():
         lo, hi = events.offsets[u], events.offsets[u + 1]
         before = events.ids[lo:hi][events.timestamps[lo:hi] < t][:, :2][-16:]
         assert lengths[r] == len(before)
-        assert np.array_equal(ids[r, ids.shape[1] - len(before):], before)
+        assert np.array_equal(ids[r, ids.shape[1] - len(before) :], before)
         assert not ids[r, : ids.shape[1] - len(before)].any()

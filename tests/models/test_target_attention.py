@@ -17,7 +17,9 @@ ATOL = 1e-5
 
 
 def _config(variant: str, **overrides) -> TargetAttentionConfig:
-    base = TargetAttentionConfig(variant=variant, max_len=12, top_k=4, d_repr=8, d_att=0 if variant == "twin" else 4, table_size=256)
+    base = TargetAttentionConfig(
+        variant=variant, max_len=12, top_k=4, d_repr=8, d_att=0 if variant == "twin" else 4, table_size=256
+    )
     return dataclasses.replace(base, **overrides)
 
 
@@ -159,15 +161,18 @@ def test_dare_attention_space_has_its_own_table_and_width():
     assert proj.att_proj.weight.shape == (2, 8)
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"variant": "din"}, "TargetAttentionConfig.variant"),
-    ({"variant": "twin", "d_att": 4}, "TargetAttentionConfig.d_att"),
-    ({"d_repr": 7}, "TargetAttentionConfig.d_repr"),
-    ({"d_att": 3}, "TargetAttentionConfig.d_att"),
-    ({"top_k": 0}, "TargetAttentionConfig.top_k"),
-    ({"fields": ()}, "TargetAttentionConfig.fields"),
-    ({"fields": ("item_id", "item_id")}, "TargetAttentionConfig.fields"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"variant": "din"}, "TargetAttentionConfig.variant"),
+        ({"variant": "twin", "d_att": 4}, "TargetAttentionConfig.d_att"),
+        ({"d_repr": 7}, "TargetAttentionConfig.d_repr"),
+        ({"d_att": 3}, "TargetAttentionConfig.d_att"),
+        ({"top_k": 0}, "TargetAttentionConfig.top_k"),
+        ({"fields": ()}, "TargetAttentionConfig.fields"),
+        ({"fields": ("item_id", "item_id")}, "TargetAttentionConfig.fields"),
+    ],
+)
 def test_bad_target_attention_config_names_the_field(overrides, field):
     with pytest.raises(ConfigError) as info:
         TargetAttentionConfig(**{"d_repr": 8, "d_att": 4, **overrides})

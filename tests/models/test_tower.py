@@ -55,7 +55,9 @@ def test_keep_recent_keeps_the_most_recent_slots_and_invalidates_repeats(t, keep
     source = torch.arange(keep) + (t - keep)
     exists = source >= 0
     assert torch.equal(kept_seq[:, exists, 1], source[exists].float().expand(4, -1))
-    assert torch.equal(kept_seq[:, exists, 0], torch.arange(4).float().view(4, 1).expand(4, int(exists.sum())))  # rows never mix
+    assert torch.equal(
+        kept_seq[:, exists, 0], torch.arange(4).float().view(4, 1).expand(4, int(exists.sum()))
+    )  # rows never mix
     # Slots that do not exist (T < keep) are invalid; existing ones keep their validity.
     assert not kept_valid[:, ~exists].any()
     assert torch.equal(kept_valid[:, exists], valid[:, source[exists]])

@@ -23,7 +23,9 @@ INPUT_KEYS = (keys.REQUEST_TIME, keys.STATIC_SPARSE, keys.STATIC_DENSE,
 # Same ops on the same values; a traced/exported graph may only differ from eager by fp32 kernel choice.
 ATOL = 1e-5
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore:.*jit.*:UserWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore::FutureWarning", "ignore:.*jit.*:UserWarning"
+)
 
 
 class PositionalEncoder(torch.nn.Module):
@@ -33,12 +35,22 @@ class PositionalEncoder(torch.nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, request_time, static_sparse, static_dense, click_ids, click_ts, click_len, conv_ids, conv_ts, conv_len):
-        return self.encoder({
-            keys.REQUEST_TIME: request_time, keys.STATIC_SPARSE: static_sparse, keys.STATIC_DENSE: static_dense,
-            "click_ids": click_ids, "click_ts": click_ts, "click_len": click_len,
-            "conv_ids": conv_ids, "conv_ts": conv_ts, "conv_len": conv_len,
-        })
+    def forward(
+        self, request_time, static_sparse, static_dense, click_ids, click_ts, click_len, conv_ids, conv_ts, conv_len
+    ):
+        return self.encoder(
+            {
+                keys.REQUEST_TIME: request_time,
+                keys.STATIC_SPARSE: static_sparse,
+                keys.STATIC_DENSE: static_dense,
+                "click_ids": click_ids,
+                "click_ts": click_ts,
+                "click_len": click_len,
+                "conv_ids": conv_ids,
+                "conv_ts": conv_ts,
+                "conv_len": conv_len,
+            }
+        )
 
 
 def _config(name):
@@ -49,7 +61,7 @@ def _config(name):
     return dataclasses.replace(cfg, streams=("click", "conv"))  # both streams: two independent sequence dims
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name):
     torch.manual_seed(0)
     encoder = UserEncoder(_config(name)).eval()
@@ -104,11 +116,21 @@ def test_jit_trace_matches_eager_on_other_batch_sizes_and_widths(name):
 
 
 def _dynamic_shapes():
-    batch, click, conv = Dim("batch", min=1, max=4096), Dim("click_len", min=1, max=4096), Dim("conv_len", min=1, max=4096)
+    batch, click, conv = (
+        Dim("batch", min=1, max=4096),
+        Dim("click_len", min=1, max=4096),
+        Dim("conv_len", min=1, max=4096),
+    )
     return {
-        "request_time": {0: batch}, "static_sparse": {0: batch}, "static_dense": {0: batch},
-        "click_ids": {0: batch, 1: click}, "click_ts": {0: batch, 1: click}, "click_len": {0: batch},
-        "conv_ids": {0: batch, 1: conv}, "conv_ts": {0: batch, 1: conv}, "conv_len": {0: batch},
+        "request_time": {0: batch},
+        "static_sparse": {0: batch},
+        "static_dense": {0: batch},
+        "click_ids": {0: batch, 1: click},
+        "click_ts": {0: batch, 1: click},
+        "click_len": {0: batch},
+        "conv_ids": {0: batch, 1: conv},
+        "conv_ts": {0: batch, 1: conv},
+        "conv_len": {0: batch},
     }
 
 
@@ -123,7 +145,12 @@ def test_torch_export_with_dynamic_batch_and_stream_dims_matches_eager():
             batch = _batch(batch_size, widths, seed=i + 10)
             torch.testing.assert_close(exported(*_args(batch)), encoder(batch), atol=ATOL, rtol=0)
     # The three dims stayed symbolic (nothing was specialised to the example's sizes).
-    placeholder_shapes = [node.meta["val"].shape for node in program.graph.nodes
-                          if node.op == "placeholder" and node.name in ("click_ids", "conv_ids")]
-    assert all(isinstance(shape[0], torch.SymInt) and isinstance(shape[1], torch.SymInt) for shape in placeholder_shapes)
+    placeholder_shapes = [
+        node.meta["val"].shape
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in ("click_ids", "conv_ids")
+    ]
+    assert all(
+        isinstance(shape[0], torch.SymInt) and isinstance(shape[1], torch.SymInt) for shape in placeholder_shapes
+    )
     assert len(placeholder_shapes) == 2

@@ -1,16 +1,29 @@
 """Fixtures of the online tests: a flushed real Redis per test and the ETI backends, both variants."""
 
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
+from eti_proc import STREAMS, fake_embed
 
 from duet_sdk.interface import Event
-from duet_sdk.online import (EtiConfig, EtiWorker, FeatureStore, HistoryStore, InMemoryHistory, InMemoryThrottle,
-                             InProcessQueue, RedisHistory, RedisStore, RedisStreamQueue, RedisThrottle, SqliteStore,
-                             Throttle, TriggerQueue)
-from eti_proc import STREAMS, fake_embed
+from duet_sdk.online import (
+    EtiConfig,
+    EtiWorker,
+    FeatureStore,
+    HistoryStore,
+    InMemoryHistory,
+    InMemoryThrottle,
+    InProcessQueue,
+    RedisHistory,
+    RedisStore,
+    RedisStreamQueue,
+    RedisThrottle,
+    SqliteStore,
+    Throttle,
+    TriggerQueue,
+)
 
 
 @dataclass

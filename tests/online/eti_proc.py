@@ -37,8 +37,7 @@ def blocking_embed(marker_dir: Path):
 
 
 def main(url: str, marker_dir: str) -> None:
-    from duet_sdk.online import (EtiConfig, EtiWorker, RedisHistory, RedisStore, RedisStreamQueue,
-                                 RedisThrottle)
+    from duet_sdk.online import EtiConfig, EtiWorker, RedisHistory, RedisStore, RedisStreamQueue, RedisThrottle
     worker = EtiWorker(RedisStreamQueue(url, consumer="doomed"), RedisThrottle(url, window_s=60.0),
                        RedisHistory(url, STREAMS), RedisStore(url), blocking_embed(Path(marker_dir)),
                        EtiConfig(max_batch=16, max_wait_s=0.2))

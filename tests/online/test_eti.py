@@ -4,11 +4,11 @@ import threading
 import time
 
 import pytest
-from duet_sdk.interface import Event
+from eti_proc import fake_codes, fake_embed
 
 from duet_sdk.client.errors import InvalidRequest, Unavailable
+from duet_sdk.interface import Event
 from duet_sdk.online import StoredCodes
-from eti_proc import fake_codes, fake_embed
 
 
 class Killed(BaseException):

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from eti_proc import STREAMS, fake_codes, fake_embed
 
 from duet_sdk.online import EtiConfig, EtiWorker, RedisHistory, RedisStore, RedisStreamQueue, RedisThrottle
-from eti_proc import STREAMS, fake_codes, fake_embed
 
 HERE = Path(__file__).parent
 

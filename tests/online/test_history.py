@@ -3,8 +3,8 @@
 import pytest
 import redis
 
-from duet_sdk.interface import Event
 from duet_sdk.errors import ConfigError, DataError
+from duet_sdk.interface import Event
 from duet_sdk.online import InMemoryHistory, RedisHistory
 
 MAX_LEN = {"click": 3, "conv": 2}

@@ -11,13 +11,12 @@ import time
 
 import pytest
 import redis
-
-from duet_sdk.interface import Event
-from duet_sdk.errors import ConfigError, StoreError
-from duet_sdk.online import (EtiConfig, EtiWorker, RedisHistory, RedisServer, RedisStore, RedisStreamQueue,
-                             RedisThrottle)
-from duet_sdk.online._redis import PASSWORD_ENV, connect, redact
 from eti_proc import STREAMS, fake_codes, fake_embed
+
+from duet_sdk.errors import ConfigError, StoreError
+from duet_sdk.interface import Event
+from duet_sdk.online import EtiConfig, EtiWorker, RedisHistory, RedisServer, RedisStore, RedisStreamQueue, RedisThrottle
+from duet_sdk.online._redis import PASSWORD_ENV, connect, redact
 
 
 def deployment(url: str, consumer: str = "w1") -> EtiWorker:

@@ -51,26 +51,52 @@ def make_runs(root: Path, seed: int = 0) -> Path:
     for i, kind in enumerate(("click", "conv")):
         net = tiny_upstream(kind, seed + i)
         task = net.config.primary_task
-        encoder = save_checkpoint(root / kind, f"{kind}-{seed:04d}", net.state_dict(), upstream_checkpoint_config(net.config),
-                                  {"val_ne": {task: 0.9}, "primary_task": task}, _lineage())
+        encoder = save_checkpoint(
+            root / kind,
+            f"{kind}-{seed:04d}",
+            net.state_dict(),
+            upstream_checkpoint_config(net.config),
+            {"val_ne": {task: 0.9}, "primary_task": task},
+            _lineage(),
+        )
         assert CheckpointRegistry(root / "registry", kind).submit(encoder).accepted
         g = torch.Generator().manual_seed(seed + 10 + i)
-        codec = SideCodec(SideConfig(levels=LEVELS, codebook_size=CODEBOOK),
-                          torch.randn(LEVELS, CODEBOOK, net.config.embedding_dim, generator=g) * 0.3)
-        codec_ckpt = save_side_codec(root / "side" / kind, f"side-{kind}-{seed:04d}", codec, {},
-                                     _lineage(data={"encoder": encoder.digest, "encoder_kind": kind}))
+        codec = SideCodec(
+            SideConfig(levels=LEVELS, codebook_size=CODEBOOK),
+            torch.randn(LEVELS, CODEBOOK, net.config.embedding_dim, generator=g) * 0.3,
+        )
+        codec_ckpt = save_side_codec(
+            root / "side" / kind,
+            f"side-{kind}-{seed:04d}",
+            codec,
+            {},
+            _lineage(data={"encoder": encoder.digest, "encoder_kind": kind}),
+        )
         codecs[kind] = codec
         embeddings.append(UserEmbeddingInput(kind, dim=net.config.embedding_dim, levels=LEVELS, codebook_size=CODEBOOK))
         lineage[kind] = {"encoder": encoder.digest, "encoder_val_ne": {}, "codec": codec_ckpt.digest}
-    config = RankerConfig(schema=SCHEMA, tasks=tuple(TaskSpec(t) for t in TASKS), primary_task=TASKS[0],
-                          embeddings=tuple(embeddings), d_feature=8, projection_hidden=(16,),
-                          hashing=HashConfig(num_hashes=2, table_size=64, dim=8), overarch_hidden=(16,))
+    config = RankerConfig(
+        schema=SCHEMA,
+        tasks=tuple(TaskSpec(t) for t in TASKS),
+        primary_task=TASKS[0],
+        embeddings=tuple(embeddings),
+        d_feature=8,
+        projection_hidden=(16,),
+        hashing=HashConfig(num_hashes=2, table_size=64, dim=8),
+        overarch_hidden=(16,),
+    )
     torch.manual_seed(seed + 20)
     ranker = Ranker(config).eval()
     for kind, codec in codecs.items():
         ranker.decoders[kind].codebooks.copy_(codec.codebooks)
-    checkpoint = save_checkpoint(root / "ranker", f"ranker-duet-{seed:04d}", ranker.state_dict(), ranker_checkpoint_config(config),
-                                 {"val_ne": {TASKS[0]: 0.8}, "primary_task": TASKS[0]}, _lineage(upstream=lineage))
+    checkpoint = save_checkpoint(
+        root / "ranker",
+        f"ranker-duet-{seed:04d}",
+        ranker.state_dict(),
+        ranker_checkpoint_config(config),
+        {"val_ne": {TASKS[0]: 0.8}, "primary_task": TASKS[0]},
+        _lineage(upstream=lineage),
+    )
     assert CheckpointRegistry(root / "registry", "ranker-duet").submit(checkpoint).accepted
     return root
 
@@ -81,9 +107,15 @@ def export_runs(runs: Path, out: Path, formats: tuple[str, ...] = ("onnx",), tar
     from duet_sdk.export.spec import ExportSpec, ShapeSpec
     from duet_sdk.export.verify import Case
 
-    spec = ExportSpec(checkpoints=runs, target=target, formats=formats, encoders=("click", "conv"), ranker="duet",
-                      precision="fp16" if target == "gpu" else "fp32",
-                      shapes=ShapeSpec(opt_batch=4, max_batch=16, opt_candidates=4, max_candidates=16))
+    spec = ExportSpec(
+        checkpoints=runs,
+        target=target,
+        formats=formats,
+        encoders=("click", "conv"),
+        ranker="duet",
+        precision="fp16" if target == "gpu" else "fp32",
+        shapes=ShapeSpec(opt_batch=4, max_batch=16, opt_candidates=4, max_candidates=16),
+    )
     export_all(spec, out, cases=(Case(3, "short", "mixed"),))
     return out
 
@@ -144,7 +176,6 @@ def reference(tiny_runs, client):
 def repository_copy(cpu_repository, tmp_path) -> Path:
     """A private copy of the published repository, for tests that publish into it."""
     return Path(shutil.copytree(cpu_repository, tmp_path / "repository"))
-
 
 
 @pytest.fixture(scope="session")

@@ -56,10 +56,15 @@ def run_load(url: str, users, codes, scorer_factory, stop: threading.Event, load
                 now = time.monotonic()
                 with load.lock:
                     for i, result in zip(picked, results):
-                        release = result.model_version if hasattr(result, "model_version") else result.scores.model_version
+                        release = (
+                            result.model_version if hasattr(result, "model_version") else result.scores.model_version
+                        )
                         load.responses.append((kind, release, i, result, now))
 
-    threads = [threading.Thread(target=loop, args=(kind,), daemon=True) for kind in ("fresh", "upstream", "downstream", "scorer")]
+    threads = [
+        threading.Thread(target=loop, args=(kind,), daemon=True)
+        for kind in ("fresh", "upstream", "downstream", "scorer")
+    ]
     for t in threads:
         t.start()
     return threads
@@ -71,8 +76,14 @@ def _call(kind: str, client, scorer, users, codes, picked):
     if kind == "upstream":
         return client.embed([users[i][0] for i in picked])
     if kind == "downstream":
-        return client.score([ScoreRequest(users[i][0].user_id, users[i][0].static_sparse, users[i][0].static_dense,
-                                          codes[i], users[i][1]) for i in picked])
+        return client.score(
+            [
+                ScoreRequest(
+                    users[i][0].user_id, users[i][0].static_sparse, users[i][0].static_dense, codes[i], users[i][1]
+                )
+                for i in picked
+            ]
+        )
     return scorer.score([(users[i][0].user_id, users[i][1]) for i in picked])
 
 
@@ -104,12 +115,15 @@ def mismatches(load: Load, users, codes, references: dict, stored: dict) -> tupl
         expected = want(kind, release, i)
         if kind == "fresh":
             scores, codes_ = expected
-            ok = np.abs(np.array(result.scores.scores) - scores).max() <= PROBABILITY_ATOL and \
-                result.codes == {n: tuple(c.tolist()) for n, c in codes_.items()}
+            ok = np.abs(np.array(result.scores.scores) - scores).max() <= PROBABILITY_ATOL and result.codes == {
+                n: tuple(c.tolist()) for n, c in codes_.items()
+            }
         elif kind == "upstream":
-            ok = all(result.codes[n] == tuple(expected[f"{n}_codes"].tolist()) and
-                     np.abs(np.array(result.vectors[n]) - expected[f"{n}_embedding"]).max() <= EMBEDDING_ATOL
-                     for n in result.codes)
+            ok = all(
+                result.codes[n] == tuple(expected[f"{n}_codes"].tolist())
+                and np.abs(np.array(result.vectors[n]) - expected[f"{n}_embedding"]).max() <= EMBEDDING_ATOL
+                for n in result.codes
+            )
         else:
             ok = np.abs(np.array(result.scores) - expected).max() <= PROBABILITY_ATOL
             if kind == "scorer":

@@ -20,9 +20,16 @@ RANKER = release_model("ranker", 1)  # release 1's ranker (the fixtures publish 
 
 def _score_requests(interface, n, seed):
     rng = np.random.default_rng(seed)
-    return [ScoreRequest(h.user_id, h.static_sparse, h.static_dense,
-                         {e: [int(c) for c in rng.integers(0, i.codebook_size, i.levels)] for e, i in interface.embeddings.items()},
-                         c) for h, c in random_users(interface, n, seed=seed)]
+    return [
+        ScoreRequest(
+            h.user_id,
+            h.static_sparse,
+            h.static_dense,
+            {e: [int(c) for c in rng.integers(0, i.codebook_size, i.levels)] for e, i in interface.embeddings.items()},
+            c,
+        )
+        for h, c in random_users(interface, n, seed=seed)
+    ]
 
 
 def _calls(interface, ensemble, n, seed):
@@ -48,12 +55,16 @@ def _inputs(tensors):
 
 async def _send(url, model, requests, outputs):
     async with grpcaio.InferenceServerClient(url) as c:
+
         async def one(tensors):
             try:
-                result = await c.infer(model, _inputs(tensors), outputs=[grpcaio.InferRequestedOutput(o) for o in outputs])
+                result = await c.infer(
+                    model, _inputs(tensors), outputs=[grpcaio.InferRequestedOutput(o) for o in outputs]
+                )
                 return {o: result.as_numpy(o) for o in outputs}
             except InferenceServerException as exc:
                 return exc
+
         return await asyncio.gather(*(one(t) for t in requests))
 
 
@@ -93,10 +104,17 @@ def _break(interface, tensors, kind):
 
 
 CASES = [
-    ("ranker", "code_k"), ("duet_downstream", "code_k"), ("duet_downstream", "code_negative"),
-    ("duet_downstream", "nan_dense"), ("duet_fresh", "inf_item_dense"), ("duet_downstream", "candidates_mismatch"),
-    ("duet_upstream", "nan_dense"), ("duet_upstream", "len_negative"), ("duet_upstream", "len_above_t"),
-    ("duet_upstream", "ts_after_request_time"), ("duet_upstream", "request_time_negative"),
+    ("ranker", "code_k"),
+    ("duet_downstream", "code_k"),
+    ("duet_downstream", "code_negative"),
+    ("duet_downstream", "nan_dense"),
+    ("duet_fresh", "inf_item_dense"),
+    ("duet_downstream", "candidates_mismatch"),
+    ("duet_upstream", "nan_dense"),
+    ("duet_upstream", "len_negative"),
+    ("duet_upstream", "len_above_t"),
+    ("duet_upstream", "ts_after_request_time"),
+    ("duet_upstream", "request_time_negative"),
     ("duet_fresh", "len_above_t"),
 ]
 

@@ -38,9 +38,19 @@ def test_upstream_matches_pytorch_for_mixed_history_lengths(client, reference):
 def test_downstream_scores_stored_codes_like_pytorch(client, reference):
     users = random_users(client.interface, 9, seed=2)
     rng = np.random.default_rng(0)
-    requests = [ScoreRequest(h.user_id, h.static_sparse, h.static_dense,
-                             {n: [int(c) for c in rng.integers(0, e.codebook_size, e.levels)] for n, e in client.interface.embeddings.items()},
-                             candidates) for h, candidates in users]
+    requests = [
+        ScoreRequest(
+            h.user_id,
+            h.static_sparse,
+            h.static_dense,
+            {
+                n: [int(c) for c in rng.integers(0, e.codebook_size, e.levels)]
+                for n, e in client.interface.embeddings.items()
+            },
+            candidates,
+        )
+        for h, candidates in users
+    ]
     for request, got in zip(requests, client.score(requests)):
         want = reference.score(request.static_sparse, request.static_dense, request.codes, request.candidates)
         assert got.path == "stored" and len(got.scores) == len(request.candidates)
@@ -65,6 +75,7 @@ def test_concurrent_requests_of_different_lengths_are_batched_together(triton, c
 
     async def send_all():
         async with grpcaio.InferenceServerClient(triton.endpoints.grpc_url) as c:
+
             async def one(call):
                 inputs = []
                 for name, array in call.inputs.items():
@@ -73,6 +84,7 @@ def test_concurrent_requests_of_different_lengths_are_batched_together(triton, c
                     inputs.append(tensor)
                 result = await c.infer(CLICK_ENCODER, inputs)
                 return result.as_numpy("click_embedding")
+
             before = await c.get_inference_statistics(CLICK_ENCODER)
             outs = await asyncio.gather(*(one(call) for call in calls))
             after = await c.get_inference_statistics(CLICK_ENCODER)
@@ -81,7 +93,10 @@ def test_concurrent_requests_of_different_lengths_are_batched_together(triton, c
     outs, before, after = asyncio.run(send_all())
     shapes = {call.inputs["click_ids"].shape[1] for call in calls}
     assert len(shapes) == 4  # the requests really differ in length
-    stats = lambda s: (s.model_stats[0].inference_count, s.model_stats[0].execution_count)
+
+    def stats(s):
+        return s.model_stats[0].inference_count, s.model_stats[0].execution_count
+
     (inf0, exe0), (inf1, exe1) = stats(before), stats(after)
     assert inf1 - inf0 == len(users)
     assert exe1 - exe0 < len(users), "no two requests were batched together"
@@ -114,7 +129,9 @@ def test_async_client_answers_like_the_sync_client(triton, client):
 
     async def run():
         async with AsyncDuetClient(triton.endpoints.grpc_url, timeout_s=30) as aclient:
-            return await aclient.embed([h for h, _ in users]), await aclient.score_fresh([FreshRequest(h, c) for h, c in users])
+            return await aclient.embed([h for h, _ in users]), await aclient.score_fresh(
+                [FreshRequest(h, c) for h, c in users]
+            )
 
     embedded, fresh = asyncio.run(run())
     assert [e.codes for e in embedded] == [e.codes for e in client.embed([h for h, _ in users])]

@@ -77,13 +77,18 @@ def test_a_store_miss_takes_the_fresh_path_and_writes_the_codes_back(redis_url, 
     requests = [(h.user_id, c) for h, c in users] + [("nobody", users[0][1])]
     results = scorer.score(requests)
     assert [r.path for r in results] == ["fresh"] * 4 + ["default"]
-    assert scorer.metrics.missing_codes == 3 and scorer.metrics.stale_version == 1 and scorer.metrics.missing_profile == 1
+    assert (
+        scorer.metrics.missing_codes == 3 and scorer.metrics.stale_version == 1 and scorer.metrics.missing_profile == 1
+    )
     for (h, candidates), got in zip(users, results):
         want_scores, want_codes = reference.score_fresh(h, candidates)
         np.testing.assert_allclose(np.array(got.scores), want_scores, atol=PROBABILITY_ATOL)
         assert store.get(h.user_id).codes == {n: tuple(c.tolist()) for n, c in want_codes.items()}
     assert [r.path for r in scorer.score([(h.user_id, c) for h, c in users])] == ["stored"] * 4
-    assert Scorer(client, RedisStore(redis_url), history, fallback="default").score([("nobody-else", users[0][1])])[0].path == "default"
+    assert (
+        Scorer(client, RedisStore(redis_url), history, fallback="default").score([("nobody-else", users[0][1])])[0].path
+        == "default"
+    )
 
 
 @pytest.mark.slow
@@ -92,9 +97,23 @@ def test_a_worker_killed_mid_batch_loses_no_trigger_after_restart(redis_url, cli
     queue = RedisStreamQueue(redis_url, consumer="producer")
     for h, _ in users:
         queue.publish(h.user_id, "click", NOW - 1)
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    doomed = subprocess.Popen([sys.executable, str(HERE / "eti_triton_proc.py"), redis_url, triton.endpoints.grpc_url,
-                               str(tmp_path), str(NOW)], env=env, stderr=subprocess.PIPE, text=True)
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    doomed = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "eti_triton_proc.py"),
+            redis_url,
+            triton.endpoints.grpc_url,
+            str(tmp_path),
+            str(NOW),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (tmp_path / "embedded").exists():
         assert doomed.poll() is None, doomed.stderr.read()
@@ -153,7 +172,9 @@ def test_poison_profiles_are_dead_lettered_and_the_rest_embedded(redis_url, clie
     for h, _ in users:
         if h.user_id in stored:
             want = reference.embed(h)
-            assert stored[h.user_id].codes == {n: tuple(want[f"{n}_codes"].tolist()) for n in client.interface.embeddings}
+            assert stored[h.user_id].codes == {
+                n: tuple(want[f"{n}_codes"].tolist()) for n in client.interface.embeddings
+            }
     dead = {d["user"]: d["reason"] for d in worker.queue.dead_letters()}
     assert set(dead) == set(poison) and all("static_dense" in r for r in dead.values())
     assert worker.metrics.poison_users == 2 and queue.pending() == 0

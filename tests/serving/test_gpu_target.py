@@ -70,7 +70,12 @@ def test_gpu_export_splits_every_encoder_into_prep_and_an_engine_without_int64_a
     manifest, records = _records(gpu_export)
     assert manifest["target"] == "gpu" and "gpu" in manifest["toolchain"]
     assert {(m, r["role"]) for (m, _), r in records.items()} == {
-        ("click_prep", "prep"), ("click_encoder", "engine"), ("conv_prep", "prep"), ("conv_encoder", "engine"), ("ranker", "fused")}
+        ("click_prep", "prep"),
+        ("click_encoder", "engine"),
+        ("conv_prep", "prep"),
+        ("conv_encoder", "engine"),
+        ("ranker", "fused"),
+    }
     for name in ("click", "conv"):
         engine = records[(f"{name}_encoder", "onnx")]
         assert engine["prep"] == f"{name}_prep" and {s["dtype"] for s in engine["inputs"]} == {"int32", "float32"}
@@ -79,7 +84,9 @@ def test_gpu_export_splits_every_encoder_into_prep_and_an_engine_without_int64_a
         graph = onnx.load(str(gpu_export / engine["path"]), load_external_data=False).graph
         assert not [n for n in graph.node if n.op_type == "Mod"]  # no hashing inside the engine
         assert {i.type.tensor_type.elem_type for i in graph.input} == {onnx.TensorProto.INT32, onnx.TensorProto.FLOAT}
-        prep_graph = onnx.load(str(gpu_export / records[(f"{name}_prep", "onnx")]["path"]), load_external_data=False).graph
+        prep_graph = onnx.load(
+            str(gpu_export / records[(f"{name}_prep", "onnx")]["path"]), load_external_data=False
+        ).graph
         assert [n for n in prep_graph.node if n.op_type == "Mod"]  # ... it is all in the prep model
     reason = ort_tensorrt.unavailable_reason()
     for model in ("click_encoder", "conv_encoder", "ranker"):
@@ -121,7 +128,9 @@ def test_prep_onnx_then_engine_onnx_equal_eager_for_any_int64_ids_timestamps_and
                 assert prepared[key].dtype == torch.int32 and torch.equal(prepared[key].long(), value), key
         got = run[f"{name}_encoder"](prepared | {"static_dense": raw["static_dense"]})
         want = encoder.eager(raw)
-        torch.testing.assert_close(got[f"{name}_embedding"], want[f"{name}_embedding"], atol=EMBEDDING_ATOL["fp32"], rtol=0)
+        torch.testing.assert_close(
+            got[f"{name}_embedding"], want[f"{name}_embedding"], atol=EMBEDDING_ATOL["fp32"], rtol=0
+        )
         ties = encoder.module.near_tie_rows(want[f"{name}_embedding"], 1e-4)
         assert torch.equal(got[f"{name}_codes"][~ties], want[f"{name}_codes"][~ties])
 
@@ -158,21 +167,25 @@ def test_gpu_configs_parse_back_into_protobuf_and_agree_with_the_manifest(gpu_ex
             assert accelerators[0].parameters["precision_mode"] == record["fallback"]["precision"].upper()
         assert not any(i.allow_ragged_batch for i in config.input)
         for file in record["files"]:  # the real exported artifact, byte for byte
-            assert (gpu_repository / v1(model) / "1" / file).read_bytes() == (gpu_export / record["path"]).parent.joinpath(file).read_bytes()
+            assert (gpu_repository / v1(model) / "1" / file).read_bytes() == (
+                gpu_export / record["path"]
+            ).parent.joinpath(file).read_bytes()
         lineage = json.loads((gpu_repository / v1(model) / "1" / "lineage.json").read_text())
         assert lineage["artifact"]["role"] == record["role"] and lineage["target"] == "gpu"
 
 
 def test_gpu_ensembles_chain_prep_into_engine_pinned_to_the_release_behind_the_cpu_targets_interface(
-        gpu_export, gpu_repository, cpu_repository):
+    gpu_export, gpu_repository, cpu_repository
+):
     _, records = _records(gpu_export)
     for name in ENSEMBLES:
         gpu, cpu = (read_config(repo / v1(name) / "config.pbtxt") for repo in (gpu_repository, cpu_repository))
         alias = read_config(gpu_repository / name / "config.pbtxt")  # the first release is current at once
         assert alias.ensemble_scheduling == gpu.ensemble_scheduling
         for part in ("input", "output"):  # clients see the same tensors on both targets
-            assert [(t.name, t.data_type, list(t.dims)) for t in getattr(gpu, part)] == \
-                   [(t.name, t.data_type, list(t.dims)) for t in getattr(cpu, part)]
+            assert [(t.name, t.data_type, list(t.dims)) for t in getattr(gpu, part)] == [
+                (t.name, t.data_type, list(t.dims)) for t in getattr(cpu, part)
+            ]
         steps = list(gpu.ensemble_scheduling.step)
         assert {(s.model_version, split_release_model(s.model_name)[1]) for s in steps} == {(1, 1)}  # all release 1
         inputs = {t.name for t in gpu.input}
@@ -187,7 +200,9 @@ def test_gpu_ensembles_chain_prep_into_engine_pinned_to_the_release_behind_the_c
             assert set(step.input_map.values()) <= inputs | produced  # every tensor exists before it is read
             if record["role"] == "engine":
                 assert steps[steps.index(step) - 1].model_name == v1(record["prep"])
-                assert all(v.startswith(record["prep"] + "__") for k, v in step.input_map.items() if k != "static_dense")
+                assert all(
+                    v.startswith(record["prep"] + "__") for k, v in step.input_map.items() if k != "static_dense"
+                )
             produced |= set(step.output_map.values())
         cpu_models = [s.model_name for s in cpu.ensemble_scheduling.step]
         assert [s.model_name for s in steps if not _base(s.model_name).endswith("_prep")] == cpu_models
@@ -216,9 +231,16 @@ def test_publish_refuses_a_tensorrt_plan_built_elsewhere_before_writing_anything
     plan = export / "artifacts" / "ranker" / "tensorrt" / "model.plan"
     plan.parent.mkdir(parents=True)
     plan.write_bytes(b"plan bytes")  # complete and digested: only its toolchain is wrong
-    manifest["artifacts"].append(ranker | {"format": "tensorrt", "path": "artifacts/ranker/tensorrt/model.plan", "files": ["model.plan"],
-                                           "sha256": {"model.plan": sha256_file(plan)},
-                                           "toolchain": {"tensorrt": "10.5.0.18", "cuda": "12.6", "gpu": "NVIDIA H100 80GB HBM3"}})
+    manifest["artifacts"].append(
+        ranker
+        | {
+            "format": "tensorrt",
+            "path": "artifacts/ranker/tensorrt/model.plan",
+            "files": ["model.plan"],
+            "sha256": {"model.plan": sha256_file(plan)},
+            "toolchain": {"tensorrt": "10.5.0.18", "cuda": "12.6", "gpu": "NVIDIA H100 80GB HBM3"},
+        }
+    )
     (export / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PlanToolchainError, match="ranker: TensorRT plan .* was built elsewhere .*--force"):
         publish(export, tmp_path / "repo", "gpu")
@@ -235,5 +257,7 @@ def test_gpu_ensembles_refuse_to_leave_an_engine_without_its_prep_step(gpu_expor
     records = {m: r for (m, _), r in by_format.items()}
     interface = build_interface(manifest, client_records(records), 1)
     assert len(gpu_ensembles(records, interface, 1, model_name=v1)) == len(ENSEMBLES)
-    with pytest.raises(ConfigError, match="a prep step before every engine step"):  # steps named otherwise than expected
+    with pytest.raises(
+        ConfigError, match="a prep step before every engine step"
+    ):  # steps named otherwise than expected
         gpu_ensembles(records, interface, 1)

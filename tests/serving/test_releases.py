@@ -56,7 +56,9 @@ def _online(redis_url, interface, n, seed):
     return history, RedisStore(redis_url), [(replace(h, request_time=NOW), c) for h, c in users]
 
 
-def test_swap_and_rollback_under_load_serve_only_responses_of_the_release_they_report(deployment, references, redis_url):
+def test_swap_and_rollback_under_load_serve_only_responses_of_the_release_they_report(
+    deployment, references, redis_url
+):
     server, repo = deployment
     url = server.endpoints.grpc_url
     with DuetClient(url, timeout_s=30) as client:
@@ -94,7 +96,8 @@ def test_swap_and_rollback_under_load_serve_only_responses_of_the_release_they_r
 
 
 def test_scorer_keeps_stored_codes_on_their_release_and_the_backfill_moves_every_user_then_stops(
-        deployment, references, redis_url, tmp_path):
+    deployment, references, redis_url, tmp_path
+):
     server, repo = deployment
     swap_release(server, 2)
     with DuetClient(server.endpoints.grpc_url, timeout_s=30) as client:
@@ -108,7 +111,9 @@ def test_scorer_keeps_stored_codes_on_their_release_and_the_backfill_moves_every
         results = scorer.score([(h.user_id, c) for h, c in users])
         for (h, c), e, r in zip(users, old, results):  # release 1's ranker for release 1's codes
             assert (r.path, r.model_version) == ("stored", "1")
-            np.testing.assert_allclose(r.scores, references["1"].score(h.static_sparse, h.static_dense, e.codes, c), atol=1e-5)
+            np.testing.assert_allclose(
+                r.scores, references["1"].score(h.static_sparse, h.static_dense, e.codes, c), atol=1e-5
+            )
         assert (results[9].path, results[9].model_version) == ("fresh", "2")
         assert store.get(users[9][0].user_id).model_version == "2"  # rewritten by the fresh path
 
@@ -117,7 +122,9 @@ def test_scorer_keeps_stored_codes_on_their_release_and_the_backfill_moves_every
         stop = threading.Event()
         partial = first.run(stop, on_progress=lambda p: p.reembedded and stop.set())  # stops after a batch
         assert partial.cursor is not None and 0 < partial.reembedded < 9 and resume.exists()
-        done = Backfill(client, store, history, target=2, rate_users_s=50, batch=4, resume=resume, clock=lambda: NOW).run()
+        done = Backfill(
+            client, store, history, target=2, rate_users_s=50, batch=4, resume=resume, clock=lambda: NOW
+        ).run()
         assert done.remaining_old == 0 and done.reembedded == 9 and done.passes == 1
         assert done.rate_users_s <= 50 * 1.2
         assert store.version_counts() == {"2": 10}
@@ -146,7 +153,8 @@ def _garbage_with_matching_digest(path):
 
 @pytest.mark.parametrize("damage", [_tamper, _garbage_with_matching_digest], ids=["tampered", "corrupt"])
 def test_a_swap_to_a_damaged_release_leaves_the_current_one_serving_every_model_and_says_so(
-        deployment, second_export, damage):
+    deployment, second_export, damage
+):
     server, repo = deployment
     before = releases.read_index(repo)
     version = publish(second_export, repo).version
@@ -155,7 +163,11 @@ def test_a_swap_to_a_damaged_release_leaves_the_current_one_serving_every_model_
         swap_release(server, version)
     assert info.value.current == before["current"]
     index = releases.read_index(repo)
-    assert (index["current"], index["loaded"], index["target"]) == (before["current"], before["loaded"], before["current"])
+    assert (index["current"], index["loaded"], index["target"]) == (
+        before["current"],
+        before["loaded"],
+        before["current"],
+    )
     entry = releases.release(index, version)
     assert entry["status"] == "failed" and "ranker" in entry["error"]
     assert not any(release_model(m, version) in name for m in ENSEMBLES for name in releases.startup_models(index))

@@ -65,7 +65,10 @@ def test_ensembles_of_a_release_pin_its_components_and_the_aliases_copy_the_curr
         alias = read_config(cpu_repository / name / "config.pbtxt")
         assert alias.name == name and alias.ensemble_scheduling == config.ensemble_scheduling
         assert list(alias.version_policy.specific.versions) == [1] and (cpu_repository / name / "1").is_dir()
-    steps = lambda name: [s.model_name for s in configs[name].ensemble_scheduling.step]
+
+    def steps(name):
+        return [s.model_name for s in configs[name].ensemble_scheduling.step]
+
     assert steps(UPSTREAM) == [v1("duet_upstream_guard"), v1("click_encoder"), v1("conv_encoder")]
     assert steps(DOWNSTREAM) == [v1("ranker")]
     assert steps(FRESH) == [v1("duet_fresh_guard"), v1("click_encoder"), v1("conv_encoder"), v1("ranker")]
@@ -74,11 +77,25 @@ def test_ensembles_of_a_release_pin_its_components_and_the_aliases_copy_the_curr
             assert step.input_map["request_time"] == "request_time_checked"
         guard = read_config(cpu_repository / v1(f"{name}_guard") / "config.pbtxt")
         assert guard.backend == "python" and guard.parameters["runtime"].string_value == "guard"
-        assert list(guard.version_policy.specific.versions) == [1] and (cpu_repository / v1(f"{name}_guard") / "1").is_dir()
+        assert (
+            list(guard.version_policy.specific.versions) == [1]
+            and (cpu_repository / v1(f"{name}_guard") / "1").is_dir()
+        )
         assert {i.name for i in guard.input} == {i.name for i in configs[name].input}
-    assert {o.name for o in configs[UPSTREAM].output} == {"click_codes", "click_embedding", "conv_codes", "conv_embedding"}
-    assert {i.name for i in configs[DOWNSTREAM].input} == {"static_sparse", "static_dense", "item_sparse", "item_dense",
-                                                          "click_codes", "conv_codes"}
+    assert {o.name for o in configs[UPSTREAM].output} == {
+        "click_codes",
+        "click_embedding",
+        "conv_codes",
+        "conv_embedding",
+    }
+    assert {i.name for i in configs[DOWNSTREAM].input} == {
+        "static_sparse",
+        "static_dense",
+        "item_sparse",
+        "item_dense",
+        "click_codes",
+        "conv_codes",
+    }
     assert {o.name for o in configs[FRESH].output} == {"scores", "click_codes", "conv_codes"}
     assert "click_codes" not in {i.name for i in configs[FRESH].input}
     interface = ServingInterface.from_json(configs[UPSTREAM].parameters[PARAMETER].string_value)
@@ -110,6 +127,7 @@ def test_a_failed_publish_leaves_no_partial_release(tiny_export, tmp_path, monke
 
     def broken_copy(src, dst):
         raise OSError("disk full")
+
     monkeypatch.setattr(repository.shutil, "copy2", broken_copy)
     with pytest.raises(OSError, match="disk full"):
         publish(tiny_export, repo, "cpu")
@@ -129,7 +147,8 @@ def test_a_half_written_release_is_removed_and_its_number_reused_and_the_last_go
     assert published.version == 2  # not 3: the unrecorded number is reused, never skipped
     assert on_disk(repo) == [1, 2]  # release 1 (current, the last good one) is not pruned
     assert (repo / release_model("ranker", 2) / "2" / "model.onnx").read_bytes() == (
-        tiny_export / "artifacts" / "ranker" / "onnx" / "model.onnx").read_bytes()
+        tiny_export / "artifacts" / "ranker" / "onnx" / "model.onnx"
+    ).read_bytes()
     assert not (repo / ".staging-ranker_v2-x").exists() and not (repo / UPSTREAM / "2").exists()
 
 

@@ -40,18 +40,29 @@ def test_a_valid_request_passes(runner):
     runner.check_values(SPECS, good())
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("click_codes", np.array([[0, 16, 3], [1, 2, 3]]), "input click_codes: expected values in [0, 16)"),
-    ("click_codes", np.array([[0, 1, 3], [-1, 2, 3]]), "input click_codes: expected values in [0, 16)"),
-    ("static_dense", np.array([[0, np.nan], [0, 0]], np.float32), "input static_dense: expected finite float32"),
-    ("static_dense", np.array([[0, 0], [np.inf, 0]], np.float32), "input static_dense: expected finite float32"),
-    ("click_len", np.array([-1, 4]), "input click_len: expected a length in [0, T=4]"),
-    ("click_len", np.array([2, 5]), "input click_len: expected a length in [0, T=4]"),
-    ("click_ts", np.array([[0, 0, 1_700_000_001, 1_700_000_000], [1, 2, 3, 4]]), "input click_ts: expected event times in [0, request_time"),
-    ("click_ts", np.array([[0, 0, 5, 6], [1, -2, 3, 4]]), "input click_ts: expected event times in [0, request_time"),
-    ("request_time", np.array([-1, 1_700_000_000]), "input request_time: expected Unix seconds in [0, 2**32]"),
-    ("request_time", np.array([2**62, 1_700_000_000]), "input request_time: expected Unix seconds in [0, 2**32]"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("click_codes", np.array([[0, 16, 3], [1, 2, 3]]), "input click_codes: expected values in [0, 16)"),
+        ("click_codes", np.array([[0, 1, 3], [-1, 2, 3]]), "input click_codes: expected values in [0, 16)"),
+        ("static_dense", np.array([[0, np.nan], [0, 0]], np.float32), "input static_dense: expected finite float32"),
+        ("static_dense", np.array([[0, 0], [np.inf, 0]], np.float32), "input static_dense: expected finite float32"),
+        ("click_len", np.array([-1, 4]), "input click_len: expected a length in [0, T=4]"),
+        ("click_len", np.array([2, 5]), "input click_len: expected a length in [0, T=4]"),
+        (
+            "click_ts",
+            np.array([[0, 0, 1_700_000_001, 1_700_000_000], [1, 2, 3, 4]]),
+            "input click_ts: expected event times in [0, request_time",
+        ),
+        (
+            "click_ts",
+            np.array([[0, 0, 5, 6], [1, -2, 3, 4]]),
+            "input click_ts: expected event times in [0, request_time",
+        ),
+        ("request_time", np.array([-1, 1_700_000_000]), "input request_time: expected Unix seconds in [0, 2**32]"),
+        ("request_time", np.array([2**62, 1_700_000_000]), "input request_time: expected Unix seconds in [0, 2**32]"),
+    ],
+)
 def test_a_value_outside_the_contract_is_refused_naming_the_input(runner, name, value, message):
     tensors = good() | {name: value.astype(good()[name].dtype)}
     with pytest.raises(runner.InvalidInput) as info:

@@ -15,9 +15,9 @@ import pytest
 from request_samples import random_users
 
 from duet_sdk.client import DuetClient
-from duet_sdk.serving.reference import InProcessDuet
 from duet_sdk.interface import ENSEMBLES, FreshRequest, release_model
 from duet_sdk.serving.cli import publish_main
+from duet_sdk.serving.reference import InProcessDuet
 from duet_sdk.serving.repository import publish
 from duet_sdk.serving.server import TritonServer, TritonServerError, free_port
 
@@ -138,7 +138,9 @@ def test_duet_serve_names_a_bad_flag_before_starting_anything(cpu_repository, ca
     assert message in capsys.readouterr().err
 
 
-def test_duet_serve_reports_an_unreadable_admin_key_file_without_a_traceback(cpu_repository, capsys, monkeypatch, tmp_path):
+def test_duet_serve_reports_an_unreadable_admin_key_file_without_a_traceback(
+    cpu_repository, capsys, monkeypatch, tmp_path
+):
     from duet_sdk.serving.cli import serve_main
 
     monkeypatch.delenv("DUET_TRITON_ADMIN_KEY", raising=False)

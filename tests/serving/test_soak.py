@@ -62,9 +62,16 @@ def test_soak_all_ensembles_and_eti_without_errors_or_memory_growth(triton, clie
     interface = client.interface
     users = random_users(interface, 24, seed=21)
     rng = np.random.default_rng(0)
-    scored = [ScoreRequest(h.user_id, h.static_sparse, h.static_dense,
-                           {n: [int(c) for c in rng.integers(0, e.codebook_size, e.levels)] for n, e in interface.embeddings.items()},
-                           c) for h, c in users]
+    scored = [
+        ScoreRequest(
+            h.user_id,
+            h.static_sparse,
+            h.static_dense,
+            {n: [int(c) for c in rng.integers(0, e.codebook_size, e.levels)] for n, e in interface.embeddings.items()},
+            c,
+        )
+        for h, c in users
+    ]
     stop, errors, calls = threading.Event(), [], [0] * CONCURRENCY
 
     def load(k: int) -> None:
@@ -73,8 +80,11 @@ def test_soak_all_ensembles_and_eti_without_errors_or_memory_growth(triton, clie
             while not stop.is_set():
                 batch = slice(i % 20, i % 20 + 1 + i % 4)
                 try:
-                    [lambda: c.embed([h for h, _ in users[batch]]), lambda: c.score(scored[batch]),
-                     lambda: c.score_fresh([FreshRequest(h, cand) for h, cand in users[batch]])][(k + i) % 3]()
+                    [
+                        lambda: c.embed([h for h, _ in users[batch]]),
+                        lambda: c.score(scored[batch]),
+                        lambda: c.score_fresh([FreshRequest(h, cand) for h, cand in users[batch]]),
+                    ][(k + i) % 3]()
                     calls[k] += 1
                 except Exception as exc:  # noqa: BLE001 - every error counts
                     errors.append(exc)
@@ -101,9 +111,11 @@ def test_soak_all_ensembles_and_eti_without_errors_or_memory_growth(triton, clie
     assert metrics["failed_batches"] == 0 and metrics["dead_lettered"] == 0 and metrics["written"] > 0, metrics
     ok_server, base_s, last_s = growth_ok(server_rss)
     ok_worker, base_w, last_w = growth_ok(worker_rss)
-    print(f"soak: {sum(calls)} calls at concurrency {CONCURRENCY} in {SECONDS}s; ETI {metrics['triggers']} triggers, "
-          f"{metrics['written']} written; RSS tritonserver+stubs {base_s:.0f} -> {last_s:.0f} MiB, "
-          f"worker {base_w:.0f} -> {last_w:.0f} MiB")
+    print(
+        f"soak: {sum(calls)} calls at concurrency {CONCURRENCY} in {SECONDS}s; ETI {metrics['triggers']} triggers, "
+        f"{metrics['written']} written; RSS tritonserver+stubs {base_s:.0f} -> {last_s:.0f} MiB, "
+        f"worker {base_w:.0f} -> {last_w:.0f} MiB"
+    )
     assert min(calls) > 0
     assert ok_server, f"tritonserver+stubs RSS grew {base_s:.0f} -> {last_s:.0f} MiB: {[s // MIB for s in server_rss]}"
     assert ok_worker, f"worker RSS grew {base_w:.0f} -> {last_w:.0f} MiB: {[s // MIB for s in worker_rss]}"

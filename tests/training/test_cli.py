@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from duet_sdk.checkpoint import load_checkpoint
-from duet_sdk.data.routing import recalibrate
 from duet_sdk.data.eventlog import EventLogOptions, load_event_log
+from duet_sdk.data.routing import recalibrate
 from duet_sdk.data.spec import preset
 from duet_sdk.gate import CheckpointRegistry
 from duet_sdk.metrics import normalized_entropy
@@ -26,7 +26,21 @@ EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "taobao_small.csv"
 
 
 def _train(out: Path, *extra: str) -> int:
-    return main(["click", "--events", str(EVENTS), "--event-format", "taobao", "--out", str(out), "--no-progress", "--epochs", "2", *extra])
+    return main(
+        [
+            "click",
+            "--events",
+            str(EVENTS),
+            "--event-format",
+            "taobao",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--epochs",
+            "2",
+            *extra,
+        ]
+    )
 
 
 def test_train_on_a_taobao_log_writes_an_accepted_checkpoint(tmp_path, capsys):
@@ -80,7 +94,9 @@ def test_missing_event_file_exits_2_with_a_message_naming_it(tmp_path, capsys):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([str(Path(sys.executable).parent / "duet-train"), "--help"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "duet-train"), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and "checkpoint gate" in result.stdout
 
 
@@ -89,9 +105,26 @@ def test_ranker_trains_the_four_variants_on_accepted_encoders_behind_the_gate(tm
     # base-rate rule is off here (it has its own tests below and in tests/test_gate.py)
     off = ("--gate-max-ne", "off")
     for model in ("click", "conv"):
-        assert main([model, "--events", str(EVENTS), "--out", str(tmp_path), "--no-progress", "--epochs", "1", *off]) == 0
-    code = main(["ranker", "--events", str(EVENTS), "--out", str(tmp_path), "--no-progress", "--epochs", "1",
-                 "--levels", "2", "--codebook-size", "8", *off])
+        assert (
+            main([model, "--events", str(EVENTS), "--out", str(tmp_path), "--no-progress", "--epochs", "1", *off]) == 0
+        )
+    code = main(
+        [
+            "ranker",
+            "--events",
+            str(EVENTS),
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--epochs",
+            "1",
+            "--levels",
+            "2",
+            "--codebook-size",
+            "8",
+            *off,
+        ]
+    )
     assert code in (0, EXIT_REJECTED)
     out = capsys.readouterr().out
     for variant in ("baseline", "click", "conv", "duet"):
@@ -104,7 +137,9 @@ def test_ranker_trains_the_four_variants_on_accepted_encoders_behind_the_gate(tm
     duet = CheckpointRegistry(tmp_path / "registry", registry_name("duet")).latest_accepted()
     ranker = load_ranker(duet)
     codec = load_side_codec(load_checkpoint(next((tmp_path / "side" / "conv").glob("side-*"))))
-    assert torch.equal(ranker.decoders["conv"].codebooks, codec.codebooks)  # the frozen codebooks travel with the ranker
+    assert torch.equal(
+        ranker.decoders["conv"].codebooks, codec.codebooks
+    )  # the frozen codebooks travel with the ranker
 
 
 def test_ranker_without_accepted_encoders_exits_2_naming_the_missing_step(tmp_path, capsys):
@@ -118,8 +153,30 @@ MOVIELENS = Path(__file__).resolve().parents[1] / "fixtures" / "movielens_small.
 def test_short_run_on_a_movielens_fixture_with_the_global_split_beats_the_base_rate(tmp_path, capsys):
     # a few passes with early stopping over ~400 rows: the restored best state is accepted by the
     # gate, whose default rule rejects anything at or above the base rate (NE 1.0)
-    code = main(["click", "--events", str(MOVIELENS), "--event-format", "movielens", "--split", "global", "--out", str(tmp_path),
-                 "--no-progress", "--epochs", "8", "--batch-size", "32", "--lr", "3e-3", "--eval-every", "4", "--patience", "4"])
+    code = main(
+        [
+            "click",
+            "--events",
+            str(MOVIELENS),
+            "--event-format",
+            "movielens",
+            "--split",
+            "global",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--epochs",
+            "8",
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+            "--eval-every",
+            "4",
+            "--patience",
+            "4",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "gate: ACCEPTED" in out
     checkpoint = registry_for(tmp_path, "click").latest_accepted()

@@ -38,7 +38,9 @@ def test_event_spec_file_overrides_the_preset_and_spills_when_asked(tmp_path, ca
 
 def test_bad_spec_file_exits_2_naming_the_field(tmp_path, capsys):
     spec = tmp_path / "bad.toml"
-    spec.write_text((FIXTURES / "movielens_items.toml").read_text().replace('timestamp_unit = "s"', 'timestamp_unit = "minutes"'))
+    spec.write_text(
+        (FIXTURES / "movielens_items.toml").read_text().replace('timestamp_unit = "s"', 'timestamp_unit = "minutes"')
+    )
     assert _train(tmp_path, "--event-spec", str(spec)) == 2
     assert "columns.timestamp_unit" in capsys.readouterr().err and not (tmp_path / "click").exists()
 
@@ -49,5 +51,7 @@ def test_a_log_in_the_wrong_layout_exits_2_naming_the_missing_columns(tmp_path, 
 
 
 def test_duet_experiment_accepts_event_spec_and_format():
-    args = experiment_parser().parse_args(["table1", "--events", "x.inter", "--event-spec", "s.toml", "--event-format", "movielens"])
+    args = experiment_parser().parse_args(
+        ["table1", "--events", "x.inter", "--event-spec", "s.toml", "--event-format", "movielens"]
+    )
     assert args.event_spec == Path("s.toml") and args.event_format == "movielens"

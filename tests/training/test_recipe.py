@@ -69,7 +69,9 @@ def test_without_patience_training_runs_to_the_end_and_still_keeps_the_best_stat
     result = train(Toy(), {"y": 1.0}, "y", train_source, val_source, config)
     assert not result.stopped_early and result.steps == 32 and [h["step"] for h in result.history] == [8, 16, 24, 32]
     assert result.best_step == 8
-    assert evaluate(result.model, val_source, 1.0)["y"] == pytest.approx(min(h["val_ne/y"] for h in result.history), abs=1e-9)
+    assert evaluate(result.model, val_source, 1.0)["y"] == pytest.approx(
+        min(h["val_ne/y"] for h in result.history), abs=1e-9
+    )
 
 
 def test_early_stopping_ignores_non_finite_scores_and_keeps_the_best_snapshot():
@@ -115,8 +117,18 @@ def test_output_bias_starts_training_at_the_base_rate():
     assert not init_output_bias(nn.Linear(2, 1), np.array([0.2]))  # no "heads" layer: left alone
 
 
-@pytest.mark.parametrize("field, value", [("eval_every", -1), ("patience", -1), ("lr_schedule", "step"), ("grad_clip", -1.0),
-                                          ("embedding_weight_decay", -1e-4), ("rare_id_dropout", 1.5), ("lr", math.inf)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("eval_every", -1),
+        ("patience", -1),
+        ("lr_schedule", "step"),
+        ("grad_clip", -1.0),
+        ("embedding_weight_decay", -1e-4),
+        ("rare_id_dropout", 1.5),
+        ("lr", math.inf),
+    ],
+)
 def test_bad_recipe_settings_raise_config_error_naming_the_field(field, value):
     from duet_sdk.errors import ConfigError
 
@@ -127,7 +139,9 @@ def test_bad_recipe_settings_raise_config_error_naming_the_field(field, value):
 def test_validation_during_training_uses_a_sample_and_the_result_all_rows():
     train_source, val_source = _sources(2)
     val_source.subset = lambda index: ToySource(val_source.x[index], val_source.examples.labels[index, 0])
-    config = TrainConfig(epochs=1, batch_size=64, lr=0.05, warmup_steps=0, eval_every=8, patience=0, eval_rows=100, progress=False)
+    config = TrainConfig(
+        epochs=1, batch_size=64, lr=0.05, warmup_steps=0, eval_every=8, patience=0, eval_rows=100, progress=False
+    )
     result = train(Toy(), {"y": 1.0}, "y", train_source, val_source, config)
     full = evaluate(result.model, val_source, 1.0)["y"]
     assert result.val_ne["y"] == pytest.approx(full, abs=1e-9)  # reported on every row

@@ -142,7 +142,9 @@ def check_values(specs: list[dict], tensors: dict[str, np.ndarray]) -> None:
         bad = (request_time < 0) | (request_time > TS_MAX)
         if bad.any():
             at = _first_bad(bad)
-            raise InvalidInput(f"input request_time: expected Unix seconds in [0, 2**32], got {request_time[at]} at {at}")
+            raise InvalidInput(
+                f"input request_time: expected Unix seconds in [0, 2**32], got {request_time[at]} at {at}"
+            )
     for name, lengths in tensors.items():
         stream = name.removesuffix("_len")
         if not name.endswith("_len") or f"{stream}_ts" not in tensors:
@@ -152,16 +154,20 @@ def check_values(specs: list[dict], tensors: dict[str, np.ndarray]) -> None:
         bad = (lengths < 0) | (lengths > width)
         if bad.any():
             at = _first_bad(bad)
-            raise InvalidInput(f"input {name}: expected a length in [0, T={width}] (T = {stream}_ts.shape[1]), "
-                               f"got {lengths[at]} at {at}")
+            raise InvalidInput(
+                f"input {name}: expected a length in [0, T={width}] (T = {stream}_ts.shape[1]), "
+                f"got {lengths[at]} at {at}"
+            )
         if request_time is None:
             continue
         real = np.arange(width)[None, :] >= (width - lengths)[:, None]  # (B, T)
         bad = real & ((ts < 0) | (ts > request_time[:, None]))
         if bad.any():
             at = _first_bad(bad)
-            raise InvalidInput(f"input {stream}_ts: expected event times in [0, request_time={request_time[at[0]]}], "
-                               f"got {ts[at]} at {at}")
+            raise InvalidInput(
+                f"input {stream}_ts: expected event times in [0, request_time={request_time[at[0]]}], "
+                f"got {ts[at]} at {at}"
+            )
 
 
 class TritonPythonModel:
@@ -194,17 +200,25 @@ class TritonPythonModel:
                 raise InvalidInput(f"input {spec['name']}: expected a tensor, got none")
             array = tensor.as_numpy()
             if array.ndim != len(spec["shape"]):
-                raise InvalidInput(f"input {spec['name']}: expected {len(spec['shape'])} dims {spec['shape']}, got shape {array.shape}")
+                raise InvalidInput(
+                    f"input {spec['name']}: expected {len(spec['shape'])} dims {spec['shape']}, got shape {array.shape}"
+                )
             for axis, dim in enumerate(spec["shape"]):
                 size = array.shape[axis]
                 if isinstance(dim, int) and size != dim:
-                    raise InvalidInput(f"input {spec['name']}: expected size {dim} on axis {axis}, got shape {array.shape}")
+                    raise InvalidInput(
+                        f"input {spec['name']}: expected size {dim} on axis {axis}, got shape {array.shape}"
+                    )
                 if isinstance(dim, str):
                     if sizes.setdefault(dim, size) != size:
-                        raise InvalidInput(f"input {spec['name']}: expected dim {dim} = {sizes[dim]} as in the other inputs, "
-                                           f"got {size} (shape {array.shape})")
+                        raise InvalidInput(
+                            f"input {spec['name']}: expected dim {dim} = {sizes[dim]} as in the other inputs, "
+                            f"got {size} (shape {array.shape})"
+                        )
                     if not 1 <= size <= self.max_dims[dim]:
-                        raise InvalidInput(f"input {spec['name']}: expected dim {dim} in [1, {self.max_dims[dim]}], got {size}")
+                        raise InvalidInput(
+                            f"input {spec['name']}: expected dim {dim} in [1, {self.max_dims[dim]}], got {size}"
+                        )
             tensors[spec["name"]] = np.ascontiguousarray(array, dtype=DTYPES[spec["dtype"]])
         rows = {name: a.shape[0] for name, a in tensors.items()}
         if len(set(rows.values())) > 1 or min(rows.values(), default=1) < 1:
@@ -238,8 +252,12 @@ class TritonPythonModel:
             return self._run(batch)
         except Exception as exc:  # noqa: BLE001 - the runtime's message goes back to the caller
             if len(batch) == 1:
-                return [(batch[0][0], pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")))]
+                return [
+                    (
+                        batch[0][0],
+                        pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")),
+                    )
+                ]
         return [pair for item in batch for pair in self._run_isolated([item])]
 
     def _run(self, batch: list) -> list:
@@ -260,10 +278,12 @@ class TritonPythonModel:
             rows = next(iter(tensors.values())).shape[0]
             tensors_out = []
             for spec, result in zip(self.outputs, results):
-                array = result[start:start + rows]
+                array = result[start : start + rows]
                 for axis, dim in _symbolic_axes(spec):
                     array = cut_to(array, axis, sizes[dim], self.pad[dim])
-                tensors_out.append(pb_utils.Tensor(spec["name"], np.ascontiguousarray(array, dtype=DTYPES[spec["dtype"]])))
+                tensors_out.append(
+                    pb_utils.Tensor(spec["name"], np.ascontiguousarray(array, dtype=DTYPES[spec["dtype"]]))
+                )
             out.append((i, pb_utils.InferenceResponse(output_tensors=tensors_out)))
             start += rows
         return out
