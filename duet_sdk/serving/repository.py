@@ -40,7 +40,7 @@ from duet_sdk.export.toolchain import check_plans
 from duet_sdk.serving import releases
 from duet_sdk.serving.config import ServingPolicy, only_version, platform_config, runner_config, write_config
 from duet_sdk.serving.guard import FORMAT as GUARD, guard_config
-from duet_sdk.serving.wiring import RANKER, build_interface, client_records, ensembles, gpu_ensembles, guards, pad_sides, require_roles
+from duet_sdk.serving.wiring import RANKER, build_interface, client_records, ensembles, gpu_ensembles, guards, pad_sides, require_roles, trim_dims
 
 log = logging.getLogger(__name__)
 RUNNER = Path(__file__).parent / "runner" / "model.py"
@@ -149,7 +149,8 @@ def _stage_component(root: Path, model: str, record: dict, export_dir: Path, tar
     else:
         config = runner_config(name, record, policy) if target == "cpu" else platform_config(name, record, policy, precision)
     digests = record.get("sha256", {})
-    signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record), "sha256": digests}
+    signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record), "sha256": digests,
+                                                                       "trim": trim_dims(record)}
     files = {n: (export_dir / record["path"]).parent / n for n in record["files"]}
     files |= {"model.py": RUNNER} if target == "cpu" or guard else {}
     staging = _stage_model(root, name, version, config, files, {
