@@ -53,6 +53,23 @@ class EmbeddingInfo:
 
 
 @dataclass(frozen=True)
+class HistoryInfo:
+    """The ranker's target-attention history: the ``max_len`` (L) most recent events of ``stream``, each
+    event's IDs ``fields`` (columns ``columns`` of the stream's packed ID row, ``event_fields`` wide)."""
+
+    stream: str
+    fields: tuple[str, ...]
+    columns: tuple[int, ...]
+    event_fields: int
+    max_len: int
+
+    def rows(self, events: Sequence[Event]) -> list[tuple[int, ...]]:
+        """The ``fields`` of the most recent ``max_len`` of ``events`` (oldest first), oldest first."""
+        kept = events[len(events) - self.max_len:] if len(events) > self.max_len else events
+        return [tuple(e.ids[c] for c in self.columns) for e in kept]
+
+
+@dataclass(frozen=True)
 class ServingInterface:
     """Everything a client needs to build valid requests for the three ensembles.
 
@@ -62,6 +79,9 @@ class ServingInterface:
         left-padded (most recent event last), 1 <= T <= max_len, 0 <= len <= T;
         item_sparse (B, N, item_sparse) int64; item_dense (B, N, item_dense) fp32;
         ``<e>_codes`` (B, levels) int64; ``<e>_embedding`` (B, dim) fp32; scores (B, N, len(tasks)) fp32.
+    With ``history`` (a ranker with target attention), ``duet_downstream`` and ``duet_fresh`` also take
+        ``history_ids`` (B, T, len(history.fields)) int64, ``history_len`` (B,) int64, left-padded,
+        1 <= T <= history.max_len (the server trims a longer T to its most recent ``max_len`` events).
     """
 
     streams: dict[str, StreamInfo]
@@ -74,6 +94,7 @@ class ServingInterface:
     max_batch: int
     max_candidates: int
     version: str
+    history: HistoryInfo | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -82,8 +103,11 @@ class ServingInterface:
     def from_json(cls, text: str) -> ServingInterface:
         try:
             data = json.loads(text)
+            history = data.get("history")
             return cls(
                 streams={k: StreamInfo(**v) for k, v in data["streams"].items()},
+                history=None if history is None else HistoryInfo(**(history | {
+                    "fields": tuple(history["fields"]), "columns": tuple(history["columns"])})),
                 embeddings={k: EmbeddingInfo(**v) for k, v in data["embeddings"].items()},
                 tasks=tuple(data["tasks"]),
                 **{k: data[k] for k in ("static_sparse", "static_dense", "item_sparse", "item_dense",
@@ -91,7 +115,6 @@ class ServingInterface:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(PARAMETER, "the JSON of a ServingInterface", f"{text[:80]!r} ({exc})") from exc
-
 
 
 @dataclass(frozen=True)
@@ -154,7 +177,10 @@ class ScoreRequest:
     """One user on the stored path (``duet_downstream``): static features, stored SIDE codes, candidates.
 
     ``codes`` holds one code tuple per embedding of the interface (``levels`` ints in [0, codebook_size)),
-    as returned by ``embed`` or ``score_fresh`` and kept in a feature store.
+    as returned by ``embed`` or ``score_fresh`` and kept in a feature store. ``recent_history``: when the
+    ranker takes a history (``interface.history``), the user's recent behaviours, oldest first, one row of
+    ``history.fields`` IDs (any int64) each; ``()`` for none. Only the most recent ``max_len`` are sent.
+    Required (not None) by a ranker with target attention, ignored by one without.
     """
 
     user_id: str
@@ -162,14 +188,20 @@ class ScoreRequest:
     static_dense: Sequence[float]
     codes: Mapping[str, Sequence[int]]
     candidates: Candidates
+    recent_history: Sequence[Sequence[int]] | None = None
 
 
 @dataclass(frozen=True)
 class FreshRequest:
-    """One user on the fresh path (``duet_fresh``): the full history and the candidates to score."""
+    """One user on the fresh path (``duet_fresh``): the full history and the candidates to score.
+
+    ``recent_history`` as in ``ScoreRequest``; None (default) takes it from ``history.streams`` (the
+    ``interface.history.stream`` events' ``history.fields`` columns).
+    """
 
     history: UserHistory
     candidates: Candidates
+    recent_history: Sequence[Sequence[int]] | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from duet_sdk.client.tensors import (
     chunks,
     code_tensors,
     history_tensors,
+    recent_history_tensors,
     split_scores,
     static_tensors,
 )
@@ -84,6 +85,8 @@ def expected_inputs(interface: ServingInterface, ensemble: str) -> dict[str, tup
     items = {"item_sparse": ("INT64", (-1, -1, interface.item_sparse)),
              "item_dense": ("FP32", (-1, -1, interface.item_dense))}
     codes = {f"{name}_codes": ("INT64", (-1, info.levels)) for name, info in interface.embeddings.items()}
+    if interface.history is not None:  # the ranker's target-attention history
+        items |= {"history_ids": ("INT64", (-1, -1, len(interface.history.fields))), "history_len": ("INT64", (-1, 1))}
     return _by_ensemble(ensemble, {UPSTREAM: history, DOWNSTREAM: static | items | codes, FRESH: history | items})
 
 
@@ -125,6 +128,8 @@ def _score_call(requests: Sequence[ScoreRequest], interface: ServingInterface) -
     items, counts = candidate_tensors([r.candidates for r in requests], interface)
     tensors = static_tensors([r.static_sparse for r in requests], [r.static_dense for r in requests], interface)
     tensors |= items | code_tensors([r.codes for r in requests], interface)
+    if interface.history is not None:
+        tensors |= recent_history_tensors([r.recent_history for r in requests], interface.history)
 
     def decode(out: Mapping[str, np.ndarray | None], release: str) -> list[Scores]:
         scores = _output(out, "scores", (len(requests), items["item_sparse"].shape[1], len(interface.tasks)),
@@ -148,8 +153,17 @@ def _fresh_call(requests: Sequence[FreshRequest], interface: ServingInterface) -
                             {n: tuple(codes[n][k].tolist()) for n in names})
                 for k, (h, s) in enumerate(zip(histories, split_scores(scores, counts)))]
 
-    return Call(FRESH, _wire(history_tensors(histories, interface) | items),
-                tuple(expected_outputs(interface, FRESH)), decode)
+    tensors = history_tensors(histories, interface) | items
+    if interface.history is not None:
+        tensors |= recent_history_tensors([fresh_recent_history(r, interface) for r in requests], interface.history)
+    return Call(FRESH, _wire(tensors), tuple(expected_outputs(interface, FRESH)), decode)
+
+
+def fresh_recent_history(request: FreshRequest, interface: ServingInterface) -> Sequence[Sequence[int]]:
+    """The ranker's history of a fresh request: as given, else the history stream's events' fields."""
+    if request.recent_history is not None:
+        return request.recent_history
+    return interface.history.rows(request.history.streams.get(interface.history.stream, ()))
 
 
 def _output(out: Mapping[str, np.ndarray | None], name: str, shape: Shape, model: str) -> np.ndarray:

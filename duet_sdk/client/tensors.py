@@ -4,7 +4,8 @@ Layout (``ServingInterface``; B = users, T = a stream's bucketed length, N = buc
     request_time (B,); static_sparse (B, Fs) int64; static_dense (B, Ds) fp32;
     ``<s>_ids`` (B, T, F) int64, ``<s>_ts`` (B, T) int64, ``<s>_len`` (B,) int64, left-padded with 0
     (most recent event last); item_sparse (B, N, Fi) int64, item_dense (B, N, Di) fp32, right-padded
-    with zero rows; ``<e>_codes`` (B, levels) int64.
+    with zero rows; ``<e>_codes`` (B, levels) int64; a ranker with target attention also takes
+    ``history_ids`` (B, T, F') int64 and ``history_len`` (B,), left-padded like a stream.
 
 Lengths are bucketed to powers of two (capped at ``max_len`` / ``max_candidates``) so the server sees
 few distinct shapes. Pure numpy: no checks here (``validate`` runs first).
@@ -21,7 +22,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from duet_sdk.interface import Candidates, Event, ServingInterface, StreamInfo, UserHistory
+from duet_sdk.interface import Candidates, Event, HistoryInfo, ServingInterface, StreamInfo, UserHistory
 
 T = TypeVar("T")
 
@@ -53,6 +54,18 @@ def stream_tensors(histories: Sequence[UserHistory], name: str, info: StreamInfo
             ts[b, t - len(events):] = [e.ts for e in events]
     lengths = np.array([len(events) for events in kept], np.int64)  # (B,)
     return {f"{name}_ids": ids, f"{name}_ts": ts, f"{name}_len": lengths}
+
+
+def recent_history_tensors(rows: Sequence[Sequence[Sequence[int]]], info: HistoryInfo) -> dict[str, np.ndarray]:
+    """The ranker's ``history_ids`` (B, T, F') int64 left-padded with 0 and ``history_len`` (B,) from each
+    user's rows (oldest first): the most recent ``info.max_len`` kept, T = bucket of the longest (>= 1)."""
+    kept = [r[len(r) - info.max_len:] if len(r) > info.max_len else r for r in rows]
+    t = bucket(max(len(r) for r in kept), info.max_len)
+    ids = np.zeros((len(kept), t, len(info.fields)), np.int64)  # (B, T, F')
+    for b, r in enumerate(kept):
+        if len(r):
+            ids[b, t - len(r):] = np.asarray(r, np.int64).reshape(len(r), len(info.fields))  # most recent last
+    return {"history_ids": ids, "history_len": np.array([len(r) for r in kept], np.int64)}
 
 
 def static_tensors(sparse: Sequence[Sequence[int]], dense: Sequence[Sequence[float]],

@@ -6,7 +6,9 @@ Valid, on purpose:
     * a missing or empty stream (sent with length 0);
     * a stream longer than its ``max_len``: only the most recent ``max_len`` events are sent
       (``tensors.recent``), but every given event is still checked;
-    * more users than ``max_batch``: the clients split them into several requests.
+    * more users than ``max_batch``: the clients split them into several requests;
+    * a ranker history (``recent_history``) longer than ``history.max_len``: only the most recent
+      ``max_len`` rows are sent; an empty one (sent as one padding slot with length 0).
 
 Example:
     >>> check_histories([history], interface)  # raises InvalidRequest or returns None
@@ -45,6 +47,11 @@ def check_score_requests(requests: Sequence[ScoreRequest], interface: ServingInt
         check_static(request.static_sparse, request.static_dense, interface, path)
         check_codes(request.codes, interface, f"{path}.codes")
         check_candidates(request.candidates, interface, f"{path}.candidates")
+        if interface.history is not None:
+            if request.recent_history is None:
+                raise InvalidRequest(f"{path}.recent_history", f"the user's recent {interface.history.fields} rows, "
+                                     "oldest first (the ranker takes a history; () for none)", None)
+            check_recent_history(request.recent_history, interface, f"{path}.recent_history")
 
 
 def check_fresh_requests(requests: Sequence[FreshRequest], interface: ServingInterface,
@@ -56,6 +63,16 @@ def check_fresh_requests(requests: Sequence[FreshRequest], interface: ServingInt
         _check_type(request, FreshRequest, path)
         check_history(request.history, interface, f"{path}.history")
         check_candidates(request.candidates, interface, f"{path}.candidates")
+        if interface.history is not None and request.recent_history is not None:
+            check_recent_history(request.recent_history, interface, f"{path}.recent_history")
+
+
+def check_recent_history(rows: Sequence[Sequence[int]], interface: ServingInterface, path: str) -> None:
+    """The ranker's history of one user: rows of ``len(history.fields)`` int64 IDs, any number of them
+    (only the most recent ``history.max_len`` are sent), none for an empty history."""
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, (Sequence, np.ndarray)):
+        raise InvalidRequest(path, f"a sequence of {interface.history.fields} rows, oldest first", type(rows).__name__)
+    _int_rows(rows, len(interface.history.fields), lambda i: f"{path}[{i}]")
 
 
 def check_history(history: UserHistory, interface: ServingInterface, path: str) -> None:
@@ -67,11 +84,14 @@ def check_history(history: UserHistory, interface: ServingInterface, path: str) 
         raise InvalidRequest(f"{path}.request_time", "a Unix time in [0, 2**32]", request_time)
     check_static(history.static_sparse, history.static_dense, interface, path)
     _check_type(history.streams, Mapping, f"{path}.streams")
+    widths = {name: info.event_fields for name, info in interface.streams.items()}
+    if interface.history is not None:  # the ranker's history may come from a stream no encoder reads
+        widths.setdefault(interface.history.stream, interface.history.event_fields)
     for name, events in history.streams.items():
         spath = f"{path}.streams.{name}"
-        if name not in interface.streams:
-            raise InvalidRequest(spath, f"a stream of {sorted(interface.streams)}", name)
-        _check_events(events, interface.streams[name].event_fields, request_time, spath)
+        if name not in widths:
+            raise InvalidRequest(spath, f"a stream of {sorted(widths)}", name)
+        _check_events(events, widths[name], request_time, spath)
 
 
 def check_static(sparse: Sequence[int], dense: Sequence[float], interface: ServingInterface, path: str) -> None:

@@ -48,6 +48,7 @@ class ExtractionReport:
     kept: dict[str, tuple[int, int]]
     dropped: dict[str, tuple[int, int]] = field(default_factory=dict)
     tasks: tuple[str, ...] = ()  # a ranker's task names, in the order of its scores
+    history: dict | None = None  # a ranker with target attention: where its history comes from (``history_info``)
 
     def totals(self, which: str) -> tuple[int, int]:
         parts = getattr(self, which).values()
@@ -58,15 +59,10 @@ class ExtractionReport:
             return {name: {"params": p, "bytes": b} for name, (p, b) in parts.items()}
 
         (kp, kb), (dp, db) = self.totals("kept"), self.totals("dropped")
-        return {
-            "kept": block(self.kept),
-            "dropped": block(self.dropped),
-            "kept_params": kp,
-            "kept_bytes": kb,
-            "dropped_params": dp,
-            "dropped_bytes": db,
-            **({"tasks": list(self.tasks)} if self.tasks else {}),
-        }
+        return {"kept": block(self.kept), "dropped": block(self.dropped),
+                "kept_params": kp, "kept_bytes": kb, "dropped_params": dp, "dropped_bytes": db,
+                **({"tasks": list(self.tasks)} if self.tasks else {}),
+                **({"history": self.history} if self.history else {})}
 
     def summary(self) -> str:
         (kp, kb), (dp, db) = self.totals("kept"), self.totals("dropped")
@@ -249,6 +245,20 @@ def extract_ranker(
     signature = ranker_signature(ranker, max_batch, opt_batch, max_candidates, opt_candidates)
     module = with_named_forward(RankerServing, signature.input_names)(ranker, signature.input_names).eval()
     kept = {name: _size(child) for name, child in ranker.named_children() if any(True for _ in child.state_dict())}
-    return ServingModel(
-        module, signature, ExtractionReport(kept=kept, tasks=tuple(t.name for t in ranker.config.tasks))
-    )
+    return ServingModel(module, signature, ExtractionReport(kept=kept, tasks=tuple(t.name for t in ranker.config.tasks),
+                                                            history=history_info(ranker)))
+
+
+def history_info(ranker: Ranker) -> dict | None:
+    """What a client needs to build ``history_ids`` of a ranker with target attention (None without):
+    the stream, the ID fields and their columns in the stream's packed event row, its width, and L."""
+    ta, schema = ranker.config.target_attention, ranker.config.schema
+    if ta is None:
+        return None
+    return {
+        "stream": ta.stream,
+        "fields": list(ta.fields),
+        "columns": [schema.event_fields.index(f) for f in ta.fields],
+        "event_fields": len(schema.event_fields),
+        "max_len": ta.max_len,
+    }

@@ -6,10 +6,13 @@ usable codes: the user's history -> ``duet_fresh`` of the current release; its c
 with the release that produced them), or ``default`` (no usable codes and fallback "default", or no
 profile at all: ``default_scores``). Codes of a release that is no longer loaded count as a miss; so do
 codes whose release was unloaded between the check and the call (the server refuses the pinned call).
+A ranker with target attention gets each user's recent history from the history store on both paths
+(the most recent ``interface.history.max_len`` events of its stream, their ID fields).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -17,12 +20,13 @@ from dataclasses import dataclass, field
 
 from duet_sdk.client.errors import InvalidRequest, ServerError
 from duet_sdk.errors import ConfigError
-from duet_sdk.interface import Candidates, FreshRequest, ScoreRequest, Scores
+from duet_sdk.interface import Candidates, FreshRequest, ScoreRequest, Scores, ServingInterface, UserHistory
 from duet_sdk.online.history import HistoryStore
 from duet_sdk.online.store import FeatureStore
 from duet_sdk.online.types import StoredCodes
 
 FALLBACKS = ("fresh", "default")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Scorer:
         self.default_scores = None if default_scores is None else tuple(float(x) for x in default_scores)
         self.releases_ttl_s = releases_ttl_s
         self._loaded: tuple[float, frozenset[str]] | None = None
+        self._warned: set[str] = set()
         self.metrics = ScorerMetrics()
 
     def loaded_releases(self) -> frozenset[str]:
@@ -100,6 +105,7 @@ class Scorer:
             for i in misses:
                 results[i] = self._default(*requests[i], interface)
         elif misses:
+            self._check_history_stream(interface)  # duet_fresh takes the history from the profiles' streams
             fresh = self.client.score_fresh([FreshRequest(profiles[requests[i][0]], requests[i][1]) for i in misses])
             for i, result in zip(misses, fresh):
                 results[i] = result.scores
@@ -115,10 +121,16 @@ class Scorer:
                       results: list) -> list[int]:
         """Score ``hits`` with ``release``'s downstream; returns those to retry as misses (release gone)."""
         try:
+            interface = self.client.interface_for(int(release))
             scored = self.client.score(
                 [
                     ScoreRequest(
-                        user, profiles[user].static_sparse, profiles[user].static_dense, stored[user].codes, candidates
+                        user,
+                        profiles[user].static_sparse,
+                        profiles[user].static_dense,
+                        stored[user].codes,
+                        candidates,
+                        self._recent_history(profiles[user], interface),
                     )
                     for user, candidates in (requests[i] for i in hits)
                 ],
@@ -134,6 +146,35 @@ class Scorer:
         for i, result in zip(hits, scored):
             results[i] = result
         return []
+
+    def _recent_history(self, user: UserHistory, interface: ServingInterface) -> list[tuple[int, ...]] | None:
+        """The ranker's recent history of ``user`` from the history store (None: the ranker takes none)."""
+        info = self._check_history_stream(interface)
+        return None if info is None else info.rows(user.streams.get(info.stream, ()))
+
+    def _check_history_stream(self, interface: ServingInterface):
+        """``interface.history``; ConfigError if the store keeps no events of its stream (every history
+        would be empty), a warning (once) if it keeps fewer than the ranker reads."""
+        info = interface.history
+        if info is None:
+            return None
+        kept = self.history.max_len.get(info.stream)
+        if kept is None:
+            raise ConfigError(
+                "history.max_len",
+                f"a stream {info.stream!r} (release {interface.version}'s ranker "
+                f"reads its {info.max_len} most recent events)",
+                sorted(self.history.max_len),
+            )
+        if kept < info.max_len and info.stream not in self._warned:
+            self._warned.add(info.stream)
+            log.warning(
+                "the history store keeps %d %s events per user; the ranker reads up to %d",
+                kept,
+                info.stream,
+                info.max_len,
+            )
+        return info
 
     def _refresh(self) -> frozenset[str]:
         self._loaded = None

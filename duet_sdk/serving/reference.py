@@ -18,9 +18,16 @@ try:
 except ModuleNotFoundError as exc:  # the [train] extra is not installed
     raise missing_extra(exc, __name__) from exc
 
-from duet_sdk.client.tensors import candidate_tensors, code_tensors, history_tensors, static_tensors
+from duet_sdk.client.calls import fresh_recent_history
+from duet_sdk.client.tensors import (
+    candidate_tensors,
+    code_tensors,
+    history_tensors,
+    recent_history_tensors,
+    static_tensors,
+)
 from duet_sdk.export.extract import ServingModel
-from duet_sdk.interface import Candidates, ServingInterface, UserHistory
+from duet_sdk.interface import Candidates, FreshRequest, ServingInterface, UserHistory
 
 
 class InProcessDuet:
@@ -52,22 +59,24 @@ class InProcessDuet:
             out |= {k: v[0] for k, v in self._run(self.models[f"{name}_encoder"], arrays).items()}
         return out
 
-    def score(
-        self,
-        static_sparse: Sequence[int],
-        static_dense: Sequence[float],
-        codes: Mapping[str, Sequence[int]],
-        candidates: Candidates,
-    ) -> np.ndarray:
-        """One user's scores (N, K) from SIDE codes, as ``duet_downstream`` computes them."""
+    def score(self, static_sparse: Sequence[int], static_dense: Sequence[float], codes: Mapping[str, Sequence[int]],
+              candidates: Candidates, recent_history: Sequence[Sequence[int]] = ()) -> np.ndarray:
+        """One user's scores (N, K) from SIDE codes (and, for a ranker with target attention, the user's
+        recent history rows, oldest first), as ``duet_downstream`` computes them."""
         arrays = static_tensors([static_sparse], [static_dense], self.interface)
         arrays |= code_tensors([codes], self.interface)
+        if self.interface.history is not None:
+            arrays |= recent_history_tensors([recent_history], self.interface.history)
         items, counts = candidate_tensors([candidates], self.interface)
         arrays |= items
         return self._run(self.models["ranker"], arrays)["scores"][0, : counts[0]]
 
-    def score_fresh(self, history: UserHistory, candidates: Candidates) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``duet_fresh`` in process: embed, then score from the codes; returns (scores (N, K), codes)."""
+    def score_fresh(self, history: UserHistory, candidates: Candidates,
+                    recent_history: Sequence[Sequence[int]] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``duet_fresh`` in process: embed, then score from the codes; returns (scores (N, K), codes).
+        ``recent_history`` as in ``FreshRequest`` (None: from ``history``'s history stream)."""
         embedded = self.embed(history)
         codes = {name: embedded[f"{name}_codes"] for name in self.interface.embeddings}
-        return self.score(history.static_sparse, history.static_dense, codes, candidates), codes
+        recent = () if self.interface.history is None else fresh_recent_history(
+            FreshRequest(history, candidates, recent_history), self.interface)
+        return self.score(history.static_sparse, history.static_dense, codes, candidates, recent), codes

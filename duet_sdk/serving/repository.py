@@ -50,6 +50,7 @@ from duet_sdk.serving.wiring import (
     guards,
     pad_sides,
     require_roles,
+    trim_dims,
 )
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,8 @@ def _stage_component(
             runner_config(name, record, policy) if target == "cpu" else platform_config(name, record, policy, precision)
         )
     digests = record.get("sha256", {})
-    signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record), "sha256": digests}
+    signature = {k: record[k] for k in ("inputs", "outputs", "dims")} | {"pad": pad_sides(record), "sha256": digests,
+                                                                       "trim": trim_dims(record)}
     files = {n: (export_dir / record["path"]).parent / n for n in record["files"]}
     files |= {"model.py": RUNNER} if target == "cpu" or guard else {}
     staging = _stage_model(

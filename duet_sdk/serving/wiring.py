@@ -14,6 +14,7 @@ from duet_sdk.serving.guard import OUTPUT as CHECKED
 from duet_sdk.serving.guard import guard_name, guard_record
 
 RANKER = "ranker"
+HISTORY_IDS, HISTORY_LEN = "history_ids", "history_len"  # a ranker's target-attention history (its dim: HISTORY_LEN)
 # Histories are left-padded (most recent event last); candidates are padded at the end.
 SEQUENCE_SIDE, CANDIDATE_SIDE = "left", "right"
 
@@ -24,6 +25,13 @@ def pad_sides(record: dict) -> dict[str, str]:
     return {d: CANDIDATE_SIDE if d == "candidates" else SEQUENCE_SIDE for d in sorted(dims)}
 
 
+def trim_dims(record: dict) -> dict[str, str]:
+    """Symbolic dims of ``record`` whose over-long requests the runner trims to their most recent ``max``
+    entries instead of refusing them, each with its length input: the target-attention history (the
+    model reads only its last L events anyway)."""
+    return {HISTORY_LEN: HISTORY_LEN} if HISTORY_LEN in record["dims"] else {}
+
+
 def _tasks(manifest: dict, ranker: dict) -> tuple[str, ...]:
     """Task names of the ranker, from the export manifest (nothing outside the export is read)."""
     tasks = tuple(manifest.get("extraction", {}).get(RANKER, {}).get("tasks", ()))
@@ -31,6 +39,24 @@ def _tasks(manifest: dict, ranker: dict) -> tuple[str, ...]:
         raise ConfigError("manifest.extraction.ranker.tasks", f"{ranker['outputs'][0]['shape'][-1]} task names "
                           "(re-export with this duet-export)", tasks)
     return tasks
+
+
+def _history(manifest: dict, ranker: dict) -> api.HistoryInfo | None:
+    """The ranker's history (target attention), from the export manifest; None if it takes none."""
+    spec = next((s for s in ranker["inputs"] if s["name"] == HISTORY_IDS), None)
+    if spec is None:
+        return None
+    info = manifest.get("extraction", {}).get(RANKER, {}).get("history")
+    expected = "the ranker's history stream, fields, columns and max_len (re-export with this duet-export)"
+    if (
+        not info
+        or len(info.get("fields", ())) != spec["shape"][2]
+        or info.get("max_len") != ranker["dims"][spec["shape"][1]]["max"]
+    ):
+        raise ConfigError("manifest.extraction.ranker.history", expected, info)
+    return api.HistoryInfo(
+        info["stream"], tuple(info["fields"]), tuple(info["columns"]), info["event_fields"], info["max_len"]
+    )
 
 
 def build_interface(manifest: dict, records: dict[str, dict], version: int) -> api.ServingInterface:
@@ -63,6 +89,7 @@ def build_interface(manifest: dict, records: dict[str, dict], version: int) -> a
         max_batch=min(r["dims"]["batch"]["max"] for r in records.values()),
         max_candidates=ranker["dims"]["candidates"]["max"],
         version=str(version),
+        history=_history(manifest, ranker),
     )
 
 

@@ -13,13 +13,13 @@ import torch
 from duet_sdk.checkpoint import save_checkpoint
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.gate import CheckpointRegistry
-from duet_sdk.models.config import HashConfig, RankerConfig, TaskSpec, UserEmbeddingInput
+from duet_sdk.models.config import HashConfig, RankerConfig, TargetAttentionConfig, TaskSpec, UserEmbeddingInput
 from duet_sdk.models.loading import upstream_checkpoint_config
 from duet_sdk.models.ranker import Ranker
 from duet_sdk.models.upstream import UpstreamNet
 from duet_sdk.side import SideCodec, SideConfig, save_side_codec
 from duet_sdk.training.presets import upstream_config
-from duet_sdk.training.ranker import ranker_checkpoint_config
+from duet_sdk.training.ranker import ranker_checkpoint_config, registry_name
 
 SCHEMA = SyntheticConfig(max_click_len=8, max_conv_len=4).schema()
 LEVELS, CODEBOOK = 3, 16
@@ -75,34 +75,62 @@ def make_runs(root: Path, seed: int = 0) -> Path:
         codecs[kind] = codec
         embeddings.append(UserEmbeddingInput(kind, dim=net.config.embedding_dim, levels=LEVELS, codebook_size=CODEBOOK))
         lineage[kind] = {"encoder": encoder.digest, "encoder_val_ne": {}, "codec": codec_ckpt.digest}
+    save_ranker(root, tuple(embeddings), {k: c.codebooks for k, c in codecs.items()}, _lineage(upstream=lineage), seed)
+    return root
+
+
+def save_ranker(
+    root: Path,
+    embeddings: tuple[UserEmbeddingInput, ...],
+    codebooks: dict[str, torch.Tensor],
+    lineage: dict,
+    seed: int,
+    target_attention: TargetAttentionConfig | None = None,
+) -> Path:
+    """An accepted DUET ranker over ``embeddings`` in ``root`` (with ``target_attention``: in registry
+    ``ranker-duet-<variant>``, exported as ranker ``duet-<variant>``); returns its checkpoint path."""
     config = RankerConfig(
         schema=SCHEMA,
         tasks=tuple(TaskSpec(t) for t in TASKS),
         primary_task=TASKS[0],
-        embeddings=tuple(embeddings),
+        embeddings=embeddings,
         d_feature=8,
         projection_hidden=(16,),
         hashing=HashConfig(num_hashes=2, table_size=64, dim=8),
         overarch_hidden=(16,),
+        target_attention=target_attention,
     )
     torch.manual_seed(seed + 20)
     ranker = Ranker(config).eval()
-    for kind, codec in codecs.items():
-        ranker.decoders[kind].codebooks.copy_(codec.codebooks)
+    for kind, codebook in codebooks.items():
+        ranker.decoders[kind].codebooks.copy_(codebook)
+    if target_attention is not None:
+        with torch.no_grad():
+            for p in ranker.target_attention.parameters():
+                p.normal_()  # spread the scores so the top-k is decided by clear margins
+    name = registry_name("duet", "codes", target_attention.variant if target_attention else None)
     checkpoint = save_checkpoint(
         root / "ranker",
-        f"ranker-duet-{seed:04d}",
+        f"{name}-{seed:04d}",
         ranker.state_dict(),
         ranker_checkpoint_config(config),
         {"val_ne": {TASKS[0]: 0.8}, "primary_task": TASKS[0]},
-        _lineage(upstream=lineage),
+        lineage,
     )
-    assert CheckpointRegistry(root / "registry", "ranker-duet").submit(checkpoint).accepted
-    return root
+    assert CheckpointRegistry(root / "registry", name).submit(checkpoint).accepted
+    return checkpoint.path
 
 
-def export_runs(runs: Path, out: Path, formats: tuple[str, ...] = ("onnx",), target: str = "cpu") -> Path:
-    """A real duet-export of ``runs`` (small cases to keep it quick); returns ``out``."""
+def export_runs(
+    runs: Path,
+    out: Path,
+    formats: tuple[str, ...] = ("onnx",),
+    target: str = "cpu",
+    encoders: tuple[str, ...] = ("click", "conv"),
+    ranker: str = "duet",
+) -> Path:
+    """A real duet-export of ``runs`` (small cases to keep it quick) into ``out`` (merged into an export
+    already there); returns ``out``."""
     from duet_sdk.export.pipeline import export_all
     from duet_sdk.export.spec import ExportSpec, ShapeSpec
     from duet_sdk.export.verify import Case
@@ -111,8 +139,8 @@ def export_runs(runs: Path, out: Path, formats: tuple[str, ...] = ("onnx",), tar
         checkpoints=runs,
         target=target,
         formats=formats,
-        encoders=("click", "conv"),
-        ranker="duet",
+        encoders=encoders,
+        ranker=ranker,
         precision="fp16" if target == "gpu" else "fp32",
         shapes=ShapeSpec(opt_batch=4, max_batch=16, opt_candidates=4, max_candidates=16),
     )

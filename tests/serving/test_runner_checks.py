@@ -74,3 +74,27 @@ def test_padding_slots_before_the_real_events_are_not_judged(runner):
     tensors = good()
     tensors["click_ts"][0, :2] = -7  # row 0 has 2 events: slots 0 and 1 are padding
     runner.check_values(SPECS, tensors)
+
+
+HISTORY_SPECS = [
+    {"name": "history_ids", "dtype": "int64", "shape": ["batch", "history_len", 2]},
+    {"name": "history_len", "dtype": "int64", "shape": ["batch"]},
+]
+
+
+@pytest.mark.parametrize("lengths", [[-1, 0], [0, T + 1]])
+def test_a_history_length_outside_0_to_T_is_refused_naming_it(runner, lengths):
+    tensors = {"history_ids": np.zeros((2, T, 2), np.int64), "history_len": np.array(lengths, np.int64)}
+    with pytest.raises(runner.InvalidInput, match=r"input history_len: expected a length in \[0, T=4\]"):
+        runner.check_values(HISTORY_SPECS, tensors)
+
+
+def test_a_history_longer_than_its_max_is_cut_to_the_most_recent_events_and_its_length_clamped(runner):
+    ids = np.arange(2 * 7 * 2, dtype=np.int64).reshape(2, 7, 2)  # T = 7 > max 4
+    tensors, sizes = {"history_ids": ids.copy(), "history_len": np.array([7, 2], np.int64)}, {"history_len": 7}
+    runner.trim(HISTORY_SPECS, tensors, sizes, {"history_len": ("history_len", 4)})
+    np.testing.assert_array_equal(tensors["history_ids"], ids[:, -4:])
+    assert tensors["history_len"].tolist() == [4, 2] and sizes == {"history_len": 4}
+    short = {"history_ids": ids[:, :3].copy(), "history_len": np.array([3, 0], np.int64)}
+    runner.trim(HISTORY_SPECS, short, {"history_len": 3}, {"history_len": ("history_len", 4)})
+    np.testing.assert_array_equal(short["history_ids"], ids[:, :3])  # within the max: untouched

@@ -14,8 +14,12 @@ Every request is judged alone before it joins the group (``check_request``): sha
 finite floats, integer inputs that index a table (``range`` in the signature, e.g. SIDE codes) within
 it, ``0 <= <s>_len <= T``, ``request_time`` in [0, 2**32] and every real event's time in
 [0, request_time]. A request that breaks one fails alone with INVALID_ARGUMENT naming the input and
-what was expected; the rest of the group runs. Should the runtime still fail a group, each of its
-requests is run alone, so only the one that fails gets an (INTERNAL) error.
+what was expected; the rest of the group runs. A dim listed in the signature's ``trim`` (dim -> its
+length input; the ranker's target-attention history) may exceed its max, or be 0: a longer request is
+cut to its most recent ``max`` entries (left-padded, so the last ones) and its length clamped to
+``max``, which changes nothing the model computes (it reads only the most recent ``max`` events).
+Should the runtime still fail a group, each of its requests is run alone, so only the one that fails
+gets an (INTERNAL) error.
 """
 
 from __future__ import annotations
@@ -104,8 +108,10 @@ def verify_artifacts(directory: Path, signature: dict) -> None:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         if digest.hexdigest() != want:
-            raise RuntimeError(f"{directory / name}: sha256 {digest.hexdigest()} differs from the recorded {want}; "
-                               "refusing a tampered or corrupt artifact")
+            raise RuntimeError(
+                f"{directory / name}: sha256 {digest.hexdigest()} differs from the recorded {want}; "
+                "refusing a tampered or corrupt artifact"
+            )
 
 
 def invalid_argument(message: str):
@@ -135,8 +141,9 @@ def check_values(specs: list[dict], tensors: dict[str, np.ndarray]) -> None:
             bad = (array < lo) | (array >= hi)
             if bad.any():
                 at = _first_bad(bad)
-                raise InvalidInput(f"input {name}: expected values in [{lo}, {hi}) (codes per level), "
-                                   f"got {array[at]} at {at}")
+                raise InvalidInput(
+                    f"input {name}: expected values in [{lo}, {hi}) (codes per level), got {array[at]} at {at}"
+                )
     request_time = tensors.get("request_time")
     if request_time is not None:
         bad = (request_time < 0) | (request_time > TS_MAX)
@@ -147,19 +154,20 @@ def check_values(specs: list[dict], tensors: dict[str, np.ndarray]) -> None:
             )
     for name, lengths in tensors.items():
         stream = name.removesuffix("_len")
-        if not name.endswith("_len") or f"{stream}_ts" not in tensors:
+        sequence = next((f"{stream}_{kind}" for kind in ("ts", "ids") if f"{stream}_{kind}" in tensors), None)
+        if not name.endswith("_len") or sequence is None:
             continue
-        ts = tensors[f"{stream}_ts"]  # (B, T), left-padded: the last len[b] slots are real events
-        width = ts.shape[1]
+        width = tensors[sequence].shape[1]  # (B, T, ...), left-padded: the last len[b] slots are real events
         bad = (lengths < 0) | (lengths > width)
         if bad.any():
             at = _first_bad(bad)
             raise InvalidInput(
-                f"input {name}: expected a length in [0, T={width}] (T = {stream}_ts.shape[1]), "
+                f"input {name}: expected a length in [0, T={width}] (T = {sequence}.shape[1]), "
                 f"got {lengths[at]} at {at}"
             )
-        if request_time is None:
+        if request_time is None or f"{stream}_ts" not in tensors:
             continue
+        ts = tensors[f"{stream}_ts"]  # (B, T)
         real = np.arange(width)[None, :] >= (width - lengths)[:, None]  # (B, T)
         bad = real & ((ts < 0) | (ts > request_time[:, None]))
         if bad.any():
@@ -168,6 +176,26 @@ def check_values(specs: list[dict], tensors: dict[str, np.ndarray]) -> None:
                 f"input {stream}_ts: expected event times in [0, request_time={request_time[at[0]]}], "
                 f"got {ts[at]} at {at}"
             )
+
+
+def trim(
+    specs: list[dict], tensors: dict[str, np.ndarray], sizes: dict[str, int], limits: dict[str, tuple[str, int]]
+) -> None:
+    """Cut each over-long trimmed dim of one checked request to its most recent ``max`` entries, in place.
+
+    Args:
+        specs: the signature's input specs; tensors: the request's inputs; sizes: its symbolic dim sizes.
+        limits: trimmed dim -> (its length input, max), e.g. ``{"history_len": ("history_len", 1000)}``.
+    """
+    for dim, (length, most) in limits.items():
+        if sizes.get(dim, 0) <= most:
+            continue
+        for spec in specs:
+            for axis, name in _symbolic_axes(spec):
+                if name == dim:
+                    tensors[spec["name"]] = np.ascontiguousarray(cut_to(tensors[spec["name"]], axis, most, "left"))
+        tensors[length] = np.minimum(tensors[length], most)
+        sizes[dim] = most
 
 
 class TritonPythonModel:
@@ -180,6 +208,7 @@ class TritonPythonModel:
         self.max_dims = {name: rng["max"] for name, rng in self.signature["dims"].items()}
         self.inputs = self.signature["inputs"]
         self.outputs = self.signature["outputs"]
+        self.trim = {dim: (length, self.max_dims[dim]) for dim, length in self.signature.get("trim", {}).items()}
         threads = int(params.get("threads", "1"))
         if params["runtime"] == "guard":  # checks only (serving/guard.py): no artifact, no session
             self.session = None
@@ -215,6 +244,8 @@ class TritonPythonModel:
                             f"input {spec['name']}: expected dim {dim} = {sizes[dim]} as in the other inputs, "
                             f"got {size} (shape {array.shape})"
                         )
+                    if dim in self.trim:  # any size: trimmed after the checks, an empty one padded to 1
+                        continue
                     if not 1 <= size <= self.max_dims[dim]:
                         raise InvalidInput(
                             f"input {spec['name']}: expected dim {dim} in [1, {self.max_dims[dim]}], got {size}"
@@ -232,6 +263,7 @@ class TritonPythonModel:
             try:
                 tensors, sizes = self._read(request)
                 check_values(self.inputs, tensors)
+                trim(self.inputs, tensors, sizes, self.trim)
                 batch.append((i, tensors, sizes))
             except InvalidInput as exc:
                 responses[i] = pb_utils.InferenceResponse(error=invalid_argument(str(exc)))
@@ -262,7 +294,7 @@ class TritonPythonModel:
 
     def _run(self, batch: list) -> list:
         """Pad the group to its longest request per symbolic dim, run once, cut per request."""
-        longest = {dim: max(sizes[dim] for _, _, sizes in batch) for dim in self.pad}
+        longest = {dim: max(1, *(sizes[dim] for _, _, sizes in batch)) for dim in self.pad}  # an empty history: 1 slot
         merged = {}
         for spec in self.inputs:
             parts = []
