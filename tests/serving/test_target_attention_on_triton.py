@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcaio
-from conftest import export_runs, save_ranker
 from release_load import serve
 from request_samples import random_users
+from serving_fixtures import export_runs, save_ranker
 from tritonclient.utils import InferenceServerException
 
 from duet_sdk.checkpoint import load_checkpoint
