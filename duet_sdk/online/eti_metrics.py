@@ -22,21 +22,25 @@ STALENESS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300
 
 @dataclass
 class Summary:
-    """Count, sum, max and cumulative bucket counts of a series (``STALENESS_BUCKETS``), and percentiles
-    over its last ``keep`` values."""
+    """Count, sum, max and cumulative bucket counts (upper ``bounds``, seconds) of a series, and
+    percentiles over its last ``keep`` values."""
 
     keep: int = 10_000
+    bounds: tuple[float, ...] = STALENESS_BUCKETS
     count: int = 0
     total: float = 0.0
     max: float = 0.0
     recent: deque = field(default_factory=deque)
-    buckets: list = field(default_factory=lambda: [0] * len(STALENESS_BUCKETS))
+    buckets: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.buckets = self.buckets or [0] * len(self.bounds)
 
     def add(self, x: float, times: int = 1) -> None:
         self.max = x if self.count == 0 else max(self.max, x)
         self.count += times
         self.total += x * times
-        for i in range(bisect.bisect_left(STALENESS_BUCKETS, x), len(STALENESS_BUCKETS)):
+        for i in range(bisect.bisect_left(self.bounds, x), len(self.bounds)):
             self.buckets[i] += times
         self.recent.extend([x] * min(times, self.keep))
         while len(self.recent) > self.keep:
@@ -102,7 +106,7 @@ class EtiCollector:
         self.worker, self.namespace = worker, namespace
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         m = self.worker.metrics
         ns = self.namespace
@@ -111,10 +115,7 @@ class EtiCollector:
                 continue
             name = f.name.removesuffix("_s") + ("_seconds" if f.name.endswith("_s") else "")
             yield CounterMetricFamily(f"{ns}_{name}", f"EtiMetrics.{f.name}", value=getattr(m, f.name))
-        s = m.staleness_s
-        buckets = [(str(b), c) for b, c in zip(STALENESS_BUCKETS, s.buckets)] + [("+Inf", s.count)]
-        yield HistogramMetricFamily(f"{ns}_staleness_seconds", "produced_at - event_ts per covered trigger",
-                                    buckets=buckets, sum_value=s.total)
+        yield histogram(f"{ns}_staleness_seconds", "produced_at - event_ts per covered trigger", m.staleness_s)
         calls = CounterMetricFamily(f"{ns}_embed_calls", "embed calls by users per call", labels=["users"])
         for size, n in sorted(m.batch_sizes.items()):
             calls.add_metric([str(size)], n)
@@ -124,3 +125,11 @@ class EtiCollector:
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
             return
         yield GaugeMetricFamily(f"{ns}_pending_triggers", "triggers read but not acked (all consumers)", value=pending)
+
+
+def histogram(name: str, documentation: str, summary: Summary):
+    """A Prometheus histogram family of ``summary`` (cumulative buckets, +Inf = count, sum)."""
+    from prometheus_client.core import HistogramMetricFamily
+
+    buckets = [(str(b), c) for b, c in zip(summary.bounds, summary.buckets)] + [("+Inf", summary.count)]
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=summary.total)

@@ -21,23 +21,28 @@ from dataclasses import dataclass, field
 from duet_sdk.client.errors import InvalidRequest, ServerError
 from duet_sdk.errors import ConfigError
 from duet_sdk.interface import Candidates, FreshRequest, ScoreRequest, Scores, ServingInterface, UserHistory
+from duet_sdk.online.eti_metrics import Summary
 from duet_sdk.online.history import HistoryStore
 from duet_sdk.online.store import FeatureStore
 from duet_sdk.online.types import StoredCodes
 
 FALLBACKS = ("fresh", "default")
+# Latency buckets (seconds) of a score call: a ranking request budget is tens of milliseconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ScorerMetrics:
-    """Requests per path and per release that served them, and misses split by cause."""
+    """Requests per path and per release that served them, misses split by cause, and the latency of
+    each ``score`` call (``latency_s``, whatever its outcome)."""
 
     paths: dict[str, int] = field(default_factory=lambda: {"stored": 0, "fresh": 0, "default": 0})
     releases: Counter = field(default_factory=Counter)
     missing_codes: int = 0
     stale_version: int = 0  # codes of a release the server no longer has loaded
     missing_profile: int = 0
+    latency_s: Summary = field(default_factory=lambda: Summary(bounds=LATENCY_BUCKETS))
 
 
 class Scorer:
@@ -79,6 +84,13 @@ class Scorer:
         return Scores(user, tuple(per_task for _ in range(len(candidates))), "default", interface.version)
 
     def score(self, requests: Sequence[tuple[str, Candidates]]) -> list[Scores]:
+        start = time.perf_counter()
+        try:
+            return self._score(requests)
+        finally:
+            self.metrics.latency_s.add(time.perf_counter() - start)
+
+    def _score(self, requests: Sequence[tuple[str, Candidates]]) -> list[Scores]:
         interface = self.client.connect()
         now = int(self.clock())
         users = [u for u, _ in requests]

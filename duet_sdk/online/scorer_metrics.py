@@ -2,7 +2,8 @@
 
 Kept apart from ``scorer.py``: the collector only reads ``scorer.metrics`` (``ScorerMetrics``), so the
 scorer needs no hook. Series: ``duet_scorer_requests_total{path="stored|fresh|default"}``,
-``duet_scorer_release_requests_total{release="V"}`` (the release that served them) and one
+``duet_scorer_release_requests_total{release="V"}`` (the release that served them), the histogram
+``duet_scorer_latency_seconds`` (each ``score`` call) and one
 ``duet_scorer_<cause>_total`` per miss cause (``missing_codes``, ``stale_version``, ...).
 
 Example::
@@ -15,6 +16,8 @@ Example::
 from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
+
+from duet_sdk.online.eti_metrics import histogram
 
 
 class ScorerCollector:
@@ -37,6 +40,8 @@ class ScorerCollector:
         for release, n in sorted(getattr(m, "releases", {}).items()):
             by_release.add_metric([str(release)], n)
         yield by_release
+        if hasattr(m, "latency_s"):
+            yield histogram(f"{self.namespace}_latency_seconds", "Scorer.score call latency", m.latency_s)
         for f in fields(m) if is_dataclass(m) else ():
             value = getattr(m, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -3,11 +3,12 @@ the same numbers as the metrics objects."""
 
 from collections import Counter
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from duet_sdk.online import EtiCollector
-from duet_sdk.online.scorer import ScorerMetrics
+from duet_sdk.online import EtiCollector, InMemoryHistory, SqliteStore
+from duet_sdk.online.scorer import Scorer, ScorerMetrics
 from duet_sdk.online.scorer_metrics import ScorerCollector
 
 
@@ -45,3 +46,19 @@ def test_scorer_paths_and_releases_are_exported():
     assert got["duet_scorer_requests_total[('path', 'fresh')]"] == 2
     assert got["duet_scorer_missing_codes_total"] == 2
     assert got["duet_scorer_release_requests_total[('release', '2')]"] == 4
+
+
+def test_scorer_latency_histogram_counts_every_call_even_a_failed_one(tmp_path):
+    class DownClient:
+        def connect(self):
+            raise ConnectionError("server down")
+
+    scorer = Scorer(DownClient(), SqliteStore(tmp_path / "codes.db"), InMemoryHistory({"click": 8}))
+    scorer.metrics.latency_s.add(0.004)  # one earlier call of 4 ms
+    with pytest.raises(ConnectionError):
+        scorer.score([("u1", [1, 2])])
+    got = scrape(ScorerCollector(scorer))
+    assert got["duet_scorer_latency_seconds_count"] == 2
+    assert got["duet_scorer_latency_seconds_bucket[('le', '0.005')]"] >= 1
+    assert got["duet_scorer_latency_seconds_bucket[('le', '+Inf')]"] == 2
+    assert got["duet_scorer_latency_seconds_sum"] >= 0.004
