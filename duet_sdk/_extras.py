@@ -60,7 +60,7 @@ def require_modules(part: str, *modules: str) -> None:
     if missing:
         extras = sorted({EXTRA_OF[m] for m in missing})
         raise MissingDependencyError(
-            f"{part} needs {', '.join(missing)}, which is not installed; "
+            f"{part} needs {', '.join(missing)} (not installed); "
             f"pip install 'duet_sdk[{','.join(extras)}]'",
             name=missing[0],
         )

@@ -8,7 +8,7 @@ Run as ``python -m duet_sdk.demo`` (``make demo``).
 
 from __future__ import annotations
 
-import argparse
+import logging
 import time
 from pathlib import Path
 
@@ -19,9 +19,10 @@ try:
 except ModuleNotFoundError as exc:  # the [train] extra is not installed
     raise missing_extra(exc, __name__) from exc
 
+from duet_sdk.cli_common import command_parser, configure_logging
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.demo_serving import serve_and_check
-from duet_sdk.export.pipeline import export_all, stderr_progress
+from duet_sdk.export.pipeline import export_all, log_progress
 from duet_sdk.export.spec import ExportSpec
 from duet_sdk.side import SideConfig
 from duet_sdk.training.datasets import synthetic_data
@@ -31,31 +32,33 @@ from duet_sdk.training.ranker import train_ranker
 from duet_sdk.training.trainer import TrainConfig
 from duet_sdk.training.upstream import train_upstream
 
+log = logging.getLogger(__name__)
 ENCODERS = {"click": "ClickAUN -> ClickAUE", "conv": "ConvAUN -> ConvAUE"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m duet_sdk.demo", description=__doc__)
+    parser = command_parser("python -m duet_sdk.demo", __doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="training output (checkpoints, registries)")
     parser.add_argument("--export", type=Path, default=None, help="export output (default: <out>/export)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     parser.add_argument("--spec", type=Path, default=Path("export/cpu.toml"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    configure_logging(args, logging.INFO)  # progress, and the serving checks of demo_serving
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     start = time.perf_counter()
     data = synthetic_data(SyntheticConfig(seed=args.seed))
     ds = data.dataset
-    print(data.report)
+    log.info("%s", data.report)
     rows, encoders = [], {}
     for kind, label in ENCODERS.items():
-        print(f"training {label} ...")
+        log.info("training %s ...", label)
         encoders[kind] = train_upstream(
             kind, data, args.out, "demo", TrainConfig(epochs=DEFAULT_EPOCHS[kind], seed=args.seed)
         )
         rows.append((label, encoders[kind]))
     encoder_seconds = time.perf_counter() - start
-    print("training SIDE codecs and the DUET ranker ...")
+    log.info("training SIDE codecs and the DUET ranker ...")
     train_rows, val_rows = ds.ranker_train, ds.ranker_val
     side = SideConfig(seed=args.seed)
     upstream = {
@@ -75,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         TrainConfig(epochs=DEFAULT_EPOCHS["ranker"], seed=args.seed),
     )
     rows.append(("DUET ranker (SIDE codes)", ranker))
-    print(f"exporting ({args.spec}) ...")
+    log.info("exporting (%s) ...", args.spec)
     spec = ExportSpec.from_toml(args.spec).with_overrides(checkpoints=args.out)
     export_dir = args.export or args.out / "export"
-    manifest = export_all(spec, export_dir, progress=stderr_progress)
+    manifest = export_all(spec, export_dir, progress=log_progress)
 
     print(f"\n{'model':<26} {'primary task':<24} {'val NE':>7} {'train s':>8}  gate")
     for label, outcome in rows:

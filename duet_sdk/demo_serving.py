@@ -1,10 +1,11 @@
 """The serving half of ``make demo``: publish the export, serve it on a real tritonserver, call all three
 ensembles for real validation users, compare with in-process PyTorch, run event-triggered inference
-into a real Redis, score through the feature store, print scores, and stop both servers.
+into a real Redis, score through the feature store, log scores, and stop both servers.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from duet_sdk.serving.swap import swap_release
 # Stated tolerances, as in the export manifest (fp32 runtimes vs eager).
 TOLERANCE = {"embedding": 1e-4, "probability": 1e-5}
 
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class Parity:
@@ -123,43 +126,44 @@ def _eti_round(
 
 
 def serve_and_check(runs: Path, export_dir: Path, repository: Path, dataset: EventDataset, users: int = 32) -> bool:
-    """Publish, serve, check; prints everything; True when every check is within tolerance."""
+    """Publish, serve, check; logs everything (INFO); True when every check is within tolerance."""
     published = publish(export_dir, repository, "cpu")
-    print(f"\npublished release {published.version} of {', '.join(published.models)} and 3 ensembles into {repository}")
+    models = ", ".join(published.models)
+    log.info(f"published release {published.version} of {models} and 3 ensembles into {repository}")
     index = read_index(repository)
     with (
         RedisServer() as redis,
         TritonServer(repository, models=startup_models(index)) as server,
         DuetClient(server.endpoints.grpc_url, timeout_s=60) as client,
     ):
-        print(f"tritonserver ready: {server.endpoints.describe()}; redis-server at {redis.url}")
+        log.info(f"tritonserver ready: {server.endpoints.describe()}; redis-server at {redis.url}")
         if index["target"] != index["current"]:
             report = swap_release(server, index["target"])
-            print(f"swapped from release {report.previous} to release {report.current} in {report.duration_s:.1f}s")
+            log.info(f"swapped from release {report.previous} to release {report.current} in {report.duration_s:.1f}s")
         interface = client.connect()
         requests = ranker_requests(dataset, users, min(16, interface.max_candidates))
         reference = InProcessDuet(runs, interface)
         parities = _check_ensembles(client, reference, requests)
-        print(f"\n{'ensemble':<16} {'rows':>5} {'max abs diff':>13} {'tolerance':>10}  {'codes':<20} verdict")
+        log.info(f"{'ensemble':<16} {'rows':>5} {'max abs diff':>13} {'tolerance':>10}  {'codes':<20} verdict")
         for parity in parities:
-            print(parity.line())
+            log.info(parity.line())
         now = max(h.request_time for h, _ in requests)
         metrics, paths, worst = _eti_round(client, redis.url, requests, reference, now)
         eti_ok = worst <= TOLERANCE["probability"]
-        print(
-            f"\nETI: {metrics['triggers']} triggers, {metrics['throttled'] + metrics['coalesced']} coalesced by the "
+        log.info(
+            f"ETI: {metrics['triggers']} triggers, {metrics['throttled'] + metrics['coalesced']} coalesced by the "
             "throttle, "
             f"{metrics['embedded']} users embedded into Redis; scorer paths {paths}; "
             f"max |score - PyTorch| {worst:.2e} ({'ok' if eti_ok else 'MISMATCH'})"
         )
         fresh = client.score_fresh([FreshRequest(h, c) for h, c in requests[:3]])
-        print(
-            f"\nscores ({interface.tasks[0]}, first 5 candidates) from duet_fresh, release "
+        log.info(
+            f"scores ({interface.tasks[0]}, first 5 candidates) from duet_fresh, release "
             f"{fresh[0].scores.model_version}:"
         )
         for result in fresh:
-            print(
+            log.info(
                 f"  user {result.scores.user_id:>10}: " + " ".join(f"{row[0]:.4f}" for row in result.scores.scores[:5])
             )
-    print("tritonserver and redis-server stopped")
+    log.info("tritonserver and redis-server stopped")
     return all(p.ok for p in parities) and eti_ok

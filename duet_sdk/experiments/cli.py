@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import torch
 
 from duet_sdk.atomic_io import atomic_write_json
+from duet_sdk.cli_common import DefaultsHelpFormatter, command_parser, configure_logging
 from duet_sdk.data.eventlog import SPLITS
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.experiments.dare_cli import add_dare_parser, main_dare
@@ -50,9 +50,13 @@ def run_table1(config: Table1Config, out: Path) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="duet-experiment", description=__doc__)
+    p = command_parser("duet-experiment", __doc__)
     sub = p.add_subparsers(dest="experiment", required=True)
-    t = sub.add_parser("table1", help="ranker NE: baseline / +ClickAUE / +ConvAUE / DUET, SIDE vs float, Figure 5")
+    t = sub.add_parser(
+        "table1",
+        formatter_class=DefaultsHelpFormatter,
+        help="ranker NE: baseline / +ClickAUE / +ConvAUE / DUET, SIDE vs float, Figure 5",
+    )
     t.add_argument("--out", type=Path, default=Path("runs/table1"))
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     t.add_argument("--events", type=Path, help="event log (default: --dataset)")
@@ -90,11 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--progress", action="store_true")
     add_recipe_arguments(t)
-    m = sub.add_parser("table1-merge", help="one table from table1 runs of different seeds (run as separate processes)")
+    m = sub.add_parser(
+        "table1-merge",
+        formatter_class=DefaultsHelpFormatter,
+        help="one table from table1 runs of different seeds (run as separate processes)",
+    )
     m.add_argument("--out", type=Path, required=True, help="writes OUT/table1.md and OUT/table1.json")
     m.add_argument("parts", type=Path, nargs="+", help="directories holding a table1.json each")
     w = sub.add_parser(
         "sweep",
+        formatter_class=DefaultsHelpFormatter,
         help="training-recipe settings: primary val NE of ClickAUN, ConvAUN and the baseline ranker per setting",
     )
     w.add_argument("--out", type=Path, default=Path("runs/sweep"))
@@ -191,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         except DuetError as exc:
             print(f"duet-experiment: error: {exc}", file=sys.stderr)
             return 2
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.experiment == "dare":

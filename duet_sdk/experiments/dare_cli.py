@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from duet_sdk.atomic_io import atomic_write_json
+from duet_sdk.cli_common import DefaultsHelpFormatter
 from duet_sdk.data.eventlog import SPLITS
 from duet_sdk.errors import ConfigError
 from duet_sdk.experiments.dare import ARMS, DATASETS, DareConfig, load_rows, run_arm, summarize, to_markdown
@@ -14,7 +15,11 @@ from duet_sdk.training.datasets import EVENT_FORMATS
 
 
 def add_dare_parser(sub: argparse._SubParsersAction) -> None:
-    d = sub.add_parser("dare", help="ranker target attention: off / twin / twin_proj / dare at d_att = d_repr, /2, /4")
+    d = sub.add_parser(
+        "dare",
+        formatter_class=DefaultsHelpFormatter,
+        help="ranker target attention: off / twin / twin_proj / dare at d_att = d_repr, /2, /4",
+    )
     d.add_argument("--out", type=Path, default=Path("runs/dare"))
     d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     d.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=list(ARMS))

@@ -11,13 +11,14 @@ import logging
 import sys
 from pathlib import Path
 
+from duet_sdk.cli_common import command_parser, configure_logging
 from duet_sdk.errors import DuetError
-from duet_sdk.export.pipeline import export_all, quiet_progress, stderr_progress
+from duet_sdk.export.pipeline import export_all, log_progress, quiet_progress
 from duet_sdk.export.spec import FORMATS, ExportSpec
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="duet-export", description=__doc__.splitlines()[0])
+    p = command_parser("duet-export", __doc__.splitlines()[0])
     p.add_argument("--spec", type=Path, required=True, help="export spec TOML, e.g. export/cpu.toml")
     p.add_argument("--out", type=Path, required=True, help="output directory (artifacts/ and manifest.json)")
     p.add_argument("--checkpoints", type=Path, help="duet-train output directory (overrides the spec)")
@@ -40,9 +41,7 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.ERROR if args.no_progress else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    configure_logging(args, logging.ERROR if args.no_progress else logging.INFO)
     try:
         explicit = {}
         for item in args.checkpoint:
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             ranker=args.ranker,
             precision=args.precision,
         )
-        export_all(spec, args.out, args.force, explicit, quiet_progress if args.no_progress else stderr_progress)
+        export_all(spec, args.out, args.force, explicit, quiet_progress if args.no_progress else log_progress)
     except DuetError as exc:
         print(f"duet-export: error: {exc}", file=sys.stderr)
         return 2

@@ -13,9 +13,9 @@ toolchain they were built with.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,12 +38,14 @@ from duet_sdk.export.spec import ExportSpec
 from duet_sdk.export.toolchain import current_toolchain
 from duet_sdk.export.verify import Case, Runner, example_inputs, sample_inputs, verify_artifact
 
+log = logging.getLogger(__name__)
 FILENAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "tensorrt": "model.plan"}
 Progress = Callable[[str], None]
 
 
-def stderr_progress(message: str) -> None:
-    print(f"[duet-export {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+def log_progress(message: str) -> None:
+    """Progress as INFO log records (shown by ``duet export`` unless -q / --no-progress)."""
+    log.info("%s", message)
 
 
 def quiet_progress(message: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from duet_sdk.checkpoint import Checkpoint, load_checkpoint
 from duet_sdk.errors import CheckpointError, DuetError
 from duet_sdk.gate import CheckpointRegistry, GateDecision
+from duet_sdk.side.storage import find_codec_by_digest, find_codec_for_encoder
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +94,9 @@ def select(
     return Source(role, model, latest, True)
 
 
-def find_codec_by_digest(runs: Path, name: str, digest: str) -> Checkpoint:
-    for path in sorted((Path(runs) / "side" / name).glob(f"side-{name}-*"), reverse=True):
-        checkpoint = load_checkpoint(path)
-        if checkpoint.digest == digest:
-            return checkpoint
-    raise CheckpointError(f"{Path(runs) / 'side' / name}: no SIDE codec with digest {digest[:12]}")
-
-
 def codec_for(runs: Path, name: str, encoder: Checkpoint, digest: str | None = None) -> Source:
     """The SIDE codec of ``encoder``: the one with ``digest`` if given, else the newest trained on it."""
-    from duet_sdk.training.features import find_codec
-
-    found = find_codec_by_digest(runs, name, digest) if digest else find_codec(runs, name, encoder.digest)
+    found = find_codec_by_digest(runs, name, digest) if digest else find_codec_for_encoder(runs, name, encoder.digest)
     if found is None:
         raise CheckpointError(f"{Path(runs) / 'side' / name}: no SIDE codec trained for encoder {encoder.digest[:12]}")
     if found.lineage["data"].get("encoder") != encoder.digest:

@@ -23,6 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
+from duet_sdk.cli_common import command_parser, configure_logging
 from duet_sdk.errors import DuetError
 from duet_sdk.interface import ENSEMBLES
 from duet_sdk.serving import releases
@@ -83,7 +84,7 @@ def serve_args_problem(args: argparse.Namespace) -> str | None:
 
 
 def serve_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="duet-serve", description=__doc__.splitlines()[0])
+    p = command_parser("duet-serve", __doc__.splitlines()[0])
     p.add_argument("--model-repository", type=Path, required=True)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--http-port", type=int, default=8000)
@@ -97,6 +98,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin-key-file", type=Path, help="file holding the operator key for model control "
                    f"(else ${ADMIN_KEY_FILE_ENV} or DUET_TRITON_ADMIN_KEY; default: a random per-start key)")
     args = p.parse_args(argv)
+    configure_logging(args)
     problem = serve_args_problem(args)
     if problem:
         print(f"duet-serve: error: {problem}", file=sys.stderr)
@@ -151,7 +153,7 @@ def stop_status(status: int | None) -> int:
 
 
 def publish_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="duet-publish", description="Publish a duet-export output as a new "
+    p = command_parser("duet-publish", "Publish a duet-export output as a new "
                                 "release of a Triton model repository (atomic; gated, digest-checked artifacts only), "
                                 "or roll back to an earlier release.")
     p.add_argument("--export", type=Path, help="duet-export --out directory (manifest.json)")
@@ -171,6 +173,7 @@ def publish_main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us)
     p.add_argument("--keep-versions", type=int, default=defaults.keep_versions, help="releases kept on disk")
     args = p.parse_args(argv)
+    configure_logging(args)
     if (args.export is None) == (args.rollback is None):
         print("duet-publish: error: expected exactly one of --export DIR or --rollback V", file=sys.stderr)
         return 2

@@ -6,7 +6,12 @@ try:
     from duet_sdk.side.codec import SideCodec, bytes_per_user, compression_ratio_vs_fp16
     from duet_sdk.side.config import SideConfig
     from duet_sdk.side.modules import SideDecoder, SideEncoder
-    from duet_sdk.side.storage import load_side_codec, save_side_codec
+    from duet_sdk.side.storage import (
+        find_codec_by_digest,
+        find_codec_for_encoder,
+        load_side_codec,
+        save_side_codec,
+    )
     from duet_sdk.side.train import train_side_codec
 except ModuleNotFoundError as exc:  # the [train] extra is not installed
     raise missing_extra(exc, __name__) from exc
@@ -18,6 +23,8 @@ __all__ = [
     "SideEncoder",
     "bytes_per_user",
     "compression_ratio_vs_fp16",
+    "find_codec_by_digest",
+    "find_codec_for_encoder",
     "load_side_codec",
     "save_side_codec",
     "train_side_codec",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from duet_sdk.checkpoint import Checkpoint, save_checkpoint
+from duet_sdk.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from duet_sdk.errors import CheckpointError, ConfigError
 from duet_sdk.serialization import from_dict, to_dict
 from duet_sdk.side.codec import SideCodec
@@ -55,3 +55,29 @@ def load_side_codec(checkpoint: Checkpoint) -> SideCodec:
         return SideCodec(config, books)
     except ConfigError as exc:
         raise CheckpointError(f"{where}: invalid codebooks: {exc}") from exc
+
+
+def codec_directory(runs: Path, name: str) -> Path:
+    """Where training saves the SIDE codecs of encoder ``name`` (click, conv): ``runs/side/<name>``."""
+    return Path(runs) / "side" / name
+
+
+def _codecs_newest_first(runs: Path, name: str):
+    for path in sorted(codec_directory(runs, name).glob(f"side-{name}-*"), reverse=True):
+        yield load_checkpoint(path)
+
+
+def find_codec_for_encoder(runs: Path, name: str, encoder_digest: str) -> Checkpoint | None:
+    """The newest codec under ``runs/side/<name>`` trained on embeddings of encoder ``encoder_digest``."""
+    for checkpoint in _codecs_newest_first(runs, name):
+        if checkpoint.lineage["data"].get("encoder") == encoder_digest:
+            return checkpoint
+    return None
+
+
+def find_codec_by_digest(runs: Path, name: str, digest: str) -> Checkpoint:
+    """The codec under ``runs/side/<name>`` whose digest is ``digest``; CheckpointError if there is none."""
+    for checkpoint in _codecs_newest_first(runs, name):
+        if checkpoint.digest == digest:
+            return checkpoint
+    raise CheckpointError(f"{codec_directory(runs, name)}: no SIDE codec with digest {digest[:12]}")

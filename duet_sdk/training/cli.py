@@ -10,13 +10,13 @@ Exit status: 0 when the gate accepts every checkpoint, 3 when it rejects one, 2 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 import torch
 
 from duet_sdk.checkpoint import Checkpoint
+from duet_sdk.cli_common import command_parser, configure_logging
 from duet_sdk.data.eventlog import SPLITS, EventLogOptions
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.data.synthetic_longtail import LongTailConfig
@@ -44,7 +44,7 @@ EXIT_REJECTED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="duet-train", description="Train ClickAUN / ConvAUN behind the checkpoint gate.")
+    p = command_parser("duet-train", "Train ClickAUN / ConvAUN behind the checkpoint gate.")
     p.add_argument(
         "model",
         choices=("click", "conv", "ranker"),
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args)
     try:
         return run(args)
     except DuetError as exc:

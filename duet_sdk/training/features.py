@@ -14,12 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from duet_sdk.checkpoint import Checkpoint, load_checkpoint
+from duet_sdk.checkpoint import Checkpoint
 from duet_sdk.data.events import EventTable, ExampleSet
 from duet_sdk.models.loading import load_upstream
 from duet_sdk.models.ranker import codes_key, embedding_key
 from duet_sdk.models.upstream import UserEncoder
-from duet_sdk.side import SideCodec, SideConfig, load_side_codec, save_side_codec, train_side_codec
+from duet_sdk.side import (
+    SideCodec,
+    SideConfig,
+    find_codec_for_encoder,
+    load_side_codec,
+    save_side_codec,
+    train_side_codec,
+)
 from duet_sdk.training.trainer import EventBatches
 
 
@@ -53,16 +60,6 @@ def row_features(
     return features
 
 
-def find_codec(out: Path, name: str, encoder_digest: str) -> Checkpoint | None:
-    """The newest codec under ``out/side/<name>`` trained on embeddings of encoder ``encoder_digest``."""
-    parent = Path(out) / "side" / name
-    for path in sorted(parent.glob(f"side-{name}-*"), reverse=True):
-        checkpoint = load_checkpoint(path)
-        if checkpoint.lineage["data"].get("encoder") == encoder_digest:
-            return checkpoint
-    return None
-
-
 def prepare_upstream(
     name: str,
     encoder_checkpoint: Checkpoint,
@@ -75,7 +72,7 @@ def prepare_upstream(
     """Load the encoder; reuse its codec from ``out/side/<name>`` or train one on ``train_rows``' embeddings
     (metrics on ``val_rows``) and save it."""
     encoder = load_upstream(encoder_checkpoint).encoder
-    found = find_codec(out, name, encoder_checkpoint.digest)
+    found = find_codec_for_encoder(out, name, encoder_checkpoint.digest)
     if found is not None:
         return UpstreamFeatures(encoder_checkpoint, encoder, load_side_codec(found), found)
     codec = train_side_codec(torch.from_numpy(embed_rows(encoder, table, train_rows)), config)

@@ -56,3 +56,21 @@ def side_config(**model):
 def test_load_rejects_checkpoints_that_do_not_describe_a_codec(tmp_path, state_dict, config, message):
     with pytest.raises(CheckpointError, match=message):
         load_side_codec(load_checkpoint(save_raw(tmp_path, state_dict, config).path))
+
+
+def test_find_codec_for_encoder_returns_the_newest_codec_of_that_encoder(tmp_path, small_codec):
+    from duet_sdk.side import find_codec_by_digest, find_codec_for_encoder
+
+    directory = tmp_path / "side" / "click"
+
+    def lineage(encoder: str) -> dict:
+        return {**LINEAGE, "data": {"encoder": encoder}}
+
+    old = save_side_codec(directory, "side-click-1", small_codec, {}, lineage("a" * 64))
+    other = save_side_codec(directory, "side-click-2", small_codec, {}, lineage("b" * 64))
+    new = save_side_codec(directory, "side-click-3", small_codec, {"note": 1}, lineage("a" * 64))
+    assert find_codec_for_encoder(tmp_path, "click", "a" * 64).digest == new.digest != old.digest
+    assert find_codec_for_encoder(tmp_path, "click", "c" * 64) is None
+    assert find_codec_by_digest(tmp_path, "click", other.digest).path == other.path
+    with pytest.raises(CheckpointError, match="no SIDE codec with digest"):
+        find_codec_by_digest(tmp_path, "click", "0" * 64)
