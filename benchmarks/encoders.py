@@ -92,17 +92,21 @@ def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def measure_encoder(kind: str, shape: Shape, batches: tuple[int, ...], threads: int, min_seconds: float,
-                    peak_gflops: float, workdir: Path, int8: bool = True, **overrides) -> list[dict]:
-    """Rows ``{encoder, shape, runtime, batch, users_per_s, gflops, pct_peak, ...}`` for each runtime and batch."""
+                    peak_gflops: float, workdir: Path, int8: bool = True, runtimes: tuple[str, ...] | None = None,
+                    **overrides) -> list[dict]:
+    """Rows ``{encoder, shape, runtime, batch, users_per_s, gflops, pct_peak, ...}`` for each runtime (all, or
+    those of ``runtimes``) and batch."""
     serving = build(kind, shape, **overrides)
     flops = flops_per_user(serving)
     example = example_inputs(serving.signature)
     directory = Path(tempfile.mkdtemp(prefix=f"{kind}-{shape.name}-", dir=workdir))
     onnx_path = export_onnx(serving, example, directory / "model.onnx")
-    runners = {"eager": serving.eager,
-               "torchscript": torchscript_runner(export_torchscript(serving, example, directory / "model.pt"), serving.signature),
-               "ort": onnxruntime_runner(onnx_path, threads)}
-    if int8:
+    wanted = ("eager", "torchscript", "ort", *(("ort_int8",) if int8 else ())) if runtimes is None else runtimes
+    runners = {"eager": serving.eager} if "eager" in wanted else {}
+    if "torchscript" in wanted:
+        runners["torchscript"] = torchscript_runner(export_torchscript(serving, example, directory / "model.pt"), serving.signature)
+    runners["ort"] = onnxruntime_runner(onnx_path, threads)
+    if "ort_int8" in wanted:
         runners["ort_int8"] = onnxruntime_runner(quantize_int8(onnx_path, directory / "model.int8.onnx"), threads)
     torch.set_num_threads(threads)
     rows = []
