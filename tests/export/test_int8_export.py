@@ -87,3 +87,35 @@ def test_int8_export_refuses_a_model_it_rounds_beyond_tolerance_and_publishes_no
     assert caught.value.max_abs_diff > EMBEDDING_ATOL["int8"] and caught.value.inputs_path.is_file()
     assert not (out / "artifacts" / "click_encoder").exists() and not (out / "manifest.json").exists()
     assert [p.name for p in out.iterdir()] == ["failures"]  # no temporary directory left behind
+
+
+def _click_serving(runs):
+    from duet_sdk.export.pipeline import build_serving
+    from duet_sdk.export.sources import select_all
+
+    spec = ExportSpec(checkpoints=runs, encoders=("click",), ranker=None, formats=("onnx",))
+    return build_serving(select_all(runs, ("click",), None, False), spec)["click_encoder"]
+
+
+def test_int8_codes_may_follow_the_artifacts_own_embedding_but_no_other_codes(runs, tmp_path):
+    """A stand-in runner: eager embeddings moved by 3e-2 (inside int8's 5e-2, outside fp32's 1e-4) with codes
+    re-encoded from the moved embedding pass int8; the same with one code changed does not."""
+    serving = _click_serving(runs)
+
+    def moved(inputs, corrupt=False):
+        out = serving.eager(inputs)
+        embedding = out["click_embedding"] + 3e-2 * torch.sign(torch.randn_like(out["click_embedding"]))
+        codes = serving.module.side(embedding).clone()
+        if corrupt:
+            codes[0, -1] = (codes[0, -1] + 1) % 16
+        return {"click_codes": codes, "click_embedding": embedding}
+
+    from duet_sdk.export.verify import verify_artifact
+
+    cases = (Case(8, "max", "full"),)
+    result = verify_artifact(serving, moved, "int8", cases, failures_dir=tmp_path)
+    assert 0.02 < result.max_abs_diff["click_embedding"] <= EMBEDDING_ATOL["int8"]
+    with pytest.raises(VerificationError, match="click_codes: 1 rows differ"):
+        verify_artifact(serving, lambda x: moved(x, corrupt=True), "int8", cases, failures_dir=tmp_path)
+    with pytest.raises(VerificationError, match="rows differ outside near ties"):  # fp32 holds codes to eager's
+        verify_artifact(serving, moved, "fp32", cases, failures_dir=tmp_path)
