@@ -45,16 +45,33 @@ from duet_sdk.metrics import normalized_entropy
 
 log = logging.getLogger("benchmarks.precision")
 BATCHES = (1, 8, 64)
-LEVERS = {"baseline (MLA latent 64, no trimming)": {}, "pyramid 256/128/64/32": {"pyramid": (256, 128, 64, 32)},
-          "MLA latent 32": {"latent_dim": 32}, "MLA latent 16": {"latent_dim": 16}}
+LEVERS = {
+    "baseline (MLA latent 64, no trimming)": {},
+    "pyramid 256/128/64/32": {"pyramid": (256, 128, 64, 32)},
+    "MLA latent 32": {"latent_dim": 32},
+    "MLA latent 16": {"latent_dim": 16},
+}
 
 
 def train(out: Path, threads: int) -> Path:
     """Train the demo checkpoints into ``out`` with duet-train (1 thread per step, as the demo)."""
     for argv in (["click"], ["conv"], ["ranker", "--variants", "duet"]):
         log.info("duet-train %s", " ".join(argv))
-        subprocess.run([sys.executable, "-m", "duet_sdk.training.cli", *argv, "--out", str(out), "--threads", str(threads),
-                        "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "duet_sdk.training.cli",
+                *argv,
+                "--out",
+                str(out),
+                "--threads",
+                str(threads),
+                "--no-progress",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out
 
 
@@ -77,9 +94,13 @@ def validation_requests(dataset) -> tuple[list, np.ndarray, np.ndarray, tuple[st
     from duet_sdk.online.replay import user_history
 
     rows = dataset.ranker_val
-    requests = [FreshRequest(user_history(dataset.table, int(u), int(t)),
-                             Candidates([[int(x) for x in rows.item_sparse[i]]], [[float(x) for x in rows.item_dense[i]]]))
-                for i, (u, t) in enumerate(zip(rows.user_index, rows.request_time))]
+    requests = [
+        FreshRequest(
+            user_history(dataset.table, int(u), int(t)),
+            Candidates([[int(x) for x in rows.item_sparse[i]]], [[float(x) for x in rows.item_dense[i]]]),
+        )
+        for i, (u, t) in enumerate(zip(rows.user_index, rows.request_time, strict=True))
+    ]
     return requests, rows.labels, rows.label_mask, rows.tasks
 
 
@@ -87,7 +108,7 @@ def served_ne(client, requests, labels, mask, tasks) -> dict[str, float]:
     """NE per task of ``duet_fresh`` scores of every request (64 users per call)."""
     scores = []
     for start in range(0, len(requests), 64):
-        scores += [r.scores.scores[0] for r in client.score_fresh(requests[start:start + 64])]
+        scores += [r.scores.scores[0] for r in client.score_fresh(requests[start : start + 64])]
     scores = np.asarray(scores)  # (E, K) in the interface's task order
     order = [client.interface.tasks.index(t) for t in tasks]
     return {t: normalized_entropy(labels[:, k], scores[:, order[k]], mask[:, k]) for k, t in enumerate(tasks)}
@@ -110,7 +131,9 @@ def served_throughput(clients: dict, requests, batches, min_seconds: float, repe
                 times[name].append((time.perf_counter() - start) / done)
         for name, values in times.items():
             seconds = statistics.median(values)
-            rows.append({"precision": name, "batch": batch, "ms_per_call": seconds * 1e3, "users_per_s": batch / seconds})
+            rows.append(
+                {"precision": name, "batch": batch, "ms_per_call": seconds * 1e3, "users_per_s": batch / seconds}
+            )
     return rows
 
 
@@ -121,15 +144,19 @@ def inprocess_throughput(manifests: dict, exports: dict, batches, threads: int, 
         for record in manifest["artifacts"]:
             if not record["model"].endswith("_encoder"):
                 continue
-            inputs = tuple(TensorSpec(i["name"], i["dtype"], tuple(i["shape"]), (i.get("range") or [0, None])[1])
-                           for i in record["inputs"])
+            inputs = tuple(
+                TensorSpec(i["name"], i["dtype"], tuple(i["shape"]), (i.get("range") or [0, None])[1])
+                for i in record["inputs"]
+            )
             dims = {k: (v["min"], v["opt"], v["max"]) for k, v in record["dims"].items()}
             signature = ModelSignature(record["model"], inputs, (), dims)
             run = onnxruntime_runner(exports[precision] / record["path"], threads)
             for batch in batches:
                 inputs = sample_inputs(signature, Case(batch, "max", "full"), seed=batch)
                 seconds = time_call(lambda run=run, inputs=inputs: run(inputs), min_seconds)
-                rows.append({"precision": precision, "model": record["model"], "batch": batch, "users_per_s": batch / seconds})
+                rows.append(
+                    {"precision": precision, "model": record["model"], "batch": batch, "users_per_s": batch / seconds}
+                )
     return rows
 
 
@@ -165,12 +192,17 @@ def production(batches, threads: int, min_seconds: float, workdir: Path, quick: 
         overrides = {"attention": _attention(lever["latent_dim"])} if "latent_dim" in lever else dict(lever)
         label = next(k for k, v in LEVERS.items() if v == lever)
         log.info("production %s: %s", kind, label)
-        for row in measure_encoder(kind, PRODUCTION, batches, threads, min_seconds, 1.0, workdir,
-                                   runtimes=("ort", "ort_int8"), **overrides):
-            rows.append({k: v for k, v in row.items() if k not in ("pct_peak", "attention", "pyramid")} | {"lever": label})
+        for row in measure_encoder(
+            kind, PRODUCTION, batches, threads, min_seconds, 1.0, workdir, runtimes=("ort", "ort_int8"), **overrides
+        ):
+            rows.append(
+                {k: v for k, v in row.items() if k not in ("pct_peak", "attention", "pyramid")} | {"lever": label}
+            )
     serving = build("click", PRODUCTION)
     directory = Path(tempfile.mkdtemp(prefix="profile-", dir=workdir))
-    int8 = quantize_int8(export_onnx(serving, example_inputs(serving.signature), directory / "model.onnx"), directory / "int8.onnx")
+    int8 = quantize_int8(
+        export_onnx(serving, example_inputs(serving.signature), directory / "model.onnx"), directory / "int8.onnx"
+    )
     profile = op_profile(int8, full_inputs(serving, batches[-1]), threads)
     return rows, profile
 
@@ -180,34 +212,68 @@ def ratios(rows: list[dict], key: tuple[str, ...], by: str, num: str, den: str) 
     groups: dict[tuple, dict[str, float]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in key), {})[row[by]] = row["users_per_s"]
-    return [dict(zip(key, k)) | {"ratio": v[num] / v[den]} for k, v in groups.items() if num in v and den in v]
+    both = {k: v for k, v in groups.items() if num in v and den in v}
+    return [dict(zip(key, k, strict=True)) | {"ratio": v[num] / v[den]} for k, v in both.items()]
 
 
 def to_markdown(results: dict) -> str:
-    lines = ["# int8 vs fp32 (cpu target) and FLOP levers", "", f"machine: {results['machine']}; threads {results['threads']}", "",
-             "## NE on validation data through duet_fresh", "", "| task | NE fp32 | NE int8 | relative NE cost |", "| --- | ---: | ---: | ---: |"]
+    lines = [
+        "# int8 vs fp32 (cpu target) and FLOP levers",
+        "",
+        f"machine: {results['machine']}; threads {results['threads']}",
+        "",
+        "## NE on validation data through duet_fresh",
+        "",
+        "| task | NE fp32 | NE int8 | relative NE cost |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for task, ne in results["ne"]["fp32"].items():
         int8 = results["ne"]["int8"][task]
         lines.append(f"| {task} | {ne:.5f} | {int8:.5f} | {100 * (int8 - ne) / ne:+.3f} % |")
-    lines += ["", f"rows: {results['ne']['rows']}", "", "## Served duet_fresh (16 candidates per user, concurrency 1)", "",
-              "| B | fp32 users/s | int8 users/s | int8/fp32 |", "| ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        f"rows: {results['ne']['rows']}",
+        "",
+        "## Served duet_fresh (16 candidates per user, concurrency 1)",
+        "",
+        "| B | fp32 users/s | int8 users/s | int8/fp32 |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
     served = {(r["precision"], r["batch"]): r["users_per_s"] for r in results["served"]}
     for b in results["batches"]:
-        lines.append(f"| {b} | {served[('fp32', b)]:.1f} | {served[('int8', b)]:.1f} | {served[('int8', b)] / served[('fp32', b)]:.2f} |")
-    lines += ["", "## In-process ONNX Runtime on the trained (demo) encoder artifacts", "", "| model | B | int8/fp32 |", "| --- | ---: | ---: |"]
+        fp32, int8 = served[("fp32", b)], served[("int8", b)]
+        lines.append(f"| {b} | {fp32:.1f} | {int8:.1f} | {int8 / fp32:.2f} |")
+    lines += [
+        "",
+        "## In-process ONNX Runtime on the trained (demo) encoder artifacts",
+        "",
+        "| model | B | int8/fp32 |",
+        "| --- | ---: | ---: |",
+    ]
     lines += [f"| {r['model']} | {r['batch']} | {r['ratio']:.2f} |" for r in results["inprocess_ratio"]]
-    lines += ["", "## Default preset, production lengths: FLOP levers, fp32 and int8 ONNX Runtime", "",
-              "| encoder | lever | GFLOP/user | B | fp32 users/s | int8 users/s | int8/fp32 | int8 max abs diff |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "## Default preset, production lengths: FLOP levers, fp32 and int8 ONNX Runtime",
+        "",
+        "| encoder | lever | GFLOP/user | B | fp32 users/s | int8 users/s | int8/fp32 | int8 max abs diff |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     prod = {}
     for r in results["production"]:
         prod.setdefault((r["encoder"], r["lever"], r["batch"]), {})[r["runtime"]] = r
     for (enc, lever, b), v in prod.items():
         f, q = v["ort"], v["ort_int8"]
-        lines.append(f"| {enc} | {lever} | {f['flops_per_user'] / 1e9:.3f} | {b} | {f['users_per_s']:.1f} | {q['users_per_s']:.1f} | "
-                     f"{q['users_per_s'] / f['users_per_s']:.2f} | {q['max_abs_embedding']:.2g} |")
-    lines += ["", f"## ONNX Runtime profile, int8 ClickAUN (default preset) at B = {results['batches'][-1]}: % of node time", "",
-              "| op | % |", "| --- | ---: |"] + [f"| {op} | {pct} |" for op, pct in list(results["int8_profile"].items())[:10]]
+        lines.append(
+            f"| {enc} | {lever} | {f['flops_per_user'] / 1e9:.3f} | {b} | {f['users_per_s']:.1f} | "
+            f"{q['users_per_s']:.1f} | {q['users_per_s'] / f['users_per_s']:.2f} | {q['max_abs_embedding']:.2g} |"
+        )
+    lines += [
+        "",
+        f"## ONNX Runtime profile, int8 ClickAUN (default preset) at B = {results['batches'][-1]}: % of node time",
+        "",
+        "| op | % |",
+        "| --- | ---: |",
+    ] + [f"| {op} | {pct} |" for op, pct in list(results["int8_profile"].items())[:10]]
     return "\n".join(lines) + "\n"
 
 
@@ -248,14 +314,23 @@ def run(out: Path, runs: Path | None, quick: bool, threads: int) -> dict:
     inprocess = inprocess_throughput(manifests, exports, BATCHES, threads, min_seconds)
     prod, profile = production(BATCHES, threads, min_seconds, work, quick)
     results = {
-        "machine": machine.describe(), "threads": threads, "quick": quick, "batches": list(BATCHES), "runs": str(runs),
+        "machine": machine.describe(),
+        "threads": threads,
+        "quick": quick,
+        "batches": list(BATCHES),
+        "runs": str(runs),
         "ne": {**ne, "rows": len(requests)},
         "relative_ne_cost_pct": {t: 100 * (ne["int8"][t] - ne["fp32"][t]) / ne["fp32"][t] for t in tasks},
-        "verification": {p: {a["model"]: {"max_abs_diff": a["max_abs_diff"], "tolerance": a["tolerance"]} for a in m["artifacts"]}
-                         for p, m in manifests.items()},
-        "served": served, "served_ratio": ratios(served, ("batch",), "precision", "int8", "fp32"),
-        "inprocess": inprocess, "inprocess_ratio": ratios(inprocess, ("model", "batch"), "precision", "int8", "fp32"),
-        "production": prod, "int8_profile": profile,
+        "verification": {
+            p: {a["model"]: {"max_abs_diff": a["max_abs_diff"], "tolerance": a["tolerance"]} for a in m["artifacts"]}
+            for p, m in manifests.items()
+        },
+        "served": served,
+        "served_ratio": ratios(served, ("batch",), "precision", "int8", "fp32"),
+        "inprocess": inprocess,
+        "inprocess_ratio": ratios(inprocess, ("model", "batch"), "precision", "int8", "fp32"),
+        "production": prod,
+        "int8_profile": profile,
     }
     (out / "precision.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     (out / "precision.md").write_text(to_markdown(results), encoding="utf-8")
@@ -263,10 +338,16 @@ def run(out: Path, runs: Path | None, quick: bool, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=Path("runs/precision"), help="where precision.json and precision.md go")
-    p.add_argument("--runs", type=Path, help="a duet-train output (click, conv, duet ranker) on the default synthetic data; "
-                                            "default: train one under OUT/train")
+    p.add_argument(
+        "--runs",
+        type=Path,
+        help="a duet-train output (click, conv, duet ranker) on the default synthetic data; "
+        "default: train one under OUT/train",
+    )
     p.add_argument("--quick", action="store_true", help="shorter windows, two FLOP-lever settings")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for ONNX Runtime and training")
     args = p.parse_args(argv)

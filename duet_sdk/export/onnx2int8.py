@@ -28,8 +28,13 @@ from pathlib import Path
 from duet_sdk.export import _compat
 
 log = logging.getLogger(__name__)
-SETTINGS = {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": ["MatMul"], "weights": "int8 per channel",
-            "activations": "uint8 per call", "reduce_range": True}
+SETTINGS = {
+    "method": "onnxruntime.quantization.quantize_dynamic",
+    "op_types": ["MatMul"],
+    "weights": "int8 per channel",
+    "activations": "uint8 per call",
+    "reduce_range": True,
+}
 
 
 def weight_matmuls(onnx_path: Path) -> list[str]:
@@ -55,9 +60,16 @@ def quantize_int8(onnx_path: Path, out: Path) -> Path:
     level = quiet.level
     quiet.setLevel(max(level, logging.ERROR))
     try:
-        quantize_dynamic(str(onnx_path), str(out), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
-                         weight_type=QuantType.QInt8, per_channel=True, reduce_range=SETTINGS["reduce_range"],
-                         use_external_data_format=True)
+        quantize_dynamic(
+            str(onnx_path),
+            str(out),
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=nodes,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=SETTINGS["reduce_range"],
+            use_external_data_format=True,
+        )
     finally:
         quiet.setLevel(level)
     log.info("%s: quantized %d weight MatMuls to int8", onnx_path, len(nodes))

@@ -43,7 +43,10 @@ def test_int8_artifacts_are_verified_at_their_stated_tolerance_with_sha256(int8_
         assert record["precision"] == "int8" and record["verified_rows"] > 0
         directory = (int8_export / record["path"]).parent
         assert {n: sha256_file(directory / n) for n in record["files"]} == record["sha256"]
-        assert record["quantization"]["op_types"] == ["MatMul"] and record["quantization"]["ops"].get("MatMulInteger", 0) > 0
+        assert (
+            record["quantization"]["op_types"] == ["MatMul"]
+            and record["quantization"]["ops"].get("MatMulInteger", 0) > 0
+        )
     encoder = records["click_encoder"]
     assert encoder["tolerance"]["click_embedding"] == {"atol": EMBEDDING_ATOL["int8"]}
     assert 0 < encoder["per_output"]["click_embedding"]["max_abs_diff"] <= EMBEDDING_ATOL["int8"]

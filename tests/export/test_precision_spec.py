@@ -12,7 +12,9 @@ from duet_sdk.export.spec import ExportSpec
 
 def _session(op: str, dtype: int):
     x, w = (helper.make_tensor_value_info(n, dtype, s) for n, s in (("X", [2, 4]), ("W", [4, 3])))
-    graph = helper.make_graph([helper.make_node(op, ["X", "W"], ["Y"])], "probe", [x, w], [helper.make_tensor_value_info("Y", dtype, None)])
+    graph = helper.make_graph(
+        [helper.make_node(op, ["X", "W"], ["Y"])], "probe", [x, w], [helper.make_tensor_value_info("Y", dtype, None)]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     return onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 

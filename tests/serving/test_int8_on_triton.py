@@ -31,8 +31,14 @@ SAME_ARTIFACT_ATOL = 1e-5
 def int8_served(tiny_runs, tmp_path_factory):
     """(client, eager reference, in-process ONNX Runtime reference on the int8 artifacts)."""
     out = tmp_path_factory.mktemp("export-int8")
-    spec = ExportSpec(checkpoints=tiny_runs, formats=("onnx",), encoders=("click", "conv"), ranker="duet", precision="int8",
-                      shapes=ShapeSpec(opt_batch=4, max_batch=16, opt_candidates=4, max_candidates=16))
+    spec = ExportSpec(
+        checkpoints=tiny_runs,
+        formats=("onnx",),
+        encoders=("click", "conv"),
+        ranker="duet",
+        precision="int8",
+        shapes=ShapeSpec(opt_batch=4, max_batch=16, opt_candidates=4, max_candidates=16),
+    )
     manifest = export_all(spec, out, cases=(Case(3, "short", "mixed"), Case(16, "max", "full")))
     assert {a["precision"] for a in manifest["artifacts"]} == {"int8"}
     repo = tmp_path_factory.mktemp("repository-int8")
@@ -43,8 +49,9 @@ def int8_served(tiny_runs, tmp_path_factory):
         eager = InProcessDuet(tiny_runs, interface)
         ort = InProcessDuet(tiny_runs, interface)
         for record in manifest["artifacts"]:
-            ort.models[record["model"]] = SimpleNamespace(signature=ort.models[record["model"]].signature,
-                                                          eager=onnxruntime_runner(out / record["path"]))
+            ort.models[record["model"]] = SimpleNamespace(
+                signature=ort.models[record["model"]].signature, eager=onnxruntime_runner(out / record["path"])
+            )
         yield client, eager, ort
 
 
@@ -70,5 +77,6 @@ def test_served_int8_fresh_scores_answer_like_onnxruntime_in_process_on_the_same
         np.testing.assert_allclose(np.array(got.scores.scores), want, atol=SAME_ARTIFACT_ATOL)
         reference_codes = {n: tuple(c.tolist()) for n, c in eager.score_fresh(history, candidates)[1].items()}
         if got.codes == reference_codes:  # a near-tie code flip changes the decoded input; scores then differ more
-            np.testing.assert_allclose(np.array(got.scores.scores), eager.score_fresh(history, candidates)[0],
-                                       atol=PROBABILITY_ATOL["int8"])
+            np.testing.assert_allclose(
+                np.array(got.scores.scores), eager.score_fresh(history, candidates)[0], atol=PROBABILITY_ATOL["int8"]
+            )
