@@ -310,6 +310,9 @@ def run(out: Path, runs: Path | None, quick: bool, threads: int) -> dict:
         speed = [FreshRequest(h, c) for h, c in ranker_requests(dataset, max(BATCHES), 16)]
         log.info("served throughput")
         served = served_throughput(clients, speed, BATCHES, min_seconds)
+    partial = {"ne": {**ne, "rows": len(requests)}, "served": served}
+    # kept should a later step fail
+    (out / "precision.partial.json").write_text(json.dumps(partial, indent=2), encoding="utf-8")
     log.info("in-process ONNX Runtime on the trained artifacts")
     inprocess = inprocess_throughput(manifests, exports, BATCHES, threads, min_seconds)
     prod, profile = production(BATCHES, threads, min_seconds, work, quick)
