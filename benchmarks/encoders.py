@@ -5,7 +5,8 @@ product (mm, addmm, bmm, scaled-dot-product attention) of one eager forward at f
 2 FLOPs per multiply-add; element-wise work, gathers and norms are not counted, so % of peak is a
 slight under-statement of the work done. Weights are random (speed does not depend on them).
 
-int8 is ONNX Runtime dynamic quantization of ``MatMul`` only (weights int8, activations uint8 per
+int8 is what ``duet-export`` ships for ``precision = "int8"`` (``duet_sdk.export.onnx2int8``): ONNX Runtime
+dynamic quantization of the weight ``MatMul`` nodes only (7-bit per-channel weights, uint8 activations per
 call), so the hashed embedding tables stay fp32 (``quantize_dynamic`` would quantize Gather too).
 """
 
@@ -23,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.export.extract import ServingModel, extract_encoder
+from duet_sdk.export.onnx2int8 import quantize_int8
 from duet_sdk.export.torch2onnx import export_onnx, onnxruntime_runner
 from duet_sdk.export.torch2torchscript import export_torchscript, torchscript_runner
 from duet_sdk.export.verify import Case, example_inputs, sample_inputs
@@ -85,62 +87,28 @@ def time_call(call: Callable[[], object], min_seconds: float, repeats: int = 5) 
     return statistics.median(times)
 
 
-def weight_matmuls(onnx_path: Path) -> list[str]:
-    """Names of the MatMul nodes whose second input is a weight (an initializer), not an activation:
-    attention's Q·K and P·V products stay fp32."""
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    weights = {t.name for t in graph.initializer}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] in weights]
-
-
-def quantize_int8(onnx_path: Path, out: Path) -> Path:
-    """Dynamic int8 quantization (per-channel int8 weights, uint8 activations per call) of the
-    weight MatMuls only; returns the quantized model's path."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(onnx_path),
-        str(out),
-        op_types_to_quantize=["MatMul"],
-        nodes_to_quantize=weight_matmuls(onnx_path),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        use_external_data_format=True,
-    )
-    return out
-
-
 def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
-def measure_encoder(
-    kind: str,
-    shape: Shape,
-    batches: tuple[int, ...],
-    threads: int,
-    min_seconds: float,
-    peak_gflops: float,
-    workdir: Path,
-    int8: bool = True,
-    **overrides,
-) -> list[dict]:
-    """Rows ``{encoder, shape, runtime, batch, users_per_s, gflops, pct_peak, ...}`` for each runtime and batch."""
+def measure_encoder(kind: str, shape: Shape, batches: tuple[int, ...], threads: int, min_seconds: float,
+                    peak_gflops: float, workdir: Path, int8: bool = True, runtimes: tuple[str, ...] | None = None,
+                    **overrides) -> list[dict]:
+    """Rows ``{encoder, shape, runtime, batch, users_per_s, gflops, pct_peak, ...}`` for each runtime (all, or
+    those of ``runtimes``) and batch."""
     serving = build(kind, shape, **overrides)
     flops = flops_per_user(serving)
     example = example_inputs(serving.signature)
     directory = Path(tempfile.mkdtemp(prefix=f"{kind}-{shape.name}-", dir=workdir))
     onnx_path = export_onnx(serving, example, directory / "model.onnx")
-    runners = {
-        "eager": serving.eager,
-        "torchscript": torchscript_runner(
+    wanted = ("eager", "torchscript", "ort", *(("ort_int8",) if int8 else ())) if runtimes is None else runtimes
+    runners = {"eager": serving.eager} if "eager" in wanted else {}
+    if "torchscript" in wanted:
+        runners["torchscript"] = torchscript_runner(
             export_torchscript(serving, example, directory / "model.pt"), serving.signature
-        ),
-        "ort": onnxruntime_runner(onnx_path, threads),
-    }
-    if int8:
+        )
+    runners["ort"] = onnxruntime_runner(onnx_path, threads)
+    if "ort_int8" in wanted:
         runners["ort_int8"] = onnxruntime_runner(quantize_int8(onnx_path, directory / "model.int8.onnx"), threads)
     torch.set_num_threads(threads)
     rows = []

@@ -14,6 +14,7 @@ from pathlib import Path
 from duet_sdk.cli_common import command_parser, configure_logging
 from duet_sdk.errors import DuetError
 from duet_sdk.export.pipeline import export_all, log_progress, quiet_progress
+from duet_sdk.export.signature import PRECISIONS
 from duet_sdk.export.spec import FORMATS, ExportSpec
 
 
@@ -25,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", help=f"comma-separated subset of {','.join(FORMATS)}")
     p.add_argument("--encoders", help="comma-separated encoders (click,conv); empty for none")
     p.add_argument("--ranker", help="ranker variant, e.g. duet; empty for none")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="TensorRT precision")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="cpu: fp32 or int8 (ONNX artifacts, dynamic quantization); gpu: TensorRT fp32, fp16 or bf16")
     p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
                    help="export this checkpoint for MODEL (click, conv or ranker) instead of the latest accepted")
     p.add_argument(

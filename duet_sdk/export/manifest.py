@@ -4,7 +4,8 @@ Written atomically (``atomic_write_json``); artifacts of models not exported thi
 manifest names its ``target``; gpu exports hold ``role`` ``"prep"`` and ``"engine"`` records (an
 engine names its ``prep`` model and the ``raw_inputs`` clients send), TensorRT plans their
 ``toolchain`` (TensorRT, CUDA, GPU) and ONNX engines the ``fallback`` verification under ONNX
-Runtime's TensorRT accelerator (or why it is unverified).
+Runtime's TensorRT accelerator (or why it is unverified). An int8 artifact (cpu target) records its
+``precision``, the looser ``tolerance`` it was verified at and its ``quantization``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from duet_sdk.atomic_io import atomic_write_json
 from duet_sdk.export.signature import ModelSignature
 
 MANIFEST = "manifest.json"
-GPU_FIELDS = ("prep", "raw_inputs", "toolchain", "fallback")  # written where set (gpu exports)
+OPTIONAL_FIELDS = ("prep", "raw_inputs", "toolchain", "fallback", "quantization")  # written where set
 
 
 @dataclass
@@ -46,6 +47,7 @@ class ArtifactRecord:
     raw_inputs: list[dict] | None = None
     toolchain: dict | None = None
     fallback: dict | None = None
+    quantization: dict | None = None  # int8: method, settings, op counts, Gather table dtypes
 
     def to_dict(self) -> dict:
         io = self.signature.to_dict()
@@ -78,7 +80,7 @@ class ArtifactRecord:
             "source_checkpoints": self.source_checkpoints,
             "warnings": self.warnings,
             "role": self.role,
-            **{k: getattr(self, k) for k in GPU_FIELDS if getattr(self, k) is not None},
+            **{k: getattr(self, k) for k in OPTIONAL_FIELDS if getattr(self, k) is not None},
         }
 
 

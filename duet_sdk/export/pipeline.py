@@ -9,6 +9,10 @@ The gpu target splits each encoder into ``<name>_prep`` (ONNX only) and the engi
 ONNX against the fused eager encoder. ONNX engines are also verified under ONNX Runtime's TensorRT
 accelerator where it is available (``fallback`` in the manifest), TensorRT plans record the
 toolchain they were built with.
+
+``precision = "int8"`` (cpu target, ONNX only) exports fp32 ONNX aside, quantizes its weight MatMuls
+into the artifact (``duet_sdk.export.onnx2int8``) and verifies it against eager PyTorch at the int8
+tolerances of ``duet_sdk.export.signature``; the manifest records how it was quantized.
 """
 
 from __future__ import annotations
@@ -124,6 +128,13 @@ def convert(serving: ServingModel, fmt: str, directory: Path, spec: ExportSpec, 
 
         export_torchscript(serving, example, path)
         check_standalone(path, serving, _inputs(serving, Case(2, "short", "mixed")))
+    elif fmt == "onnx" and spec.precision == "int8":  # fp32 export aside, quantized into place, fp32 removed
+        from duet_sdk.export.onnx2int8 import quantize_int8
+        from duet_sdk.export.torch2onnx import export_onnx
+        fp32 = directory / ".fp32"
+        fp32.mkdir()
+        quantize_int8(export_onnx(serving, example, fp32 / FILENAMES["onnx"], spec.opset), path)
+        shutil.rmtree(fp32)
     elif fmt == "onnx":
         from duet_sdk.export.torch2onnx import export_onnx
 
@@ -139,6 +150,13 @@ def convert(serving: ServingModel, fmt: str, directory: Path, spec: ExportSpec, 
         for extra in directory.glob(".model.onnx*"):
             extra.unlink()
     return path
+
+
+def _quantization(path: Path) -> dict:
+    """How an int8 artifact was quantized, and what its graph holds (Gather tables stay fp32)."""
+    from duet_sdk.export.onnx2int8 import SETTINGS, graph_summary
+
+    return SETTINGS | graph_summary(path)
 
 
 def _prep_runner(serving: ServingModel, out: Path) -> Runner:
@@ -205,7 +223,7 @@ def export_model_format(
         started = time.perf_counter()
         path = convert(serving, fmt, tmp, spec, onnx_path)
         converted = time.perf_counter()
-        precision = spec.precision if fmt == "tensorrt" else "fp32"
+        precision = spec.precision if fmt == "tensorrt" or (fmt == "onnx" and spec.precision == "int8") else "fp32"
         result = _verify(serving, _runner(fmt, path, serving), out, precision, cases, f"{serving.name}-{fmt}")
         if spec.target == "gpu" and fmt == "onnx" and serving.role != "prep":  # served with the TensorRT accelerator
             fallback = verify_fallback(serving, path, out, spec, cases)
@@ -213,6 +231,7 @@ def export_model_format(
         files = sorted(p.name for p in tmp.iterdir())
         digests = {name: sha256_file(tmp / name) for name in files}
         size = sum(p.stat().st_size for p in tmp.iterdir())
+        quantization = _quantization(path) if precision == "int8" else None
         _publish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -236,8 +255,8 @@ def export_model_format(
         role=serving.role,
         prep=serving.prep.name if serving.prep else None,
         raw_inputs=serving.reference.signature.to_dict()["inputs"] if serving.reference else None,
-        toolchain=current_toolchain().to_dict() if fmt == "tensorrt" else None,
-        fallback=fallback,
+        toolchain=current_toolchain().to_dict() if fmt == "tensorrt" else None, fallback=fallback,
+        quantization=quantization,
     )
     worst_abs, _ = result.overall()
     ties = sum(result.near_ties.values())

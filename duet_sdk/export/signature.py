@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # torch is imported only where a torch dtype or Dim is asked 
     import torch
 
 DTYPES = ("int64", "int32", "float32")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,16 @@ class Tolerance:
 
 
 # fp32: same ops, different kernels -> ~1e-6 observed; stated bounds leave headroom.
-EMBEDDING_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
-PROBABILITY_ATOL = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 5e-2}
+# int8 (ONNX Runtime dynamic quantization of the weight MatMuls, 7-bit weights) resolves about as finely
+# as bf16 (8-bit mantissa), so it gets bf16's bounds: embeddings of |x| ~ 1.5 differ by ~1e-2 observed,
+# the trained demo ranker's probabilities by up to 2.6e-2 on the verification cases (random IDs, B = 64,
+# 128 candidates). A SIDE code may flip with the embedding: verify also accepts codes that are the exact
+# encoding of the artifact's own (in-tolerance) embedding. What int8 costs in NE is measured on
+# validation data (benchmarks/precision.py).
+EMBEDDING_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2, "int8": 5e-2}
+PROBABILITY_ATOL = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 5e-2, "int8": 5e-2}
 # Relative distance gap of a near tie in SIDE encoding; wider at reduced precision.
-TIE_RTOL = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
+TIE_RTOL = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2, "int8": 5e-2}
 # Prep-model time features (|x| <= 5): sin/cos of phases up to ~400 rad, where one float32 ulp is 3e-5;
 # ONNX Runtime's and PyTorch's kernels differ by ~1e-5 observed.
 FEATURE_ATOL = 1e-4

@@ -7,13 +7,20 @@ Example::
     formats = ["torchscript", "onnx"]
     encoders = ["click", "conv"]
     ranker = "duet"                    # ranker variant; "" exports no ranker
-    precision = "fp32"                 # TensorRT engines: fp32, fp16 or bf16
+    precision = "fp32"                 # cpu: fp32 or int8 (ONNX only); gpu (TensorRT): fp32, fp16 or bf16
 
     [shapes]                           # min is 1; opt/max become TensorRT optimization profiles
     opt_batch = 16
     max_batch = 64
     opt_candidates = 32
     max_candidates = 128
+
+Precision by target (``TARGET_PRECISIONS``): the cpu target serves ONNX Runtime's CPU execution provider
+(and TorchScript), so it takes fp32 or int8; int8 quantizes the ONNX artifacts' weight MatMuls
+(``duet_sdk.export.onnx2int8``) and needs ``formats = ["onnx"]`` (a TorchScript artifact beside it would
+be fp32 under an int8 spec). bf16 and fp16 are refused for cpu with the reason (``CPU_REFUSED``): the
+CPU provider has no bfloat16 MatMul/Gemm kernel, so a bf16 graph fails to load. The gpu target takes
+TensorRT's fp32, fp16 or bf16; int8 there would need calibration, which is not provided.
 """
 
 from __future__ import annotations
@@ -29,6 +36,12 @@ from duet_sdk.validation import require_int
 FORMATS = ("torchscript", "onnx", "tensorrt")
 TARGETS = ("cpu", "gpu")
 ENCODERS = ("click", "conv")
+TARGET_PRECISIONS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16", "bf16")}
+CPU_REFUSED = {  # why a precision is not offered on the cpu target (checked by tests/export/test_precision_spec.py)
+    "bf16": "ONNX Runtime's CPU execution provider has no bfloat16 MatMul/Gemm kernel and no fp32 fallback for it: "
+            "the session fails to load with NOT_IMPLEMENTED (microsoft/onnxruntime#20630)",
+    "fp16": "fp16 is a TensorRT builder precision; the cpu target has no fp16 export path",
+}
 
 
 @dataclass(frozen=True)
@@ -89,13 +102,27 @@ class ExportSpec:
             raise ConfigError("ranker", "a ranker variant name or empty", self.ranker)
         if not self.encoders and self.ranker is None:
             raise ConfigError("encoders", "at least one encoder or a ranker to export", self.encoders)
-        if self.precision not in PRECISIONS:
-            raise ConfigError("precision", f"one of {PRECISIONS}", self.precision)
+        self._check_precision()
         if self.opset is not None:
             require_int("opset", self.opset, 18)
         require_int("workspace_mib", self.workspace_mib, 1)
         if not isinstance(self.shapes, ShapeSpec):
             raise ConfigError("shapes", "a [shapes] table", self.shapes)
+
+    def _check_precision(self) -> None:
+        """ConfigError naming ``precision`` unless the target runs it (see the module docstring)."""
+        allowed = TARGET_PRECISIONS[self.target]
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"one of {allowed} for target {self.target!r}", self.precision)
+        if self.target == "cpu" and self.precision in CPU_REFUSED:
+            raise ConfigError("precision", f"one of {allowed} for target 'cpu' ({self.precision}: "
+                                           f"{CPU_REFUSED[self.precision]})", self.precision)
+        if self.precision not in allowed:
+            raise ConfigError("precision", f"one of {allowed} for target {self.target!r} (int8 is ONNX Runtime "
+                                           "dynamic quantization, a cpu-target precision)", self.precision)
+        if self.precision == "int8" and self.formats != ("onnx",):
+            raise ConfigError("formats", '["onnx"] with precision = "int8" (int8 quantizes ONNX artifacts only; '
+                                         "a TorchScript artifact would be fp32)", self.formats)
 
     @classmethod
     def from_dict(cls, data: dict, base: Path = Path(".")) -> ExportSpec:
