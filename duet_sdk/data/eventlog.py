@@ -60,6 +60,8 @@ class EventLogOptions:
     ``train_end_quantile``/``val_end_quantile`` of event times. Users with fewer than ``min_events``
     events (before T1 for the global split) give no training rows; users with fewer than
     ``min_val_history`` events before T1 are not validated (0: cold-start users validate too).
+    Sampled negatives avoid the items a user touched before the window end (``negatives_exclude_history``;
+    False: only those touched in the label window).
     """
 
     history_fraction: float = 0.8
@@ -67,6 +69,7 @@ class EventLogOptions:
     min_val_history: int = 1
     val_fraction: float = 0.1
     negatives_per_positive: int = 4
+    negatives_exclude_history: bool = True
     downsample_rate: float = 0.5
     max_bad_fraction: float = 0.01
     seed: int = 0
@@ -85,6 +88,8 @@ class EventLogOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
                 raise ConfigError(f"EventLogOptions.{name}", expected, value)
+        if not isinstance(self.negatives_exclude_history, bool):
+            raise ConfigError("EventLogOptions.negatives_exclude_history", "a bool", self.negatives_exclude_history)
         if self.split not in SPLITS:
             raise ConfigError("EventLogOptions.split", f"one of {SPLITS}", self.split)
         for name in ("train_end", "val_end"):
@@ -278,7 +283,7 @@ def load_event_log(path: str | PathLike, spec: EventLogSpec, options: EventLogOp
     schema = spec.schema()
     tasks = {"click": CLICK_TASKS, "conv": CONV_TASKS, "ranker": RANKER_TASKS}
     sinks = {name: _ExampleSink(root, name, tasks[name.split("_")[0]], len(schema.item_sparse), len(schema.item_dense)) for name in SETS}
-    _label(events, Labeller(spec, items, options.negatives_per_positive), options, windows, sinks)
+    _label(events, Labeller(spec, items, options.negatives_per_positive, options.negatives_exclude_history), options, windows, sinks)
     _stage("labels")
     user_ids = events.user_ids
     del events

@@ -5,7 +5,10 @@ stays bounded by the block. For each eligible user, the events in the window [r_
 
 * candidate rows: each distinct (user, item) pair with an ``exposure`` behaviour in the window, plus
   ``negatives_per_positive`` sampled negatives per row (items drawn with p ~ 1 + history popularity,
-  never one the user touched in the window; slots that keep clashing are dropped);
+  never one the user touched in the window nor, with ``exclude_history``, before it: an item the user
+  already has in their history is no "not interested" signal, and on a log where each pair occurs
+  once, such as MovieLens ratings, it is a certain negative that only punishes affinity to the
+  history; slots that keep clashing are dropped);
 * click tasks: a task is 1 when the pair has one of its behaviours in the window;
 * conversion tasks: ``attributed_conversion`` counts its behaviours at/after the pair's first exposure
   in the window; other tasks any time in the window; ``unattributed_conversion`` makes synthetic rows
@@ -95,8 +98,8 @@ def _after_exposure(keys: np.ndarray, exposed_at: np.ndarray, event_keys: np.nda
 class Labeller:
     """Builds click and conversion examples for blocks of users under one spec."""
 
-    def __init__(self, spec: EventLogSpec, items: ItemFeatures, negatives_per_positive: int) -> None:
-        self.spec, self.items, self.k = spec, items, negatives_per_positive
+    def __init__(self, spec: EventLogSpec, items: ItemFeatures, negatives_per_positive: int, exclude_history: bool = True) -> None:
+        self.spec, self.items, self.k, self.exclude_history = spec, items, negatives_per_positive, exclude_history
         self.exposure = spec.codes(spec.exposure)
         self.task_codes = {task: spec.codes(names) for task, names in spec.labels.items()}
 
@@ -131,7 +134,8 @@ class Labeller:
         in_window = lambda codes: keys_of(window & np.isin(b, codes))  # noqa: E731
         exposed = window & np.isin(b, self.exposure)
         keys, first = np.unique(keys_of(exposed), return_index=True)  # events are time-sorted: first = earliest
-        touched = np.unique(keys_of(window))
+        before_end = (block.ts < windows.end[user]) & windows.eligible[user]
+        touched = np.unique(keys_of(before_end if self.exclude_history else window))  # pairs never sampled as negatives
         sample = lambda users: _sample_negatives(self.items, rng, users, touched, self.k)  # noqa: E731
         negatives = sample(keys // num_items)
         click = np.column_stack([self._has(t, keys, in_window) for t in CLICK_TASKS])

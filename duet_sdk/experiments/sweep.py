@@ -24,7 +24,7 @@ MODELS = ("click", "conv", "baseline")
 _DEFAULT = TrainConfig(progress=False)
 SETTINGS: dict[str, TrainConfig] = {
     "previous": dataclasses.replace(
-        _DEFAULT, epochs=3, lr=3e-3, evals_per_epoch=1, patience=0, embedding_weight_decay=1e-5, lr_schedule="linear", init_bias=False,
+        _DEFAULT, epochs=3, min_steps=0, lr=3e-3, evals_per_epoch=1, patience=0, embedding_weight_decay=1e-5, lr_schedule="linear", init_bias=False,
     ),
     "default": _DEFAULT,
     "lr1e-3": dataclasses.replace(_DEFAULT, lr=1e-3),
@@ -36,6 +36,8 @@ SETTINGS: dict[str, TrainConfig] = {
     "3epochs_b64": dataclasses.replace(_DEFAULT, epochs=3, batch_size=64),
     "5epochs_es": dataclasses.replace(_DEFAULT, epochs=5),
     "lr1e-2": dataclasses.replace(_DEFAULT, lr=1e-2),
+    "min_steps1000": dataclasses.replace(_DEFAULT, min_steps=1000),
+    "min_steps2000": dataclasses.replace(_DEFAULT, min_steps=2000),
     "no_bias_init": dataclasses.replace(_DEFAULT, init_bias=False),
 }
 

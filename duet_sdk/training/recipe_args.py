@@ -19,6 +19,8 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """Optimiser, schedule, validation, regularisation and gate flags (defaults from ``TrainConfig``)."""
     g = p.add_argument_group("training recipe")
     g.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size)
+    g.add_argument("--min-steps", type=int, default=_DEFAULT.min_steps,
+                   help="repeat passes over the data until at least this many optimiser steps (early stopping still applies; 0: exactly --epochs)")
     g.add_argument("--lr", type=float, default=_DEFAULT.lr, help="peak learning rate (after warm-up)")
     g.add_argument("--warmup-steps", type=int, default=_DEFAULT.warmup_steps, help="linear warm-up (at most a fifth of the run)")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=_DEFAULT.lr_schedule, help="decay after warm-up")
@@ -40,7 +42,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 def train_config_from_args(args: argparse.Namespace, epochs: int, seed: int, progress: bool) -> TrainConfig:
     """The ``TrainConfig`` the recipe flags describe."""
     return TrainConfig(
-        epochs=epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
+        epochs=epochs, min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
         grad_clip=args.grad_clip, weight_decay=args.weight_decay, embedding_weight_decay=args.embedding_weight_decay,
         rare_id_min_count=args.rare_id_min_count, rare_id_dropout=args.rare_id_dropout, eval_every=args.eval_every,
         eval_rows=args.eval_rows, patience=args.patience, seed=seed, progress=progress,

@@ -55,3 +55,23 @@ def test_training_rows_keep_the_counts_stored_at_their_request():
     train, table = ds.click_train, ds.table
     _, dense = static_features(table, train.user_index, train.request_time)
     np.testing.assert_allclose(dense, table.static_dense[train.user_index], rtol=1e-5)
+
+
+def _history_pairs(ds, examples) -> tuple[np.ndarray, np.ndarray]:
+    """(E,) bool per row: the candidate is among the user's events before the request; label of task 0."""
+    events = ds.table.streams["click"]
+    seen = [set(events.ids[events.offsets[u] : end, 0].tolist())
+            for u, end in zip(examples.user_index, ds.table.history_end("click", examples.user_index, examples.request_time))]
+    return np.array([item in s for item, s in zip(examples.item_sparse[:, 0], seen)]), examples.labels[:, 0]
+
+
+def test_sampled_negatives_avoid_items_already_in_the_users_history():
+    # each movie is rated once: a negative drawn from the user's own history is a certain 0 that
+    # teaches "like what you rated before" backwards; by default negatives avoid it
+    ds = load_event_log(MOVIELENS, preset("movielens"), EventLogOptions(split="global"))
+    for examples in (ds.ranker_train, ds.ranker_val):
+        in_history, _ = _history_pairs(ds, examples)
+        assert not in_history.any()
+    old = load_event_log(MOVIELENS, preset("movielens"), EventLogOptions(split="global", negatives_exclude_history=False))
+    in_history, labels = _history_pairs(old, old.ranker_train)
+    assert in_history.mean() > 0.05 and not labels[in_history].any()
