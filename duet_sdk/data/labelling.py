@@ -31,18 +31,40 @@ _MAX_REDRAWS = 64
 ATTRIBUTED_TASK = CONV_TASKS[0]
 
 
+_TS_BITS = 33  # event keys: item code << 33 | Unix seconds (times before the year 2242)
+
+
+def item_time_keys(item: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """(N,) sorted int64 keys ``item << 33 | ts`` of every event: ``ItemFeatures.event_keys``."""
+    return np.sort((np.asarray(item, dtype=np.int64) << _TS_BITS) | np.clip(np.asarray(ts, dtype=np.int64), 0, (1 << _TS_BITS) - 1))
+
+
 @dataclass
 class ItemFeatures:
     """Per item (I,): raw ``ids``, ``sparse`` (I, S) candidate ids after the item id, ``dense`` (I, D)
-    float32 (log popularity first), ``popularity`` events in users' history windows."""
+    float32 (log popularity first), ``popularity`` events in users' history windows (the negative
+    sampling weights). With ``event_keys`` (``item_time_keys`` of the log), a row's log popularity
+    is the item's events strictly before the row's request time, as serving would count it; without,
+    the history-window count (which on a temporal split counts events after early training requests)."""
 
     ids: np.ndarray
     sparse: np.ndarray
     dense: np.ndarray
     popularity: np.ndarray
+    event_keys: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.cdf = np.cumsum(self.popularity + 1.0)
+
+    def dense_at(self, item: np.ndarray, request_time: np.ndarray) -> np.ndarray:
+        """(M, D) float32 dense features of ``item`` (M,) for rows requested at ``request_time`` (M,)."""
+        dense = self.dense[item].astype(np.float32)
+        if self.event_keys is not None and len(item):
+            base = np.asarray(item, dtype=np.int64) << _TS_BITS
+            t = np.clip(np.asarray(request_time, dtype=np.int64), 0, (1 << _TS_BITS) - 1)
+            count = np.searchsorted(self.event_keys, base | t) - np.searchsorted(self.event_keys, base)
+            dense[:, 0] = np.log1p(count)
+        return dense
 
 
 @dataclass
@@ -114,7 +136,7 @@ class Labeller:
             user_index=user,
             request_time=request[user],
             item_sparse=np.column_stack([self.items.ids[item], self.items.sparse[item]]).astype(np.int64),
-            item_dense=self.items.dense[item],
+            item_dense=self.items.dense_at(item, request[user]),
             labels=labels,
             label_mask=np.broadcast_to(mask.astype(np.float32), labels.shape).copy(),
             synthetic=np.zeros(len(user), dtype=bool),

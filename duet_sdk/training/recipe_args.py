@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from duet_sdk.gate import GatePolicy
+from duet_sdk.training.presets import DEFAULT_LR
 from duet_sdk.training.recipe import LR_SCHEDULES
 from duet_sdk.training.trainer import TrainConfig
 
@@ -21,7 +22,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size)
     g.add_argument("--min-steps", type=int, default=_DEFAULT.min_steps,
                    help="repeat passes over the data until at least this many optimiser steps (early stopping still applies; 0: exactly --epochs)")
-    g.add_argument("--lr", type=float, default=_DEFAULT.lr, help="peak learning rate (after warm-up)")
+    g.add_argument("--lr", type=float, help=f"peak learning rate after warm-up (default by model: {DEFAULT_LR})")
     g.add_argument("--warmup-steps", type=int, default=_DEFAULT.warmup_steps, help="linear warm-up (at most a fifth of the run)")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=_DEFAULT.lr_schedule, help="decay after warm-up")
     g.add_argument("--grad-clip", type=float, default=_DEFAULT.grad_clip, help="max gradient norm (0: off)")
@@ -39,10 +40,10 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="reject a checkpoint whose primary val NE is at or above this ('off' to disable; 1.0 = the base rate)")
 
 
-def train_config_from_args(args: argparse.Namespace, epochs: int, seed: int, progress: bool) -> TrainConfig:
-    """The ``TrainConfig`` the recipe flags describe."""
+def train_config_from_args(args: argparse.Namespace, epochs: int, seed: int, progress: bool, model: str = "click") -> TrainConfig:
+    """The ``TrainConfig`` the recipe flags describe for ``model`` (its default lr unless ``--lr``)."""
     return TrainConfig(
-        epochs=epochs, min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
+        epochs=epochs, min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr or DEFAULT_LR[model], warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
         grad_clip=args.grad_clip, weight_decay=args.weight_decay, embedding_weight_decay=args.embedding_weight_decay,
         rare_id_min_count=args.rare_id_min_count, rare_id_dropout=args.rare_id_dropout, eval_every=args.eval_every,
         eval_rows=args.eval_rows, patience=args.patience, seed=seed, progress=progress,
