@@ -22,6 +22,45 @@ from duet_sdk.data import schema as keys
 from duet_sdk.data.events import EventTable, ExampleSet
 
 Batch = dict[str, torch.Tensor]
+ACTIVITY_BUCKET = "activity_bucket"
+
+
+def count_feature(stream: str) -> str:
+    """Name of the static dense feature holding log1p of the user's ``stream`` history length."""
+    return f"log_{stream}_count"
+
+
+def static_features(table: EventTable, user: np.ndarray, request_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, S) int64 static sparse and (B, D) float32 static dense features of rows at ``request_time``.
+
+    History-count features are what a client sends at that time: ``log_<stream>_count`` is
+    log1p(events of ``stream`` before the request) and ``activity_bucket`` floor(log2(1 + events of
+    every stream)). The table's stored values count up to the user's training request, which on a
+    global temporal split is earlier than the validation request. Other columns come from the table.
+    """
+    sparse = table.static_sparse[user].astype(np.int64)
+    dense = table.static_dense[user].astype(np.float32)
+    schema = table.schema
+    counted = [
+        (i, name) for name in schema.stream_names if (i := _index(schema.static_dense, count_feature(name))) is not None
+    ]
+    bucket = _index(schema.static_sparse, ACTIVITY_BUCKET)
+    if not counted and bucket is None:
+        return sparse, dense
+    total = np.zeros(len(user), dtype=np.int64)
+    for name in schema.stream_names:
+        count = table.history_end(name, user, request_time) - table.streams[name].offsets[user]
+        total += count
+        for i, stream in counted:
+            if stream == name:
+                dense[:, i] = np.log1p(count)
+    if bucket is not None:
+        sparse[:, bucket] = np.floor(np.log2(1.0 + total))
+    return sparse, dense
+
+
+def _index(names: tuple[str, ...], name: str) -> int | None:
+    return names.index(name) if name in names else None
 
 
 def pad_stream(
@@ -55,10 +94,11 @@ def collate(table: EventTable, examples: ExampleSet, index: np.ndarray, pad_to_m
     """
     user = examples.user_index[index]
     request_time = examples.request_time[index]
+    static_sparse, static_dense = static_features(table, user, request_time)
     batch: Batch = {
         keys.REQUEST_TIME: torch.from_numpy(request_time.astype(np.int64)),
-        keys.STATIC_SPARSE: torch.from_numpy(table.static_sparse[user]),
-        keys.STATIC_DENSE: torch.from_numpy(table.static_dense[user].astype(np.float32)),
+        keys.STATIC_SPARSE: torch.from_numpy(static_sparse),
+        keys.STATIC_DENSE: torch.from_numpy(static_dense),
         keys.ITEM_SPARSE: torch.from_numpy(examples.item_sparse[index]),
         keys.ITEM_DENSE: torch.from_numpy(examples.item_dense[index].astype(np.float32)),
         "labels": torch.from_numpy(examples.labels[index].astype(np.float32)),
@@ -94,8 +134,9 @@ class HistorySpec:
     max_len: int
 
 
-def history_tensors(table: EventTable, user: np.ndarray, request_time: np.ndarray, spec: HistorySpec,
-                    width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def history_tensors(
+    table: EventTable, user: np.ndarray, request_time: np.ndarray, spec: HistorySpec, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Left-padded (B, T, len(columns)) int64 IDs and (B,) int64 lengths, T = ``width`` or the batch's
     longest (at most ``max_len``; at least 1)."""
     events = table.streams[spec.stream]
@@ -105,15 +146,21 @@ def history_tensors(table: EventTable, user: np.ndarray, request_time: np.ndarra
     return np.ascontiguousarray(ids[..., list(spec.columns)]), lengths
 
 
-def collate_ranker(table: EventTable, examples: ExampleSet, index: np.ndarray, features: dict[str, np.ndarray],
-                   history: HistorySpec | None = None) -> Batch:
+def collate_ranker(
+    table: EventTable,
+    examples: ExampleSet,
+    index: np.ndarray,
+    features: dict[str, np.ndarray],
+    history: HistorySpec | None = None,
+) -> Batch:
     """Pointwise ranker batch: static user features, one candidate per row (B, 1, ...), per-row
     upstream features (``features[key]`` (E, ...), e.g. SIDE codes or float embeddings) and, with
     ``history``, the user's recent history at the row's request time (``history_ids``, ``history_len``)."""
     user = examples.user_index[index]
+    static_sparse, static_dense = static_features(table, user, examples.request_time[index])
     batch: Batch = {
-        keys.STATIC_SPARSE: torch.from_numpy(table.static_sparse[user]),
-        keys.STATIC_DENSE: torch.from_numpy(table.static_dense[user].astype(np.float32)),
+        keys.STATIC_SPARSE: torch.from_numpy(static_sparse),
+        keys.STATIC_DENSE: torch.from_numpy(static_dense),
         keys.ITEM_SPARSE: torch.from_numpy(examples.item_sparse[index][:, None, :]),
         keys.ITEM_DENSE: torch.from_numpy(examples.item_dense[index][:, None, :].astype(np.float32)),
         "labels": torch.from_numpy(examples.labels[index].astype(np.float32)),

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from duet_sdk.data.events import EventDataset, EventTable, ExampleSet, StreamEvents
-from duet_sdk.data.labelling import Block, ItemFeatures, Labeller
+from duet_sdk.data.labelling import Block, ItemFeatures, Labeller, item_time_keys
 from duet_sdk.data.reader import ReadReport, read_event_log
 from duet_sdk.data.routing import CLICK_TASKS, CONV_TASKS, RANKER_TASKS, downsample_negatives, ranker_examples
 from duet_sdk.data.side_tables import join_side_table
@@ -60,6 +60,11 @@ class EventLogOptions:
     ``train_end_quantile``/``val_end_quantile`` of event times. Users with fewer than ``min_events``
     events (before T1 for the global split) give no training rows; users with fewer than
     ``min_val_history`` events before T1 are not validated (0: cold-start users validate too).
+    Sampled negatives avoid the items a user touched before the window end (``negatives_exclude_history``;
+    False: only those touched in the label window). A candidate's ``log_item_popularity`` counts the
+    item's events before the row's request time (``popularity_at_request``; False: the events in
+    users' training history windows, which include events after early training requests; this
+    keeps one int64 key per event in memory).
     """
 
     history_fraction: float = 0.8
@@ -67,6 +72,8 @@ class EventLogOptions:
     min_val_history: int = 1
     val_fraction: float = 0.1
     negatives_per_positive: int = 4
+    negatives_exclude_history: bool = True
+    popularity_at_request: bool = True
     downsample_rate: float = 0.5
     max_bad_fraction: float = 0.01
     seed: int = 0
@@ -85,6 +92,9 @@ class EventLogOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
                 raise ConfigError(f"EventLogOptions.{name}", expected, value)
+        for name in ("negatives_exclude_history", "popularity_at_request"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"EventLogOptions.{name}", "a bool", getattr(self, name))
         if self.split not in SPLITS:
             raise ConfigError("EventLogOptions.split", f"one of {SPLITS}", self.split)
         for name in ("train_end", "val_end"):
@@ -314,6 +324,7 @@ def load_event_log(path: str | PathLike, spec: EventLogSpec, options: EventLogOp
         sparse=np.column_stack([events.item_extras, item_side.sparse]).astype(np.int64),
         dense=np.column_stack([np.log1p(popularity), item_side.dense]).astype(np.float32),
         popularity=popularity,
+        event_keys=item_time_keys(events.item, events.ts) if options.popularity_at_request else None,
     )
     schema = spec.schema()
     tasks = {"click": CLICK_TASKS, "conv": CONV_TASKS, "ranker": RANKER_TASKS}
@@ -321,7 +332,13 @@ def load_event_log(path: str | PathLike, spec: EventLogSpec, options: EventLogOp
         name: _ExampleSink(root, name, tasks[name.split("_")[0]], len(schema.item_sparse), len(schema.item_dense))
         for name in SETS
     }
-    _label(events, Labeller(spec, items, options.negatives_per_positive), options, windows, sinks)
+    _label(
+        events,
+        Labeller(spec, items, options.negatives_per_positive, options.negatives_exclude_history),
+        options,
+        windows,
+        sinks,
+    )
     _stage("labels")
     user_ids = events.user_ids
     del events

@@ -5,7 +5,10 @@ stays bounded by the block. For each eligible user, the events in the window [r_
 
 * candidate rows: each distinct (user, item) pair with an ``exposure`` behaviour in the window, plus
   ``negatives_per_positive`` sampled negatives per row (items drawn with p ~ 1 + history popularity,
-  never one the user touched in the window; slots that keep clashing are dropped);
+  never one the user touched in the window nor, with ``exclude_history``, before it: an item the user
+  already has in their history is no "not interested" signal, and on a log where each pair occurs
+  once, such as MovieLens ratings, it is a certain negative that only punishes affinity to the
+  history; slots that keep clashing are dropped);
 * click tasks: a task is 1 when the pair has one of its behaviours in the window;
 * conversion tasks: ``attributed_conversion`` counts its behaviours at/after the pair's first exposure
   in the window; other tasks any time in the window; ``unattributed_conversion`` makes synthetic rows
@@ -28,18 +31,42 @@ _MAX_REDRAWS = 64
 ATTRIBUTED_TASK = CONV_TASKS[0]
 
 
+_TS_BITS = 33  # event keys: item code << 33 | Unix seconds (times before the year 2242)
+
+
+def item_time_keys(item: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """(N,) sorted int64 keys ``item << 33 | ts`` of every event: ``ItemFeatures.event_keys``."""
+    return np.sort(
+        (np.asarray(item, dtype=np.int64) << _TS_BITS) | np.clip(np.asarray(ts, dtype=np.int64), 0, (1 << _TS_BITS) - 1)
+    )
+
+
 @dataclass
 class ItemFeatures:
     """Per item (I,): raw ``ids``, ``sparse`` (I, S) candidate ids after the item id, ``dense`` (I, D)
-    float32 (log popularity first), ``popularity`` events in users' history windows."""
+    float32 (log popularity first), ``popularity`` events in users' history windows (the negative
+    sampling weights). With ``event_keys`` (``item_time_keys`` of the log), a row's log popularity
+    is the item's events strictly before the row's request time, as serving would count it; without,
+    the history-window count (which on a temporal split counts events after early training requests)."""
 
     ids: np.ndarray
     sparse: np.ndarray
     dense: np.ndarray
     popularity: np.ndarray
+    event_keys: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.cdf = np.cumsum(self.popularity + 1.0)
+
+    def dense_at(self, item: np.ndarray, request_time: np.ndarray) -> np.ndarray:
+        """(M, D) float32 dense features of ``item`` (M,) for rows requested at ``request_time`` (M,)."""
+        dense = self.dense[item].astype(np.float32)
+        if self.event_keys is not None and len(item):
+            base = np.asarray(item, dtype=np.int64) << _TS_BITS
+            t = np.clip(np.asarray(request_time, dtype=np.int64), 0, (1 << _TS_BITS) - 1)
+            count = np.searchsorted(self.event_keys, base | t) - np.searchsorted(self.event_keys, base)
+            dense[:, 0] = np.log1p(count)
+        return dense
 
 
 @dataclass
@@ -99,8 +126,10 @@ def _after_exposure(
 class Labeller:
     """Builds click and conversion examples for blocks of users under one spec."""
 
-    def __init__(self, spec: EventLogSpec, items: ItemFeatures, negatives_per_positive: int) -> None:
-        self.spec, self.items, self.k = spec, items, negatives_per_positive
+    def __init__(
+        self, spec: EventLogSpec, items: ItemFeatures, negatives_per_positive: int, exclude_history: bool = True
+    ) -> None:
+        self.spec, self.items, self.k, self.exclude_history = spec, items, negatives_per_positive, exclude_history
         self.exposure = spec.codes(spec.exposure)
         self.task_codes = {task: spec.codes(names) for task, names in spec.labels.items()}
 
@@ -123,7 +152,7 @@ class Labeller:
             user_index=user,
             request_time=request[user],
             item_sparse=np.column_stack([self.items.ids[item], self.items.sparse[item]]).astype(np.int64),
-            item_dense=self.items.dense[item],
+            item_dense=self.items.dense_at(item, request[user]),
             labels=labels,
             label_mask=np.broadcast_to(mask.astype(np.float32), labels.shape).copy(),
             synthetic=np.zeros(len(user), dtype=bool),
@@ -143,7 +172,8 @@ class Labeller:
         in_window = lambda codes: keys_of(window & np.isin(b, codes))  # noqa: E731
         exposed = window & np.isin(b, self.exposure)
         keys, first = np.unique(keys_of(exposed), return_index=True)  # events are time-sorted: first = earliest
-        touched = np.unique(keys_of(window))
+        before_end = (block.ts < windows.end[user]) & windows.eligible[user]
+        touched = np.unique(keys_of(before_end if self.exclude_history else window))  # pairs never sampled as negatives
         sample = lambda users: _sample_negatives(self.items, rng, users, touched, self.k)  # noqa: E731
         negatives = sample(keys // num_items)
         click = np.column_stack([self._has(t, keys, in_window) for t in CLICK_TASKS])

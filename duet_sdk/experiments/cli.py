@@ -22,6 +22,7 @@ from duet_sdk.experiments.sweep import to_markdown as sweep_markdown
 from duet_sdk.experiments.table1 import Table1Config, load_data, run_seed, runs_from_summary, summarize, to_markdown
 from duet_sdk.side import SideConfig
 from duet_sdk.training.datasets import EVENT_FORMATS, SYNTHETIC_DATASETS
+from duet_sdk.training.presets import DEFAULT_LR
 from duet_sdk.training.recipe_args import add_recipe_arguments, gate_policy_from_args, train_config_from_args
 
 
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             negatives_per_positive=args.negatives_per_positive,
             static_user_id=args.static_user_id,
             train=train_config_from_args(args, 1, 0, args.progress),
+            ranker_lr=args.lr or DEFAULT_LR["ranker"],
             table_size=args.hash_table_size,
             policy=gate_policy_from_args(args),
             progress=args.progress,

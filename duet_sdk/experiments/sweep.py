@@ -26,6 +26,7 @@ SETTINGS: dict[str, TrainConfig] = {
     "previous": dataclasses.replace(
         _DEFAULT,
         epochs=3,
+        min_steps=0,
         lr=3e-3,
         evals_per_epoch=1,
         patience=0,
@@ -39,6 +40,12 @@ SETTINGS: dict[str, TrainConfig] = {
     "emb_wd1e-3": dataclasses.replace(_DEFAULT, embedding_weight_decay=1e-3),
     "rare_ids3": dataclasses.replace(_DEFAULT, rare_id_min_count=3),
     "3epochs_es": dataclasses.replace(_DEFAULT, epochs=3),
+    "batch64": dataclasses.replace(_DEFAULT, batch_size=64),
+    "3epochs_b64": dataclasses.replace(_DEFAULT, epochs=3, batch_size=64),
+    "5epochs_es": dataclasses.replace(_DEFAULT, epochs=5),
+    "lr1e-2": dataclasses.replace(_DEFAULT, lr=1e-2),
+    "min_steps1000": dataclasses.replace(_DEFAULT, min_steps=1000),
+    "min_steps2000": dataclasses.replace(_DEFAULT, min_steps=2000),
     "no_bias_init": dataclasses.replace(_DEFAULT, init_bias=False),
 }
 

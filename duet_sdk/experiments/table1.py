@@ -49,7 +49,8 @@ class Table1Config:
 
     ``dataset`` picks the synthetic benchmark when ``events`` is None. ``encoder_epochs`` /
     ``ranker_epochs`` None: one pass on an event log or ``longtail``, else the per-model default.
-    ``train`` is the recipe of every model (its ``epochs`` and ``seed`` are set per model and seed).
+    ``train`` is the recipe of every model (its ``epochs`` and ``seed`` are set per model and seed);
+    ``ranker_lr`` overrides its ``lr`` for the rankers (None: the same as the encoders).
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -66,6 +67,7 @@ class Table1Config:
     negatives_per_positive: int = 4  # event logs: sampled negatives per positive row
     train: TrainConfig = field(default_factory=lambda: TrainConfig(progress=False))
     table_size: int | None = None
+    ranker_lr: float | None = None
     static_user_id: bool = False  # give models the raw user ID (opt-in)
     policy: GatePolicy = field(default_factory=GatePolicy)
     progress: bool = False
@@ -84,7 +86,8 @@ class Table1Config:
         """The ``TrainConfig`` of ``model`` ("click", "conv" or "ranker") for ``seed``."""
         given = self.ranker_epochs if model == "ranker" else self.encoder_epochs
         epochs = given or (EVENT_LOG_EPOCHS if self.one_pass else DEFAULT_EPOCHS[model])
-        return dataclasses.replace(self.train, epochs=epochs, seed=seed, progress=self.progress)
+        lr = self.ranker_lr if model == "ranker" and self.ranker_lr is not None else self.train.lr
+        return dataclasses.replace(self.train, epochs=epochs, lr=lr, seed=seed, progress=self.progress)
 
 
 @dataclass

@@ -226,10 +226,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     data = _load_data(args)
     print(data.report)
-    train_config = train_config_from_args(args, default_epochs(args), args.seed, not args.no_progress)
-    accepted = (
-        run_rankers(args, data, train_config) if args.model == "ranker" else run_encoder(args, data, train_config)
-    )
+    train_config = train_config_from_args(args, default_epochs(args), args.seed, not args.no_progress, args.model)
+    train_model = run_rankers if args.model == "ranker" else run_encoder
+    accepted = train_model(args, data, train_config)
     if not accepted:
         print(
             "duet-train: the gate rejected a checkpoint (see its reason above); it was kept on disk but not accepted",

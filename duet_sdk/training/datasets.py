@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from duet_sdk import serialization
+from duet_sdk.data.batching import ACTIVITY_BUCKET
 from duet_sdk.data.eventlog import EventLogOptions, load_event_log
 from duet_sdk.data.events import EventDataset, EventTable
 from duet_sdk.data.spec import EventLogSpec, preset, preset_names
@@ -76,7 +77,10 @@ def without_user_id(data: EventDataset) -> EventDataset:
             i for i, name in enumerate(schema.static_dense) if name.startswith("log_") and name.endswith("_count")
         ]
         events = np.expm1(data.table.static_dense[:, counts].astype(np.float64)).sum(axis=1)
-        names, sparse = ("activity_bucket",), np.floor(np.log2(1.0 + events))[:, None]
+        names, sparse = (
+            (ACTIVITY_BUCKET,),
+            np.floor(np.log2(1.0 + events))[:, None],
+        )  # batches recount it at each request
     schema = dataclasses.replace(schema, static_sparse=names)
     t = data.table
     table = EventTable(schema, t.user_ids, np.ascontiguousarray(sparse, dtype=np.int64), t.static_dense, t.streams)

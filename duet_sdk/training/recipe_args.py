@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from duet_sdk.gate import GatePolicy
+from duet_sdk.training.presets import DEFAULT_LR
 from duet_sdk.training.recipe import LR_SCHEDULES
 from duet_sdk.training.trainer import TrainConfig
 
@@ -19,7 +20,14 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """Optimiser, schedule, validation, regularisation and gate flags (defaults from ``TrainConfig``)."""
     g = p.add_argument_group("training recipe")
     g.add_argument("--batch-size", type=int, default=_DEFAULT.batch_size)
-    g.add_argument("--lr", type=float, default=_DEFAULT.lr, help="peak learning rate (after warm-up)")
+    g.add_argument(
+        "--min-steps",
+        type=int,
+        default=_DEFAULT.min_steps,
+        help="repeat passes over the data until at least this many optimiser steps "
+        "(early stopping still applies; 0: exactly --epochs)",
+    )
+    g.add_argument("--lr", type=float, help=f"peak learning rate after warm-up (default by model: {DEFAULT_LR})")
     g.add_argument(
         "--warmup-steps", type=int, default=_DEFAULT.warmup_steps, help="linear warm-up (at most a fifth of the run)"
     )
@@ -37,7 +45,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=_DEFAULT.rare_id_min_count,
         help="IDs seen fewer times in training are replaced by an unknown-ID token with probability --rare-id-dropout "
-             "(0: off)",
+        "(0: off)",
     )
     g.add_argument("--rare-id-dropout", type=float, default=_DEFAULT.rare_id_dropout)
     g.add_argument("--hash-table-size", type=int, help="rows per ID hash table (default: the preset's)")
@@ -73,12 +81,15 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def train_config_from_args(args: argparse.Namespace, epochs: int, seed: int, progress: bool) -> TrainConfig:
-    """The ``TrainConfig`` the recipe flags describe."""
+def train_config_from_args(
+    args: argparse.Namespace, epochs: int, seed: int, progress: bool, model: str = "click"
+) -> TrainConfig:
+    """The ``TrainConfig`` the recipe flags describe for ``model`` (its default lr unless ``--lr``)."""
     return TrainConfig(
         epochs=epochs,
+        min_steps=args.min_steps,
         batch_size=args.batch_size,
-        lr=args.lr,
+        lr=args.lr or DEFAULT_LR[model],
         warmup_steps=args.warmup_steps,
         lr_schedule=args.lr_schedule,
         grad_clip=args.grad_clip,

@@ -24,13 +24,17 @@ from duet_sdk.training.recipe import LR_SCHEDULES, EarlyStopping, init_output_bi
 from duet_sdk.validation import require_int, require_number
 
 logger = logging.getLogger(__name__)
+MAX_EVALS = 50  # default validations per run at most (about): each costs a pass over the validation sample
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimiser, schedule, regularisation and validation settings of one training run.
 
-    Validation runs every ``eval_every`` steps (0: ``evals_per_epoch`` times per epoch) and at the end;
+    The run makes ``epochs`` passes over the training rows, or as many more as it takes to reach
+    ``min_steps`` optimiser steps (a small log gets enough updates; a large one still makes one pass).
+    Validation runs every ``eval_every`` steps (0: ``evals_per_epoch`` times per pass, at most about
+    ``MAX_EVALS`` times per run) and at the end;
     training stops after ``patience`` evaluations without improvement (0: never early) and the state
     with the best primary-task val NE is restored. Validations during training use a fixed random sample
     of at most ``eval_rows`` validation rows (0: all); the restored state's val NE is then computed on
@@ -43,6 +47,7 @@ class TrainConfig:
     """
 
     epochs: int = 1
+    min_steps: int = 0
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-5
@@ -66,7 +71,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "evals_per_epoch"):
             require_int(f"TrainConfig.{name}", getattr(self, name), 1)
-        for name in ("warmup_steps", "eval_every", "eval_rows", "patience", "rare_id_min_count"):
+        for name in ("min_steps", "warmup_steps", "eval_every", "eval_rows", "patience", "rare_id_min_count"):
             require_int(f"TrainConfig.{name}", getattr(self, name), 0)
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
             raise ConfigError("TrainConfig.lr", "a float > 0", self.lr)
@@ -203,12 +208,12 @@ def train(
         parameter_groups(model, config.weight_decay, config.embedding_weight_decay), lr=config.lr
     )
     per_epoch = math.ceil(len(train_set) / config.batch_size)
-    total = config.epochs * per_epoch
+    epochs = max(config.epochs, math.ceil(config.min_steps / per_epoch)) if per_epoch else config.epochs
+    total = epochs * per_epoch
     warmup = min(config.warmup_steps, total // 5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total, config.lr_schedule, config.min_lr_ratio)
-    )
-    eval_every = config.eval_every or max(1, per_epoch // config.evals_per_epoch)
+        optimizer, lambda s: lr_factor(s, warmup, total, config.lr_schedule, config.min_lr_ratio))
+    eval_every = config.eval_every or max(1, per_epoch // config.evals_per_epoch, total // MAX_EVALS)
     transform = _rare_id_transform(train_source, config)
     probe = val_source
     if config.eval_rows and len(val_source.examples) > config.eval_rows:
@@ -229,16 +234,11 @@ def train(
         model.train()
         return halt
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         batches = train_source.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + epoch - 1)
-        bar = tqdm(
-            batches,
-            total=per_epoch,
-            desc=f"epoch {epoch}/{config.epochs}",
-            disable=None if config.progress else True,
-            leave=False,
-        )  # None: only on a terminal
+        disable = None if config.progress else True  # None: only on a terminal
+        bar = tqdm(batches, total=per_epoch, desc=f"epoch {epoch}/{epochs}", disable=disable, leave=False)
         for batch in bar:
             if transform is not None:
                 batch = transform(batch)

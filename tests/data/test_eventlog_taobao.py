@@ -215,13 +215,25 @@ def test_crlf_line_ends_and_spaces_around_fields_are_accepted(tmp_path):
     assert ds.table.streams["click"].ids.tolist() == [[1 + k % 2, 7, 0] for k in range(6)]
 
 
-def test_static_and_item_features_use_history_windows_only(hand_built):
-    ds = hand_built
+def test_static_and_item_features_use_history_windows_only(tmp_path):
+    lines = [f"{u},{i},{i + 1000},{b},{BASE + t}" for u, i, b, t in reversed(HAND_BUILT)]
+    ds = load_taobao(_write(tmp_path / "hand.csv", lines), replace(HAND_OPTIONS, popularity_at_request=False))
     np.testing.assert_allclose(ds.table.static_dense[0], np.log1p([3, 2]), rtol=1e-6)  # user 1: 3 pv, cart + fav
     np.testing.assert_allclose(ds.table.static_dense[1], np.log1p([4, 0]), rtol=1e-6)  # user 2: 20, 40, 41, 42
     popularity = {int(i): float(d) for i, d in zip(ds.conv_train.item_sparse[:, 0], ds.conv_train.item_dense[:, 0])}
     assert popularity[20] == pytest.approx(math.log1p(1))  # user 2's history pv; user 1's are future
     assert popularity[21] == popularity[30] == popularity[45] == 0.0
+
+
+def test_item_popularity_counts_the_items_events_before_each_rows_request(hand_built):
+    # by default a candidate's log popularity is what serving would see at the request: every event
+    # of the item (any user, any behaviour) strictly before the row's request time
+    for examples in (hand_built.click_train, hand_built.conv_train):
+        for item, t, value in zip(examples.item_sparse[:, 0], examples.request_time, examples.item_dense[:, 0]):
+            expected = sum(1 for _, i, _, ts in HAND_BUILT if i == item and BASE + ts < t)
+            assert value == pytest.approx(math.log1p(expected))
+    rows = hand_built.click_train
+    assert any(v > 0 for v in rows.item_dense[rows.user_index == 1, 0])  # user 2's request sees user 1's events
 
 
 MALFORMED = {  # 1-based line number in the written file -> (line, words the reason must contain)

@@ -101,3 +101,10 @@ def test_pca_and_cosine_distance_match_hand_values():
     a = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
     b = np.array([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
     assert cosine_distances(a, b).tolist() == pytest.approx([0.0, 1.0, 2.0])
+
+
+def test_ranker_learning_rate_applies_to_rankers_only():
+    config = Table1Config(seeds=(3,), ranker_lr=1e-3)
+    assert config.recipe("ranker", 3).lr == 1e-3 and config.recipe("ranker", 3).seed == 3
+    assert config.recipe("click", 3).lr == config.recipe("conv", 3).lr == config.train.lr == 3e-3
+    assert Table1Config().recipe("ranker", 0).lr == 3e-3  # None: the rankers use the encoders' recipe

@@ -1,5 +1,6 @@
 """The training recipe: early stopping, restoring the best state, schedule, ID regularisation."""
 
+import argparse
 import math
 
 import numpy as np
@@ -10,7 +11,9 @@ from torch import nn
 from duet_sdk.data.events import ExampleSet
 from duet_sdk.models.config import HashConfig
 from duet_sdk.models.embeddings import MultiHashEmbedding
+from duet_sdk.training.presets import DEFAULT_LR
 from duet_sdk.training.recipe import EarlyStopping, init_output_bias, lr_factor, parameter_groups
+from duet_sdk.training.recipe_args import add_recipe_arguments, train_config_from_args
 from duet_sdk.training.trainer import TrainConfig, evaluate, train
 
 
@@ -121,6 +124,7 @@ def test_output_bias_starts_training_at_the_base_rate():
     "field, value",
     [
         ("eval_every", -1),
+        ("min_steps", -1),
         ("patience", -1),
         ("lr_schedule", "step"),
         ("grad_clip", -1.0),
@@ -146,3 +150,36 @@ def test_validation_during_training_uses_a_sample_and_the_result_all_rows():
     full = evaluate(result.model, val_source, 1.0)["y"]
     assert result.val_ne["y"] == pytest.approx(full, abs=1e-9)  # reported on every row
     assert all(h["val_ne/y"] != pytest.approx(full, abs=1e-6) for h in result.history)  # the curve came from the sample
+
+
+def test_min_steps_repeats_passes_over_a_small_training_set():
+    # 2048 rows at batch 64 are 32 steps a pass: min_steps=100 makes 4 passes (128 steps), validated
+    # about MAX_EVALS times at most; without it the run is the one pass epochs=1 asks for
+    train_source, val_source = _sources(2)
+    config = TrainConfig(epochs=1, min_steps=100, batch_size=64, lr=0.05, warmup_steps=0, patience=0, progress=False)
+    result = train(Toy(), {"y": 1.0}, "y", train_source, val_source, config)
+    assert result.steps == 128 and not result.stopped_early and result.history[-1]["epoch"] == 4
+    assert len(result.history) <= 64
+    single = train(
+        Toy(),
+        {"y": 1.0},
+        "y",
+        train_source,
+        val_source,
+        TrainConfig(epochs=1, batch_size=64, lr=0.05, warmup_steps=0, patience=0, progress=False),
+    )
+    assert single.steps == 32
+
+
+def test_learning_rate_defaults_differ_by_model_and_lr_flag_overrides_all():
+    parser = argparse.ArgumentParser()
+    add_recipe_arguments(parser)
+    args = parser.parse_args([])
+    assert train_config_from_args(args, 1, 0, False, "ranker").lr == DEFAULT_LR["ranker"] == 1e-3
+    assert (
+        train_config_from_args(args, 1, 0, False, "click").lr
+        == train_config_from_args(args, 1, 0, False, "conv").lr
+        == 3e-3
+    )
+    given = parser.parse_args(["--lr", "5e-4"])
+    assert {train_config_from_args(given, 1, 0, False, m).lr for m in ("click", "conv", "ranker")} == {5e-4}
