@@ -23,7 +23,8 @@ from pathlib import Path
 from benchmarks import machine
 from benchmarks.encoders import DEMO, PRODUCTION, measure_encoder
 from benchmarks.report import encoder_plot, to_markdown
-from benchmarks.serving_report import sweep_plot, to_markdown as serving_markdown
+from benchmarks.serving_report import sweep_plot
+from benchmarks.serving_report import to_markdown as serving_markdown
 from benchmarks.side_codec import measure_side
 
 log = logging.getLogger("benchmarks.bench")

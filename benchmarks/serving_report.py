@@ -8,8 +8,8 @@ from pathlib import Path
 def to_markdown(serving: dict) -> str:
     lines = ["", f"## Serving (tritonserver, release published with {serving['policy']})", "",
              "### Triton overhead at concurrency 1 (one user) vs in-process ONNX Runtime on the same artifact", "",
-             "| model / ensemble | candidates | Triton p50 ms | in-process p50 ms | overhead p50 ms | ratio p50 | "
-             "Triton p99 ms | in-process p99 ms | overhead p99 ms |",
+             ("| model / ensemble | candidates | Triton p50 ms | in-process p50 ms | overhead p50 ms | ratio p50 | "
+              "Triton p99 ms | in-process p99 ms | overhead p99 ms |"),
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in serving["overhead"]:
         t, i = r["triton"], r["inprocess"]
@@ -17,8 +17,8 @@ def to_markdown(serving: dict) -> str:
                      f"{r['overhead_p50_ms']:+.2f} | {r['ratio_p50']:.2f}x | {t['p99_ms']:.2f} | {i['p99_ms']:.2f} | "
                      f"{r['overhead_p99_ms']:+.2f} |")
     local = {r["name"]: r["inprocess"]["rps"] for r in serving["overhead"] if r["candidates"] in (None, 16)}
-    lines += ["", f"### Concurrency sweep (one user, {serving['sweep'][0]['candidates']} candidates per request; "
-              "perf_analyzer-style windows)", "",
+    lines += ["", (f"### Concurrency sweep (one user, {serving['sweep'][0]['candidates']} candidates per request; "
+                   "perf_analyzer-style windows)"), "",
               "| ensemble | concurrency | req/s | vs in-process req/s | p50 ms | p90 ms | p99 ms | stable | windows | errors |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for r in serving["sweep"]:

@@ -148,7 +148,7 @@ def _windows(recorder: _Recorder, model: str, mode: str, load: float, config: Me
     pct = np.percentile(pooled, [50, 90, 99]) if len(pooled) else [float("nan")] * 3
     return Measurement(model, mode, float(load), len(pooled) / (len(recent) * config.window_s),
                        float(pct[0]), float(pct[1]), float(pct[2]), float(pooled.mean()) if len(pooled) else float("nan"),
-                       int(len(pooled)), recorder.errors, stable, len(lats),
+                       len(pooled), recorder.errors, stable, len(lats),
                        [round(len(x) / config.window_s, 2) for x in lats], recorder.first_error)
 
 
