@@ -3,8 +3,11 @@
     .venv/bin/python -m benchmarks.bench --out runs/bench            # full
     .venv/bin/python -m benchmarks.bench --out runs/bench --quick    # a few minutes
 
-Writes ``bench.json`` (every row), ``bench.md`` (tables) and ``encoders.png`` (% of the GEMM peak per
-runtime and batch) under ``--out``. The GEMM peak is measured before and after the encoder runs, and the
+Writes ``bench.json`` (every row), ``bench.md`` (tables), ``encoders.png`` (% of the GEMM peak per
+runtime and batch) and ``serving.png`` (p99 vs requests/s per ensemble) under ``--out``. The serving part
+(``pipelines.py``: Triton overhead, concurrency sweep, event-triggered inference) publishes a demo-shape
+deployment it exports itself (cached under ``--out``/deploy) and serves it on a real tritonserver and
+redis-server; ``--skip-serving`` leaves it out. The GEMM peak is measured before and after the encoder runs, and the
 higher of the two is the limit every percentage is taken against, so a busy machine shows up as a
 low ratio rather than a flattering one.
 """
@@ -20,12 +23,48 @@ from pathlib import Path
 from benchmarks import machine
 from benchmarks.encoders import DEMO, PRODUCTION, measure_encoder
 from benchmarks.report import encoder_plot, to_markdown
+from benchmarks.serving_report import sweep_plot
+from benchmarks.serving_report import to_markdown as serving_markdown
 from benchmarks.side_codec import measure_side
 
 log = logging.getLogger("benchmarks.bench")
 
 
-def run(out: Path, quick: bool, threads: int) -> dict:
+def serving(out: Path, quick: bool) -> dict:
+    """Publish the demo-shape deployment, serve it, and measure overhead, the sweep and ETI (``pipelines.py``)."""
+    from benchmarks import pipelines
+    from benchmarks.deployment import build_export
+    from duet_sdk.client import DuetClient
+    from duet_sdk.serving.config import ServingPolicy
+    from duet_sdk.serving.releases import read_index, startup_models
+    from duet_sdk.serving.repository import publish
+    from duet_sdk.serving.server import TritonServer
+    from duet_sdk.tune.measure import MeasureConfig
+
+    export = build_export(out / "deploy")
+    policy = ServingPolicy()
+    repo = Path(tempfile.mkdtemp(prefix="bench-repo-")) / "repository"
+    version = publish(export, repo, "cpu", policy).version
+    measure = (MeasureConfig(warmup_s=0.5, window_s=1.0, max_windows=6) if quick
+               else MeasureConfig(warmup_s=1.0, window_s=2.0, max_windows=10))
+    with TritonServer(repo, models=startup_models(read_index(repo))) as server:
+        url = server.endpoints.grpc_url
+        with DuetClient(url, timeout_s=60) as client:
+            interface = client.connect()
+        log.info("serving: overhead at concurrency 1")
+        overhead = pipelines.overhead(url, repo, version, interface, measure, seconds=1.5 if quick else 4.0)
+        log.info("serving: concurrency sweep")
+        sweep = pipelines.sweep(url, version, interface, (1, 4, 16) if quick else (1, 2, 4, 8, 16, 32), measure)
+        log.info("serving: event-triggered inference")
+        eti = pipelines.eti(url, interface, (16,) if quick else (1, 16, 64), users=256 if quick else 1024)
+    described = (f"dynamic batching, queue delay {policy.max_queue_delay_us} us, {policy.instances} instance, "
+                 f"{policy.threads} thread per model")
+    return {"policy": described, "overhead": overhead, "sweep": sweep, "eti": eti,
+            "measure": {"warmup_s": measure.warmup_s, "window_s": measure.window_s, "max_windows": measure.max_windows,
+                        "stable_windows": measure.stable_windows, "stability": measure.stability}}
+
+
+def run(out: Path, quick: bool, threads: int, with_serving: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     min_seconds = 0.5 if quick else 2.0
@@ -48,10 +87,17 @@ def run(out: Path, quick: bool, threads: int) -> dict:
     side = measure_side(threads=threads, min_seconds=min_seconds)
     results = {"machine": machine.describe(), "threads": threads, "quick": quick,
                "gemm_peak": {"before": before, "after": after, "gflops": peak}, "encoders": encoders, "side": side}
+    if with_serving:
+        results["serving"] = serving(out, quick)
+        sweep_plot(results["serving"]["sweep"], out / "serving.png")
     (out / "bench.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    (out / "bench.md").write_text(to_markdown(results), encoding="utf-8")
+    (out / "bench.md").write_text(markdown(results), encoding="utf-8")
     encoder_plot(encoders, out / "encoders.png")
     return results
+
+
+def markdown(results: dict) -> str:
+    return to_markdown(results) + (serving_markdown(results["serving"]) if "serving" in results else "")
 
 
 def _attention(latent_dim: int):
@@ -67,12 +113,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="where bench.json, bench.md and plots go")
     p.add_argument("--quick", action="store_true", help="fewer shapes, batches and shorter windows (a few minutes)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for torch and ONNX Runtime")
+    p.add_argument("--skip-serving", action="store_true", help="leave out tritonserver overhead, sweep and ETI")
+    p.add_argument("--only-serving", action="store_true", help="only the serving part (no GEMM, encoders, SIDE)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing hint
-    results = run(args.out, args.quick, args.threads)
-    print(to_markdown(results))
-    print(f"written: {args.out / 'bench.json'}, {args.out / 'bench.md'}, {args.out / 'encoders.png'}")
+    if args.only_serving:
+        args.out.mkdir(parents=True, exist_ok=True)
+        results = {"quick": args.quick, "serving": serving(args.out, args.quick)}
+        sweep_plot(results["serving"]["sweep"], args.out / "serving.png")
+        text = serving_markdown(results["serving"])
+        (args.out / "serving.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        (args.out / "serving.md").write_text(text, encoding="utf-8")
+        print(text)
+        return 0
+    results = run(args.out, args.quick, args.threads, not args.skip_serving)
+    print(markdown(results))
+    print(f"written: {args.out / 'bench.json'}, {args.out / 'bench.md'}, {args.out / 'encoders.png'}"
+          + (f", {args.out / 'serving.png'}" if "serving" in results else ""))
     return 0
 
 

@@ -37,24 +37,32 @@ class ServingPolicy:
     """How each model is scheduled and how many versions are served and kept on disk.
 
     ``batching``: Triton's dynamic batcher on (off: one request per execution, for comparison);
-    ``max_queue_delay_us``: how long the dynamic batcher waits to fill a batch; ``instances``: model
-    instances per device; ``threads``: runtime threads per cpu instance; ``serve_versions``: releases
+    ``max_queue_delay_us``: how long the dynamic batcher waits to fill a batch (default 0: no request
+    waits for others to arrive, so a lone request pays nothing at low load, while under load the batcher
+    still groups whatever queued while an instance was busy; raise it, or let ``duet-tune`` choose, for
+    throughput at high load); ``preferred_batch_sizes``: batch sizes the batcher forms first (None: the
+    export's optimal batch); ``instances``: model instances per device; ``threads``: runtime intra-op
+    threads per cpu instance; ``inter_op_threads``: ONNX Runtime inter-op threads; ``serve_versions``: releases
     the server keeps loaded (K: the current one and K-1 before it, for pinned requests and rollback);
     ``keep_versions``: releases kept on disk (>= serve_versions; older ones are pruned at publish).
     """
 
-    max_queue_delay_us: int = 2000
+    max_queue_delay_us: int = 0
     batching: bool = True
     instances: int = 1
     threads: int = 1
+    inter_op_threads: int = 1
+    preferred_batch_sizes: tuple[int, ...] | None = None
     serve_versions: int = 2
     keep_versions: int = 3
     warmup: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if f.name not in ("warmup", "batching"):
+            if f.name not in ("warmup", "batching", "preferred_batch_sizes"):
                 require_int(f"policy.{f.name}", getattr(self, f.name), 0 if f.name == "max_queue_delay_us" else 1)
+        for size in self.preferred_batch_sizes or ():
+            require_int("policy.preferred_batch_sizes[]", size, 1)
         if self.keep_versions < self.serve_versions:
             raise ConfigError("policy.keep_versions", f">= serve_versions ({self.serve_versions})", self.keep_versions)
 
@@ -121,12 +129,12 @@ def _scheduled(
         instance_group=[pb.ModelInstanceGroup(kind=kind, count=policy.instances)],
     )
     if policy.batching:
-        config.dynamic_batching.CopyFrom(
-            pb.ModelDynamicBatching(
-                preferred_batch_size=[opt] if opt < max_batch else [],
-                max_queue_delay_microseconds=policy.max_queue_delay_us,
-            )
-        )
+        preferred = list(policy.preferred_batch_sizes if policy.preferred_batch_sizes is not None
+                         else [opt] if opt < max_batch else [])
+        if any(size > max_batch for size in preferred):
+            raise ConfigError(f"{name} preferred_batch_sizes", f"sizes <= max_batch_size {max_batch}", list(preferred))
+        config.dynamic_batching.CopyFrom(pb.ModelDynamicBatching(
+            preferred_batch_size=preferred, max_queue_delay_microseconds=policy.max_queue_delay_us))
     if policy.warmup:
         config.model_warmup.append(_warmup(record["inputs"]))
     return config
@@ -140,11 +148,8 @@ def runner_config(name: str, record: dict, policy: ServingPolicy) -> pb.ModelCon
         name, record, record["dims"]["batch"]["max"], policy, pb.ModelInstanceGroup.KIND_CPU, ragged=True
     )
     config.backend = "python"
-    for key, value in {
-        "runtime": RUNTIMES[record["format"]],
-        "artifact": FILENAMES[record["format"]],
-        "threads": str(policy.threads),
-    }.items():
+    for key, value in {"runtime": RUNTIMES[record["format"]], "artifact": FILENAMES[record["format"]],
+                       "threads": str(policy.threads), "inter_op_threads": str(policy.inter_op_threads)}.items():
         config.parameters[key].string_value = value
     return config
 

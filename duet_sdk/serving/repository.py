@@ -255,16 +255,9 @@ def prune(repo: Path, index: dict, keep: int) -> list[int]:
     return [e["version"] for e in doomed]
 
 
-def publish(
-    export_dir: Path,
-    repo: Path,
-    target: str = "cpu",
-    policy: ServingPolicy | None = None,
-    precision: str = "fp16",
-    formats: tuple[str, ...] | None = None,
-    activate: bool = True,
-    force: bool = False,
-) -> Published:
+def publish(export_dir: Path, repo: Path, target: str = "cpu", policy: ServingPolicy | None = None,
+            precision: str = "fp16", formats: tuple[str, ...] | None = None, activate: bool = True,
+            force: bool = False, policies: dict[str, ServingPolicy] | None = None) -> Published:
     """Publish the artifacts of ``export_dir/manifest.json`` into ``repo`` as one new release.
 
     ``formats``: artifact formats in order of preference (default: tensorrt, onnx, torchscript for gpu;
@@ -273,6 +266,8 @@ def publish(
     release too: ``click_prep_vV``); a TensorRT plan built with another TensorRT/CUDA/GPU than this
     host's is refused unless ``force`` (then recorded as a warning in the release's lineage).
     ``activate``: make it the target release (duet-serve swaps to it); the first release is current at once.
+    ``policies``: per-model policies (``ranker`` -> ServingPolicy, e.g. ``duet-tune``'s choice) overriding
+    ``policy`` for those models.
     ArtifactError if the export is partial or a file differs from its manifest sha256 (nothing is written).
     """
     export_dir, repo, policy = Path(export_dir), Path(repo), policy or ServingPolicy()
@@ -306,7 +301,8 @@ def publish(
         staged: list[tuple[Path, str]] = []
         try:
             for model, record in {**records, **guarded}.items():  # gpu: prep models too; guards before their ensembles
-                path = _stage_component(repo, model, record, export_dir, target, version, lineage, policy, precision)
+                path = _stage_component(repo, model, record, export_dir, target, version, lineage,
+                                        (policies or {}).get(model, policy), precision)
                 staged.append((path, name(model)))
             for config in configs:
                 staged.append(

@@ -42,12 +42,14 @@ class InvalidInput(ValueError):
 class OnnxRuntimeSession:
     """``run(inputs: dict[name, ndarray]) -> list[ndarray]`` in output order, via ONNX Runtime on CPU."""
 
-    def __init__(self, path: Path, outputs: list[str], threads: int) -> None:
+    def __init__(self, path: Path, outputs: list[str], threads: int, inter_op_threads: int = 1) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options.inter_op_num_threads = inter_op_threads
+        if inter_op_threads > 1:  # inter-op threads only run independent nodes in parallel
+            options.execution_mode = onnxruntime.ExecutionMode.ORT_PARALLEL
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.outputs = outputs
 
@@ -216,7 +218,8 @@ class TritonPythonModel:
         verify_artifacts(directory, self.signature)
         artifact = directory / params["artifact"]
         if params["runtime"] == "onnxruntime":
-            self.session = OnnxRuntimeSession(artifact, [o["name"] for o in self.outputs], threads)
+            self.session = OnnxRuntimeSession(artifact, [o["name"] for o in self.outputs], threads,
+                                              int(params.get("inter_op_threads", "1")))
         else:
             self.session = TorchScriptSession(artifact, [i["name"] for i in self.inputs], threads)
 
