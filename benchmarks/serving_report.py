@@ -24,7 +24,8 @@ def to_markdown(serving: dict) -> str:
             "perf_analyzer-style windows)"
         ),
         "",
-        "| ensemble | concurrency | req/s | vs in-process req/s | p50 ms | p90 ms | p99 ms | stable | windows | errors |",
+        "| ensemble | concurrency | req/s | vs in-process req/s | p50 ms | p90 ms | p99 ms | stable | windows "
+        "| errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for r in serving["sweep"]:
