@@ -173,3 +173,20 @@ def test_tune_publishes_nothing_when_no_measured_config_meets_the_slo(repository
     assert summary["published"] is None and summary["pipelines"]["duet_downstream"]["chosen"] is None
     assert math.isfinite(summary["pipelines"]["duet_downstream"]["points"][0]["measurement"]["p99_ms"])
     assert [e["version"] for e in releases.read_index(repository_copy)["releases"]] == [1]
+
+
+@pytest.mark.slow
+def test_rate_and_concurrency_loads_get_real_answers_in_fixed_windows(triton, client):
+    from duet_sdk.tune.measure import measure_concurrency, measure_rate
+    from duet_sdk.tune.requests import ensemble_requests, infer_inputs
+
+    requests = [infer_inputs(w) for w in ensemble_requests(client.interface, "duet_downstream", 1, 4, n=4)]
+    config = MeasureConfig(warmup_s=0.2, window_s=0.3, max_windows=4)
+    for m in (measure_rate(triton.endpoints.grpc_url, "duet_downstream_v1", requests, 40.0, config),
+              measure_concurrency(triton.endpoints.grpc_url, "duet_downstream_v1", requests, 2, config)):
+        assert m.errors == 0 and m.requests > 0 and 3 <= m.windows <= 4 and len(m.window_rps) == m.windows
+        assert m.p50_ms <= m.p90_ms <= m.p99_ms and (m.stable or m.windows == 4)  # stops early only when stable
+    bad = [infer_inputs({**ensemble_requests(client.interface, "duet_downstream", 1, 4, n=1)[0],
+                         "click_codes": np.full((1, 3), 10**6, dtype=np.int64)})]
+    failed = measure_concurrency(triton.endpoints.grpc_url, "duet_downstream_v1", bad, 1, config)
+    assert failed.errors > 0 and failed.requests == 0 and "click_codes" in failed.first_error
