@@ -34,9 +34,13 @@ def encode_event(event: Event) -> str:
     return json.dumps([event.ts, list(event.ids)], separators=(",", ":"))
 
 
-def decode_event(member: str) -> Event:
-    ts, ids = json.loads(member)
-    return Event(ts, tuple(ids))
+def decode_events(members: Sequence[str | bytes]) -> tuple[Event, ...]:
+    """Events from the members of one sorted set: one JSON parse for all of them (a parse per event
+    was two thirds of the ETI worker's history read)."""
+    if not members:
+        return ()
+    joined = b",".join(m if isinstance(m, bytes) else m.encode() for m in members)
+    return tuple(Event(ts, tuple(ids)) for ts, ids in json.loads(b"[" + joined + b"]"))
 
 
 def _is_int(x: Any) -> bool:
@@ -206,7 +210,7 @@ class RedisHistory(HistoryStore):
         out = []
         for user_id in ids:
             sparse, dense = next(replies)
-            per_stream = {s: tuple(decode_event(text(m)) for m in next(replies)) for s in streams}
+            per_stream = {s: decode_events(next(replies)) for s in streams}
             if sparse is not None:
                 out.append(UserHistory(user_id, request_time, tuple(json.loads(text(sparse))),
                                        tuple(json.loads(text(dense))), per_stream))
