@@ -151,6 +151,13 @@ class CheckpointRegistry:
         return baseline
 
 
+def registry_name(variant: str, embedding_input: str = "codes", target_attention: str | None = None) -> str:
+    """Gate registry of a ranker variant, e.g. ``ranker-duet``, ``ranker-duet-float`` or, with target
+    attention (another serving interface: it takes a history), ``ranker-duet-dare``."""
+    name = f"ranker-{variant}" + ("" if embedding_input == "codes" else f"-{embedding_input}")
+    return name + (f"-{target_attention}" if target_attention else "")
+
+
 def _judge(candidate: Checkpoint, baseline: Checkpoint | None, policy: GatePolicy) -> tuple[bool, str]:
     """(accepted, reason) for a verified candidate against the last accepted checkpoint."""
     if "val_ne" not in candidate.metrics:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from duet_sdk.checkpoint import Checkpoint, load_checkpoint
 from duet_sdk.errors import CheckpointError, DuetError
-from duet_sdk.gate import CheckpointRegistry, GateDecision
+from duet_sdk.gate import CheckpointRegistry, GateDecision, registry_name
 from duet_sdk.side.storage import find_codec_by_digest, find_codec_for_encoder
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,6 @@ def select_all(
     runs: Path, encoders: tuple[str, ...], ranker: str | None, force: bool, explicit: dict[str, Path] | None = None
 ) -> Selection:
     """Sources of every model to export: ``<name>_encoder`` -> [encoder, codec], ``ranker`` -> [ranker, codecs]."""
-    from duet_sdk.training.ranker import registry_name
-
     explicit = explicit or {}
     selection = Selection()
     upstream: dict = {}

@@ -21,7 +21,7 @@ from duet_sdk.data.events import EventTable, ExampleSet
 from duet_sdk.data.routing import RANKER_TASKS
 from duet_sdk.data.schema import EventSchema
 from duet_sdk.errors import ConfigError
-from duet_sdk.gate import CheckpointRegistry, GateDecision, GatePolicy
+from duet_sdk.gate import CheckpointRegistry, GateDecision, GatePolicy, registry_name
 from duet_sdk.models.config import (
     RANKER_VARIANTS,
     HashConfig,
@@ -128,13 +128,6 @@ class RankerOutcome:
     checkpoint: Checkpoint
     decision: GateDecision
     result: TrainResult
-
-
-def registry_name(variant: str, embedding_input: str = "codes", target_attention: str | None = None) -> str:
-    """Gate registry of a ranker variant, e.g. ``ranker-duet``, ``ranker-duet-float`` or, with target
-    attention (another serving interface: it takes a history), ``ranker-duet-dare``."""
-    name = f"ranker-{variant}" + ("" if embedding_input == "codes" else f"-{embedding_input}")
-    return name + (f"-{target_attention}" if target_attention else "")
 
 
 def train_ranker(

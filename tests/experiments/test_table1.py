@@ -9,8 +9,8 @@ from duet_sdk.errors import ConfigError
 from duet_sdk.experiments.cli import run_table1
 from duet_sdk.experiments.figures import cosine_distances, pca_2d
 from duet_sdk.experiments.table1 import VARIANTS, Table1Config
+from duet_sdk.gate import registry_name
 from duet_sdk.side import SideConfig
-from duet_sdk.training.ranker import registry_name
 
 TINY = Table1Config(
     seeds=(0, 1), num_users=300, encoder_epochs=1, ranker_epochs=1, side=SideConfig(levels=2, codebook_size=16)

@@ -12,7 +12,7 @@ from duet_sdk.data import schema as keys
 from duet_sdk.export.extract import extract_ranker
 from duet_sdk.export.torch2onnx import graph_io, onnxruntime_runner
 from duet_sdk.export.torch2torchscript import torchscript_runner
-from duet_sdk.gate import CheckpointRegistry
+from duet_sdk.gate import CheckpointRegistry, registry_name
 from duet_sdk.models.config import (
     HashConfig,
     RankerConfig,
@@ -20,7 +20,7 @@ from duet_sdk.models.config import (
     TaskSpec,
 )
 from duet_sdk.models.ranker import Ranker
-from duet_sdk.training.ranker import ranker_checkpoint_config, registry_name
+from duet_sdk.training.ranker import ranker_checkpoint_config
 
 onnx = pytest.importorskip("onnx")
 

@@ -11,9 +11,10 @@ from duet_sdk.data import schema as keys
 from duet_sdk.data.batching import HistorySpec, collate_ranker
 from duet_sdk.data.synthetic import SyntheticConfig, generate
 from duet_sdk.errors import ConfigError
+from duet_sdk.gate import registry_name
 from duet_sdk.models.config import RankerConfig, TargetAttentionConfig, TaskSpec
 from duet_sdk.models.ranker import Pointwise, Ranker
-from duet_sdk.training.ranker import history_spec, ranker_checkpoint_config, registry_name
+from duet_sdk.training.ranker import history_spec, ranker_checkpoint_config
 
 SCHEMA = SyntheticConfig().schema()
 TA = TargetAttentionConfig(

@@ -12,14 +12,14 @@ import torch
 
 from duet_sdk.checkpoint import save_checkpoint
 from duet_sdk.data.synthetic import SyntheticConfig
-from duet_sdk.gate import CheckpointRegistry
+from duet_sdk.gate import CheckpointRegistry, registry_name
 from duet_sdk.models.config import HashConfig, RankerConfig, TargetAttentionConfig, TaskSpec, UserEmbeddingInput
 from duet_sdk.models.loading import upstream_checkpoint_config
 from duet_sdk.models.ranker import Ranker
 from duet_sdk.models.upstream import UpstreamNet
 from duet_sdk.side import SideCodec, SideConfig, save_side_codec
 from duet_sdk.training.presets import upstream_config
-from duet_sdk.training.ranker import ranker_checkpoint_config, registry_name
+from duet_sdk.training.ranker import ranker_checkpoint_config
 
 SCHEMA = SyntheticConfig(max_click_len=8, max_conv_len=4).schema()
 LEVELS, CODEBOOK = 3, 16

@@ -11,14 +11,13 @@ from duet_sdk.checkpoint import load_checkpoint
 from duet_sdk.data.eventlog import EventLogOptions, load_event_log
 from duet_sdk.data.routing import recalibrate
 from duet_sdk.data.spec import preset
-from duet_sdk.gate import CheckpointRegistry
+from duet_sdk.gate import CheckpointRegistry, registry_name
 from duet_sdk.metrics import normalized_entropy
 from duet_sdk.models.config import RANKER_VARIANTS
 from duet_sdk.models.loading import load_ranker, load_upstream
 from duet_sdk.side import load_side_codec
 from duet_sdk.training.cli import EXIT_REJECTED, main
 from duet_sdk.training.datasets import without_user_id
-from duet_sdk.training.ranker import registry_name
 from duet_sdk.training.trainer import EventBatches, predict
 from duet_sdk.training.upstream import registry_for
 
