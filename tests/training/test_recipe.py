@@ -171,15 +171,10 @@ def test_min_steps_repeats_passes_over_a_small_training_set():
     assert single.steps == 32
 
 
-def test_learning_rate_defaults_differ_by_model_and_lr_flag_overrides_all():
+def test_learning_rate_defaults_come_per_model_and_lr_flag_overrides_all():
     parser = argparse.ArgumentParser()
     add_recipe_arguments(parser)
     args = parser.parse_args([])
-    assert train_config_from_args(args, 1, 0, False, "ranker").lr == DEFAULT_LR["ranker"] == 1e-3
-    assert (
-        train_config_from_args(args, 1, 0, False, "click").lr
-        == train_config_from_args(args, 1, 0, False, "conv").lr
-        == 3e-3
-    )
+    assert {m: train_config_from_args(args, 1, 0, False, m).lr for m in ("click", "conv", "ranker")} == DEFAULT_LR
     given = parser.parse_args(["--lr", "5e-4"])
     assert {train_config_from_args(given, 1, 0, False, m).lr for m in ("click", "conv", "ranker")} == {5e-4}
