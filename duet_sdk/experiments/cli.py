@@ -50,6 +50,25 @@ def run_table1(config: Table1Config, out: Path) -> dict:
     return summary
 
 
+def add_event_log_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the events come from and how they become rows: the log, its spec, the split, the negatives."""
+    p.add_argument("--events", type=Path, help="event log (default: --dataset)")
+    p.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
+    p.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="global",
+        help="event logs: global temporal split (default) or per-user time split",
+    )
+    p.add_argument(
+        "--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)"
+    )
+    p.add_argument(
+        "--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("duet-experiment", __doc__)
     sub = p.add_subparsers(dest="experiment", required=True)
@@ -60,21 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", type=Path, default=Path("runs/table1"))
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    t.add_argument("--events", type=Path, help="event log (default: --dataset)")
-    t.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao", help="preset spec of --events")
-    t.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
-    t.add_argument(
-        "--split",
-        choices=SPLITS,
-        default="global",
-        help="event logs: global temporal split (default) or per-user time split",
-    )
-    t.add_argument(
-        "--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)"
-    )
-    t.add_argument(
-        "--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row"
-    )
+    add_event_log_arguments(t)
     t.add_argument(
         "--static-user-id",
         action="store_true",
@@ -117,21 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(MODELS),
         help="which of ClickAUN, ConvAUN, the baseline ranker to train",
     )
-    w.add_argument("--events", type=Path, help="event log (default: --dataset)")
-    w.add_argument("--event-format", choices=EVENT_FORMATS, default="taobao")
-    w.add_argument("--event-spec", type=Path, help="event-log spec (TOML) of --events; overrides --event-format")
-    w.add_argument(
-        "--split",
-        choices=SPLITS,
-        default="global",
-        help="event logs: global temporal split (default) or per-user time split",
-    )
-    w.add_argument(
-        "--val-end-quantile", type=float, default=1.0, help="global split: T2 as a quantile of event times (T1 at 0.8)"
-    )
-    w.add_argument(
-        "--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row"
-    )
+    add_event_log_arguments(w)
     w.add_argument("--dataset", choices=SYNTHETIC_DATASETS, default="longtail")
     w.add_argument("--num-users", type=int, default=3000)
     w.add_argument("--hash-table-size", type=int)
