@@ -24,12 +24,11 @@ COMMANDS = {
     "publish": ("duet_sdk.serving.cli", "publish_main", "publish an export as a release of a model repository"),
     "serve": ("duet_sdk.serving.cli", "serve_main", "run tritonserver on a published model repository"),
     "bench": ("benchmarks.bench", "main", "performance benchmarks (from a source checkout)"),
-    "tune": ("duet_sdk.tune.cli", "main", "hyper-parameter search"),
+    "tune": ("duet_sdk.tune.cli", "main", "tune a release's serving configs for a latency or throughput objective"),
 }
 NOT_INSTALLED = {
     "bench": "duet bench runs from a source checkout of duet_sdk (the benchmarks/ package is not in the wheel): "
     "run it in the checkout's root directory",
-    "tune": "duet tune is not available in this version of duet_sdk (duet_sdk.tune.cli is missing)",
 }
 
 

@@ -29,7 +29,7 @@ def test_an_unknown_command_is_bad_input(capsys):
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "experiment", "export", "publish", "serve"])
+@pytest.mark.parametrize("command", ["train", "experiment", "export", "publish", "serve", "tune"])
 def test_each_command_help_shows_defaults_version_and_verbosity(command, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main([command, "--help"])
@@ -58,12 +58,6 @@ def test_duet_passes_the_commands_exit_code_through(monkeypatch):
 def test_publish_with_bad_input_exits_2(tmp_path, capsys):
     assert cli.main(["publish", "--model-repository", str(tmp_path), "--export", str(tmp_path / "none")]) == 2
     assert "duet-publish: error" in capsys.readouterr().err
-
-
-def test_tune_not_installed_exits_2_naming_it(monkeypatch, capsys):
-    monkeypatch.setitem(cli.COMMANDS, "tune", ("duet_sdk.tune_absent.cli", "main", "absent"))
-    assert cli.main(["tune", "--help"]) == 2
-    assert "duet tune is not available" in capsys.readouterr().err
 
 
 def test_bench_outside_a_source_checkout_says_where_it_runs(monkeypatch, tmp_path, capsys):

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from duet_sdk import interface as api
+from duet_sdk.cli_common import command_parser, configure_logging
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.serving import releases
 from duet_sdk.tune.measure import MeasureConfig
@@ -47,8 +48,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="duet-tune", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command_parser("duet-tune", __doc__.splitlines()[0])
     p.add_argument("--model-repository", type=Path, required=True)
     p.add_argument("--release", type=int, help="release to tune (default: the current one)")
     p.add_argument("--export", type=Path, help="its duet-export output (default: the one it was published from)")
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_logging(args, logging.INFO)
     try:
         return run(args)
     except ConfigError as exc:
