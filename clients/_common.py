@@ -13,11 +13,9 @@ import signal
 import sys
 import threading
 
-from duet_sdk.data.synthetic import SyntheticConfig
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.online import RedisHistory, open_store
 from duet_sdk.online._redis import PASSWORD_FILE_ENV
-from duet_sdk.training.datasets import synthetic_data
 
 
 def add_connection_flags(parser: argparse.ArgumentParser, triton: bool = True) -> None:
@@ -58,7 +56,11 @@ def add_population_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def population(args: argparse.Namespace):
-    """The synthetic dataset loadgen.py replays (its users and events are the online traffic)."""
+    """The synthetic dataset loadgen.py replays (its users and events are the online traffic). Imported
+    here, not at the top: the generator needs the [train] extra, which the ETI worker does not."""
+    from duet_sdk.data.synthetic import SyntheticConfig
+    from duet_sdk.training.datasets import synthetic_data
+
     return synthetic_data(SyntheticConfig(num_users=max(args.users, 50), seed=args.seed)).dataset
 
 

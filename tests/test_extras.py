@@ -1,4 +1,9 @@
-"""The typed error for a missing optional dependency names the pip extra that installs it."""
+"""The typed error for a missing optional dependency names the pip extra that installs it; light programs
+load no heavy extra."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +30,14 @@ def test_missing_extra_keeps_the_message_of_a_module_that_is_not_optional():
     assert not isinstance(err, MissingDependencyError) and "duet_sdk.nope" in str(err)
     err = missing_extra(ModuleNotFoundError("No module named 'torch'", name="torch"), "duet_sdk.models")
     assert isinstance(err, MissingDependencyError) and "duet_sdk[train]" in str(err)
+
+
+@pytest.mark.parametrize("program", ["eti_worker", "score", "backfill"])
+def test_online_client_programs_import_no_training_stack(program):
+    """An ETI worker or scorer pod installs the [online] extra only: its program must not load torch
+    (it did through a module-level import of the synthetic generator; the soak test saw its RSS grow)."""
+    clients = Path(__file__).resolve().parents[1] / "clients"
+    code = (f"import sys; sys.path.insert(0, {str(clients)!r}); import {program}; "
+            "print(sorted(m for m in ('torch', 'onnx', 'sklearn', 'pyarrow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
