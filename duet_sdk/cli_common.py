@@ -36,6 +36,10 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# The loggers -v/-q govern: the package's and the running script's.
+OWN_LOGGERS = ("duet_sdk", "__main__")
+
+
 def command_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     """An ArgumentParser with defaults shown in ``--help``, ``--version`` and ``-v/-q``."""
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=DefaultsHelpFormatter)
@@ -50,11 +54,18 @@ def add_logging_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def configure_logging(args: argparse.Namespace, default: int = logging.WARNING) -> int:
-    """Configure the root logger on stderr at ``default`` lowered by each -v, raised by each -q; returns the
-    level."""
+    """Log on stderr at ``default`` lowered by each -v, raised by each -q; returns that level.
+
+    The level applies to this package's loggers (and ``__main__``); other libraries' loggers (the ONNX
+    exporter's optimiser passes, for one) stay at WARNING unless the level is DEBUG (-vv)."""
     steps = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
     level = min(max(default - 10 * steps, logging.DEBUG), logging.CRITICAL)
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+        level=level if level <= logging.DEBUG else max(level, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
     )
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
     return level

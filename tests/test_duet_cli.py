@@ -78,12 +78,15 @@ def test_a_command_whose_extra_is_missing_exits_2_naming_the_extra(monkeypatch, 
 
 @pytest.mark.parametrize(("flags", "level"), [([], logging.WARNING), (["-v"], logging.INFO), (["-vv"], logging.DEBUG),
                                               (["-q"], logging.ERROR), (["-qqq"], logging.CRITICAL)])
-def test_verbosity_flags_set_the_log_level(flags, level):
-    root = logging.getLogger()
-    saved = root.level, root.handlers[:]
+def test_verbosity_flags_set_our_log_level_and_keep_other_libraries_at_warning(flags, level):
+    root, ours = logging.getLogger(), logging.getLogger("duet_sdk")
+    saved = root.level, root.handlers[:], ours.level
     try:
         assert configure_logging(command_parser("duet-x", None).parse_args(flags)) == level
-        assert root.level == level
+        assert ours.getEffectiveLevel() == level
+        assert logging.getLogger("onnxscript.optimizer").getEffectiveLevel() == (
+            logging.DEBUG if level == logging.DEBUG else max(level, logging.WARNING))
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+        ours.setLevel(saved[2])
