@@ -50,8 +50,11 @@ class InvalidArgument(ServerError, InvalidRequest):
 
 
 TRANSIENT = (Unavailable, DeadlineExceeded)
+# CANCELLED: the client cancels calls only after another call of the same request failed, and drops
+# their results, so a CANCELLED it reports is the server cutting an in-flight call short while it stops
+# (seen in a graceful stop under load); inference calls are safe to retry.
 _BY_STATUS = {"StatusCode.UNAVAILABLE": Unavailable, "StatusCode.DEADLINE_EXCEEDED": DeadlineExceeded,
-              "StatusCode.INVALID_ARGUMENT": InvalidArgument}
+              "StatusCode.CANCELLED": Unavailable, "StatusCode.INVALID_ARGUMENT": InvalidArgument}
 # Triton answers NOT_FOUND for a model while its versions are being unloaded or loaded (a graceful stop,
 # a swap): transient, like a server that is not up yet.
 _UNLOADING = ("has no available versions", "is not ready")

@@ -36,6 +36,7 @@ class _RpcError(grpc.RpcError):
 @pytest.mark.parametrize("code, kind", [
     (grpc.StatusCode.UNAVAILABLE, Unavailable),
     (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceeded),
+    (grpc.StatusCode.CANCELLED, Unavailable),  # the server cut the call short while stopping
     (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
     (grpc.StatusCode.NOT_FOUND, ServerError),
     (grpc.StatusCode.INTERNAL, ServerError),
