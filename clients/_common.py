@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 import threading
 
-from duet_sdk.errors import ConfigError, DuetError
+from duet_sdk.cli_common import report_errors  # noqa: F401 - the client programs import it from here
 from duet_sdk.online import RedisHistory, open_store
 from duet_sdk.online._redis import PASSWORD_FILE_ENV
 
@@ -77,14 +76,3 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def report_errors(program: str, fn, args: argparse.Namespace) -> int:
-    """``fn(args)``; a DuetError is printed as ``program: error: ...`` (URLs redacted, no traceback):
-    exit status 2 for bad configuration, 1 for anything else (a server or Redis that is not there)."""
-    try:
-        return fn(args)
-    except ConfigError as exc:
-        print(f"{program}: error: {exc}", file=sys.stderr)
-        return 2
-    except DuetError as exc:
-        print(f"{program}: error: {exc}", file=sys.stderr)
-        return 1

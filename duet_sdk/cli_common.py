@@ -15,6 +15,7 @@ import logging
 import sys
 
 from duet_sdk import __version__
+from duet_sdk.errors import ConfigError, DuetError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 2, 3  # the exit codes of every duet command
 
@@ -69,3 +70,16 @@ def configure_logging(args: argparse.Namespace, default: int = logging.WARNING) 
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(level)
     return level
+
+
+def report_errors(program: str, fn, args: argparse.Namespace) -> int:
+    """``fn(args)``; a DuetError is printed as ``program: error: ...`` (no traceback; messages redact URLs):
+    exit status 2 for bad configuration, 1 for anything else (a server or Redis that is not there)."""
+    try:
+        return fn(args)
+    except ConfigError as exc:
+        print(f"{program}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DuetError as exc:
+        print(f"{program}: error: {exc}", file=sys.stderr)
+        return 1

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 from duet_sdk import interface as api
-from duet_sdk.cli_common import command_parser, configure_logging
-from duet_sdk.errors import ConfigError, DuetError
+from duet_sdk.cli_common import command_parser, configure_logging, report_errors
+from duet_sdk.errors import ConfigError
 from duet_sdk.serving import releases
 from duet_sdk.tune.measure import MeasureConfig
 from duet_sdk.tune.objective import Objective
@@ -147,14 +147,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(args, logging.INFO)
-    try:
-        return run(args)
-    except ConfigError as exc:
-        print(f"duet-tune: error: {exc}", file=sys.stderr)
-        return 2
-    except DuetError as exc:
-        print(f"duet-tune: error: {exc}", file=sys.stderr)
-        return 1
+    return report_errors("duet-tune", run, args)
 
 
 if __name__ == "__main__":
