@@ -111,7 +111,8 @@ def test_tune_chooses_the_best_measured_config_and_publishes_a_release_that_serv
     summary = json.loads((tmp_path / "tune.json").read_text())
     down = summary["pipelines"]["duet_downstream"]
     measured = [p["settings"]["ranker"] for p in down["points"]]
-    assert 2 <= len(measured) <= 3 and len({json.dumps(s, sort_keys=True) for s in measured}) == len(measured)
+    # the space holds 2 queue delays x 2 instance counts; how many of them fit depends on the machine's speed
+    assert 2 <= len(measured) <= 4 and len({json.dumps(s, sort_keys=True) for s in measured}) == len(measured)
     assert all(p["measurement"]["errors"] == 0 for p in down["points"])  # so every point meets the generous SLO
     rank = [(p["measurement"]["stable"], p["measurement"]["rps"]) for p in down["points"]]
     assert down["chosen"] == rank.index(max(rank))  # stable before unstable, then the most requests/s
