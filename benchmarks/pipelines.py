@@ -9,11 +9,13 @@
   (``duet_sdk.tune.measure``): p50/p90/p99, requests/s, whether the windows settled;
 - ``eti``: event-triggered inference end to end (triggers on a real Redis stream, histories read from
   Redis, ``EtiWorker`` calling duet_upstream, codes written to the Redis feature store) in users/s,
-  against raw duet_upstream throughput from one caller at the same batch sizes.
+  against raw duet_upstream throughput from one caller at the same batch sizes, in alternating rounds
+  (median ratio), with the worker's Redis round trips per user.
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
 import logging
 import time
@@ -24,6 +26,7 @@ import numpy as np
 from duet_sdk import interface as api
 from duet_sdk.client import DuetClient
 from duet_sdk.online import EtiConfig, EtiWorker, RedisHistory, RedisServer, RedisStore, RedisStreamQueue, RedisThrottle
+from duet_sdk.online.redis_server import RoundTrips
 from duet_sdk.online.replay import store_histories
 from duet_sdk.serving.config import read_config
 from duet_sdk.tune.measure import MeasureConfig, measure_concurrency
@@ -145,53 +148,85 @@ def sweep(
     return rows
 
 
-def eti(url: str, interface, batches: tuple[int, ...], users: int) -> list[dict]:
-    """ETI users/s into the store vs raw duet_upstream users/s at each batch size (one worker, one caller)."""
+def eti(url: str, interface, batches: tuple[int, ...], users: int, rounds: int = 3,
+        profile: Path | None = None) -> list[dict]:
+    """ETI users/s into the store vs raw duet_upstream users/s at each batch size (one worker, one caller),
+    in ``rounds`` alternating rounds (raw, then ETI) whose median ratio is reported, so a burst of
+    other load on the machine moves one round, not the figure; with the worker's Redis round trips per
+    stored user (counted on its client: load-independent). ``profile``: write a cProfile of the
+    worker's steps of the last round there (``eti-b{batch}.prof``)."""
     histories = [h for h, _ in sample_users(interface, users, candidates=1, seed=5)]
     rows = []
     with RedisServer() as redis, DuetClient(url, timeout_s=60) as client:
         client.connect()
         client.embed(histories[: max(batches)])  # warm
-        max_len = {s: info.max_len for s, info in interface.streams.items()}
         for batch in batches:
-            start = time.perf_counter()
-            for k in range(0, len(histories), batch):
-                client.embed(histories[k : k + batch])
-            raw = len(histories) / (time.perf_counter() - start)
-            redis_flush(redis.url)  # each batch size starts from an empty Redis
-            history = RedisHistory(redis.url, max_len)
-            store_histories(history, histories)
-            events = RedisStreamQueue(redis.url, consumer="bench-events")
-            for h in histories:
-                events.publish(h.user_id, "conv", NOW - 1)
-            store = RedisStore(redis.url)
-            worker = EtiWorker(
-                RedisStreamQueue(redis.url, consumer="bench-worker"),
-                RedisThrottle(redis.url, window_s=60.0),
-                history,
-                store,
-                client.embed,
-                EtiConfig(max_batch=batch, max_wait_s=0.01),
-                clock=lambda: NOW,
-            )
-            start, last = time.perf_counter(), None
-            while worker.run_once():
-                last = time.perf_counter()
-            stored = len(store.get_many([h.user_id for h in histories]))
-            seconds = (last or time.perf_counter()) - start
+            measured = []
+            for r in range(rounds):
+                raw = _raw_users_per_s(client, histories, batch)
+                last = profile if r == rounds - 1 else None
+                measured.append((raw, *_eti_round(redis.url, client, interface, histories, batch, last)))
+            ratios = [eti_rate / raw for raw, eti_rate, _, _ in measured]
+            median = sorted(range(rounds), key=lambda i: ratios[i])[rounds // 2]
+            raw, eti_rate, stored, trips = measured[median]
             rows.append(
                 {
                     "batch": batch,
                     "users": len(histories),
-                    "stored": stored,
-                    "eti_users_per_s": stored / seconds,
+                    "stored": min(m[2] for m in measured),
+                    "eti_users_per_s": eti_rate,
                     "raw_users_per_s": raw,
-                    "ratio": stored / seconds / raw,
+                    "ratio": ratios[median],
+                    "ratios": ratios,
+                    "redis_round_trips_per_user": trips / max(stored, 1),
                 }
             )
-            log.info("ETI batch %d: %.1f users/s into the store vs raw %.1f users/s", batch, stored / seconds, raw)
-            store.close()
+            log.info("ETI batch %d: %.1f users/s into the store vs raw %.1f users/s (median of %d rounds, "
+                     "ratios %s; %.2f Redis round trips per user)", batch, eti_rate, raw, rounds,
+                     " ".join(f"{x:.2f}" for x in ratios), trips / max(stored, 1))
     return rows
+
+
+def _raw_users_per_s(client: DuetClient, histories: list, batch: int) -> float:
+    start = time.perf_counter()
+    for k in range(0, len(histories), batch):
+        client.embed(histories[k : k + batch])
+    return len(histories) / (time.perf_counter() - start)
+
+
+def _eti_round(url: str, client: DuetClient, interface, histories: list, batch: int,
+               profile: Path | None) -> tuple[float, int, int]:
+    """One ETI run from an empty Redis: (users/s into the store, users stored, worker round trips)."""
+    redis_flush(url)
+    max_len = {s: info.max_len for s, info in interface.streams.items()}
+    with RedisHistory(url, max_len) as loader:
+        store_histories(loader, histories)
+    with RedisStreamQueue(url, consumer="bench-events") as events:
+        for h in histories:
+            events.publish(h.user_id, "conv", NOW - 1)
+    trips = RoundTrips(url)  # the worker's one client: every request it sends is counted
+    store = RedisStore(trips.client)
+    worker = EtiWorker(
+        RedisStreamQueue(trips.client, consumer="bench-worker"),
+        RedisThrottle(trips.client, window_s=60.0),
+        RedisHistory(trips.client, max_len),
+        store,
+        client.embed,
+        EtiConfig(max_batch=batch, max_wait_s=0.01),
+        clock=lambda: NOW,
+    )
+    profiler = cProfile.Profile() if profile else None
+    trips.reset()
+    start, last, counted = time.perf_counter(), None, 0
+    while profiler.runcall(worker.run_once) if profiler else worker.run_once():
+        last, counted = time.perf_counter(), trips.count
+    seconds = (last or time.perf_counter()) - start
+    stored = len(store.get_many([h.user_id for h in histories]))
+    trips.close()
+    if profiler:
+        profile.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(profile / f"eti-b{batch}.prof")
+    return stored / seconds, stored, counted
 
 
 def redis_flush(url: str) -> None:

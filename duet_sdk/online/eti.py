@@ -179,9 +179,10 @@ class EtiWorker:
 
     def _admit(self, reclaimed: list[Trigger], fresh: list[Trigger], now: float):
         """Per user, the triggers to embed for (reclaimed first); defers then acks the throttled ones.
-        Returns (user -> triggers, users whose window this step opened)."""
+        Returns (user -> triggers, users whose window this step opened). One throttle call for the
+        step's users, one for its deferrals."""
+        opened = self.throttle.admit_many(list(dict.fromkeys(t.user_id for t in (*reclaimed, *fresh))), now)
         groups: dict[str, list[Trigger]] = {}
-        opened: set[str] = set()
         throttled: list[Trigger] = []
         coalesced = 0
         for redelivered, triggers in ((True, reclaimed), (False, fresh)):
@@ -189,15 +190,12 @@ class EtiWorker:
                 if t.user_id in groups:
                     groups[t.user_id].append(t)
                     coalesced += 1
-                elif self.throttle.admit(t.user_id, now):
-                    groups[t.user_id] = [t]
-                    opened.add(t.user_id)
-                elif redelivered:
+                elif t.user_id in opened or redelivered:
                     groups[t.user_id] = [t]
                 else:
                     throttled.append(t)
-        for t in throttled:  # recorded before the ack: a crash in between re-delivers, never drops
-            self.throttle.defer(t.user_id, t.event_ts, now)
+        # recorded before the ack: a crash in between re-delivers, never drops
+        self.throttle.defer_many([Deferred(t.user_id, t.event_ts, 1) for t in throttled], now)
         self.queue.ack([t.entry_id for t in throttled])
         with self._lock:
             self._metrics.throttled += len(throttled)
@@ -207,13 +205,10 @@ class EtiWorker:
     def _trailing(self, groups: dict[str, list[Trigger]], opened: set[str], now: float) -> dict[str, Deferred]:
         """Users whose throttle window ended with deferred triggers, added to ``groups`` (no triggers of
         their own; a user already in the step shares its embedding). Each opens a new window."""
-        trailing = {}
-        for d in self.throttle.due(now, self.config.max_batch):
-            trailing[d.user_id] = d
-            if d.user_id not in groups:
-                groups[d.user_id] = []
-                if self.throttle.admit(d.user_id, now):
-                    opened.add(d.user_id)
+        trailing = {d.user_id: d for d in self.throttle.due(now, self.config.max_batch)}
+        new = [u for u in trailing if u not in groups]
+        groups.update((u, []) for u in new)
+        opened |= self.throttle.admit_many(new, now)
         return trailing
 
     def _process(self, users: list[str], groups: dict[str, list[Trigger]], opened: set[str],
@@ -237,8 +232,7 @@ class EtiWorker:
             self._isolate(users[0], groups[users[0]], exc)
             return 0
         missing = [t.entry_id for u in users if u not in have for t in groups[u]]
-        self.queue.ack(missing)
-        self.queue.ack([t.entry_id for u in have for t in groups[u]])
+        self.queue.ack(missing + [t.entry_id for u in have for t in groups[u]])
         with self._lock:
             m = self._metrics
             m.missing_profile += len(missing)
@@ -272,8 +266,7 @@ class EtiWorker:
         return [StoredCodes(e.user_id, e.codes, e.model_version, produced_at=now) for e in embeddings]
 
     def _release(self, users: Sequence[str]) -> None:
-        for u in users:
-            try:
-                self.throttle.release(u)
-            except Exception:  # noqa: BLE001 - the batch's own error is the one to report
-                log.exception("could not release the throttle window of user %r", u)
+        try:
+            self.throttle.release_many(users)
+        except Exception:  # noqa: BLE001 - the batch's own error is the one to report
+            log.exception("could not release the throttle windows of users %s", list(users)[:10])

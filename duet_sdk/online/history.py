@@ -24,7 +24,7 @@ from typing import Any
 
 from duet_sdk.errors import ConfigError, DataError
 from duet_sdk.interface import Event, UserHistory
-from duet_sdk.online._redis import connect, redis_errors, text
+from duet_sdk.online._redis import connect, redis_errors
 
 _F32_MAX = 3.4028234663852886e38  # models read static_dense as float32: 1e39 would become inf
 
@@ -34,13 +34,10 @@ def encode_event(event: Event) -> str:
     return json.dumps([event.ts, list(event.ids)], separators=(",", ":"))
 
 
-def decode_events(members: Sequence[str | bytes]) -> tuple[Event, ...]:
-    """Events from the members of one sorted set: one JSON parse for all of them (a parse per event
-    was two thirds of the ETI worker's history read)."""
-    if not members:
-        return ()
-    joined = b",".join(m if isinstance(m, bytes) else m.encode() for m in members)
-    return tuple(Event(ts, tuple(ids)) for ts, ids in json.loads(b"[" + joined + b"]"))
+def decode_events(array: str | bytes) -> tuple[Event, ...]:
+    """Events from one JSON array of encoded events (``[[ts,[ids]],...]``), as ``_READ_USER`` returns
+    a stream: one parse per stream (a parse per event was two thirds of the ETI worker's history read)."""
+    return tuple(Event(ts, tuple(ids)) for ts, ids in json.loads(array))
 
 
 def _is_int(x: Any) -> bool:
@@ -155,6 +152,20 @@ class InMemoryHistory(HistoryStore):
         return out
 
 
+# KEYS: the user's profile hash, then one sorted set per stream. ARGV: request_time. Returns {} where the
+# user has no profile, else {static_sparse, static_dense, then per stream its events with score <=
+# request_time as one JSON array}: the members joined on the server, so a stream is one reply, not one
+# per event (parsing those replies was most of the ETI worker's history read).
+_READ_USER = """
+local profile = redis.call('HMGET', KEYS[1], 'static_sparse', 'static_dense')
+if not profile[1] then return {} end
+for i = 2, #KEYS do
+  profile[i + 1] = '[' .. table.concat(redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1]), ',') .. ']'
+end
+return profile
+"""
+
+
 class RedisHistory(HistoryStore):
     """Redis keys: ``{prefix}profile:{user}`` a hash (``static_sparse``, ``static_dense`` as JSON) and
     ``{prefix}events:{stream}:{user}`` a sorted set (score ``ts``, member ``[ts,[ids]]`` JSON).
@@ -164,7 +175,8 @@ class RedisHistory(HistoryStore):
         max_len: per stream, events kept per user.
         prefix: key prefix.
 
-    ``append`` adds and trims in one MULTI; ``histories`` reads all users in one pipeline.
+    ``append`` adds and trims in one MULTI; ``histories`` reads all users in one pipeline (one round
+    trip), each user's profile and streams by one script (a consistent snapshot of that user).
     """
 
     def __init__(self, client_or_url: Any, max_len: dict[str, int], prefix: str = "duet:hist:") -> None:
@@ -202,16 +214,13 @@ class RedisHistory(HistoryStore):
         ids = list(dict.fromkeys(user_ids))
         streams = list(self.max_len)
         pipe = self._redis.pipeline(transaction=False)
-        for user_id in ids:
-            pipe.hmget(self._profile_key(user_id), "static_sparse", "static_dense")
-            for stream in streams:
-                pipe.zrangebyscore(self._events_key(stream, user_id), "-inf", request_time)
-        replies = iter(pipe.execute())
+        for user_id in ids:  # EVAL, not EVALSHA: a pipeline of scripts would first ask SCRIPT EXISTS
+            pipe.eval(_READ_USER, 1 + len(streams), self._profile_key(user_id),
+                      *(self._events_key(s, user_id) for s in streams), request_time)
         out = []
-        for user_id in ids:
-            sparse, dense = next(replies)
-            per_stream = {s: decode_events(next(replies)) for s in streams}
-            if sparse is not None:
-                out.append(UserHistory(user_id, request_time, tuple(json.loads(text(sparse))),
-                                       tuple(json.loads(text(dense))), per_stream))
+        for user_id, reply in zip(ids, pipe.execute()):
+            if reply:
+                sparse, dense, *arrays = reply
+                out.append(UserHistory(user_id, request_time, tuple(json.loads(sparse)), tuple(json.loads(dense)),
+                                       {s: decode_events(a) for s, a in zip(streams, arrays)}))
         return out

@@ -38,6 +38,43 @@ def ping(port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
+class RoundTrips:
+    """How many requests a client has sent to Redis: one per command, one per pipeline ``execute``
+    (redis-py sends a pipeline's commands in one write), plus a pipeline's SCRIPT EXISTS check where it
+    runs Lua scripts. ``client`` is a ``redis.Redis`` on ``url`` (decoding replies to str) that counts.
+
+    Example::
+
+        trips = RoundTrips(server.url)
+        store = RedisStore(trips.client)
+        trips.reset(); store.put_many(records); trips.count  # 2: SCRIPT EXISTS, then the pipeline
+    """
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        counter = self
+
+        class _Counting(redis.Connection):
+            def send_packed_command(self, command, check_health=True):
+                counter.count += 1
+                return super().send_packed_command(command, check_health)
+
+        self.count = 0
+        pool = redis.ConnectionPool.from_url(url, connection_class=_Counting, decode_responses=True)
+        self.client = redis.Redis(connection_pool=pool)
+        self.client.ping()  # the connection's handshake is not a round trip of what is measured
+        self.count = 0
+
+    def reset(self) -> int:
+        """The count so far; starts a new one."""
+        count, self.count = self.count, 0
+        return count
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def server_pid(port: int, timeout_s: float = 0.5, password: str | None = None) -> int | None:
     """The process id the Redis server on 127.0.0.1:``port`` reports (INFO server); None where none answers."""
     data = b""

@@ -207,7 +207,7 @@ class RedisStore(FeatureStore):
         prefix: key prefix.
         ttl_s: expire a user's codes this long after their last write; None keeps them.
 
-    Batches are one pipeline; the newer-wins check runs in a Lua script, atomic per user.
+    Batches are one pipeline (one round trip); the newer-wins check runs in a Lua script, atomic per user.
     """
 
     def __init__(self, client_or_url: Any, prefix: str = "duet:codes:", ttl_s: float | None = None) -> None:
@@ -216,7 +216,6 @@ class RedisStore(FeatureStore):
         self._owns_client = isinstance(client_or_url, str)
         self._redis = connect(client_or_url, "store")
         self.prefix, self._ttl_ms = prefix, 0 if ttl_s is None else max(1, round(ttl_s * 1000))
-        self._put = self._redis.register_script(_PUT_IF_NEWER)
 
     @redis_errors
     def get_many(self, user_ids: Sequence[str]) -> dict[str, StoredCodes]:
@@ -244,12 +243,9 @@ class RedisStore(FeatureStore):
         if not latest:
             return 0
         pipe = self._redis.pipeline(transaction=False)
-        for r in latest:
-            self._put(
-                keys=[self.prefix + r.user_id],
-                args=[encode_codes(r.codes), r.model_version, repr(float(r.produced_at)), self._ttl_ms],
-                client=pipe,
-            )
+        for r in latest:  # EVAL, not EVALSHA: a pipeline of scripts would first ask SCRIPT EXISTS
+            pipe.eval(_PUT_IF_NEWER, 1, self.prefix + r.user_id,
+                      encode_codes(r.codes), r.model_version, repr(float(r.produced_at)), self._ttl_ms)
         return sum(int(w) for w in pipe.execute())
 
     def close(self) -> None:

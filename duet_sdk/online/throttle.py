@@ -67,10 +67,23 @@ class Throttle(ABC):
     def due(self, now: float, limit: int) -> list[Deferred]:
         """Up to ``limit`` deferred users whose window has ended by ``now``, removed from the record."""
 
+    def admit_many(self, user_ids: Sequence[str], now: float) -> set[str]:
+        """``admit`` for each of ``user_ids`` (distinct), in order; returns the admitted ones."""
+        return {u for u in user_ids if self.admit(u, now)}
+
+    def release_many(self, user_ids: Sequence[str]) -> None:
+        """``release`` each of ``user_ids``."""
+        for u in user_ids:
+            self.release(u)
+
+    def defer_many(self, deferred: Sequence[Deferred], now: float) -> None:
+        """``defer(d.user_id, d.first_ts, now, d.count)`` for each, in order."""
+        for d in deferred:
+            self.defer(d.user_id, d.first_ts, now, d.count)
+
     def redefer(self, deferred: Sequence[Deferred], now: float) -> None:
         """Put back deferred users whose trailing embedding failed (due at once)."""
-        for d in deferred:
-            self.defer(d.user_id, d.first_ts, now - self.window_s, d.count)
+        self.defer_many(deferred, now - self.window_s)
 
     def close(self) -> None:
         """Release connections."""
@@ -146,7 +159,12 @@ class RedisThrottle(Throttle):
     """``SET {prefix}{user} 1 NX PX window`` shared by all workers; windows run on Redis's clock, so
     ``now`` is ignored by ``admit``. Deferred users live in ``{prefix}deferred`` (a sorted set by due
     time, with ``:first`` and ``:count`` hashes), updated and claimed atomically by Lua scripts, so a
-    deferred user is handed to exactly one worker."""
+    deferred user is handed to exactly one worker.
+
+    The ``*_many`` methods send one pipeline (one round trip) whatever the number of users; each
+    command in it stays atomic on its own (a SET NX, a DEL, one deferral's script), which is all the
+    per-user semantics need, so the pipeline is not a transaction.
+    """
 
     def __init__(self, client_or_url: Any, window_s: float, prefix: str = "duet:throttle:") -> None:
         self.window_s = _check_window(window_s)
@@ -169,6 +187,30 @@ class RedisThrottle(Throttle):
     def defer(self, user_id: str, event_ts: int, now: float, count: int = 1) -> None:
         args = [user_id, int(event_ts), repr(float(now)), int(count)]
         self._defer(keys=[*self._keys, self.prefix + user_id], args=args)
+
+    @redis_errors
+    def admit_many(self, user_ids: Sequence[str], now: float) -> set[str]:
+        if not user_ids:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for u in user_ids:
+            pipe.set(self.prefix + u, 1, nx=True, px=self._window_ms)
+        return {u for u, opened in zip(user_ids, pipe.execute()) if opened}
+
+    @redis_errors
+    def release_many(self, user_ids: Sequence[str]) -> None:
+        if user_ids:
+            self._redis.delete(*(self.prefix + u for u in user_ids))
+
+    @redis_errors
+    def defer_many(self, deferred: Sequence[Deferred], now: float) -> None:
+        if not deferred:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for d in deferred:  # EVAL, not EVALSHA: a pipeline of scripts would first ask SCRIPT EXISTS
+            pipe.eval(_DEFER, 4, *self._keys, self.prefix + d.user_id,
+                      d.user_id, int(d.first_ts), repr(float(now)), int(d.count))
+        pipe.execute()
 
     @redis_errors
     def due(self, now: float, limit: int) -> list[Deferred]:
