@@ -14,6 +14,10 @@ One ``run_once`` step:
   7. ``embed`` and ``put_many`` StoredCodes(produced_at=now), in chunks of at most ``max_batch`` users,
   8. ack a chunk's triggers only after its write.
 
+Each of these is one call for the whole step or chunk (``Throttle.admit_many``, ``defer_many``,
+``release_many``; one ``histories``, ``put_many`` and ``ack`` per chunk), so with the Redis backends a
+step costs about ten round trips whatever its number of users.
+
 Failures: where a chunk fails for a reason of its own users (bad input, a profile holding NaN or 1e39,
 a corrupt record: anything but a transient error), each of its users is retried alone, so good users
 are stored and acked and a user that fails alone is isolated: its triggers go to the dead-letter stream

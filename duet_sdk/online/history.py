@@ -34,10 +34,18 @@ def encode_event(event: Event) -> str:
     return json.dumps([event.ts, list(event.ids)], separators=(",", ":"))
 
 
-def decode_events(array: str | bytes) -> tuple[Event, ...]:
+def decode_events(array: str | bytes, count: int | None = None) -> tuple[Event, ...]:
     """Events from one JSON array of encoded events (``[[ts,[ids]],...]``), as ``_READ_USER`` returns
-    a stream: one parse per stream (a parse per event was two thirds of the ETI worker's history read)."""
-    return tuple(Event(ts, tuple(ids)) for ts, ids in json.loads(array))
+    a stream: one parse per stream (a parse per event was two thirds of the ETI worker's history read).
+    ``count``: how many members were joined; DataError where the array holds another number of events
+    (a corrupt member, e.g. one holding a comma-separated pair of events)."""
+    try:
+        events = tuple(Event(ts, tuple(ids)) for ts, ids in json.loads(array))
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"stored events are not encoded events [ts, [ids...]]: {exc}") from exc
+    if count is not None and len(events) != count:
+        raise DataError(f"{count} stored events decoded as {len(events)}: a stored member is corrupt")
+    return events
 
 
 def _is_int(x: Any) -> bool:
@@ -153,16 +161,18 @@ class InMemoryHistory(HistoryStore):
 
 
 # KEYS: the user's profile hash, then one sorted set per stream. ARGV: request_time. Returns {} where the
-# user has no profile, else {static_sparse, static_dense, then per stream its events with score <=
-# request_time as one JSON array}: the members joined on the server, so a stream is one reply, not one
-# per event (parsing those replies was most of the ETI worker's history read).
+# user has no profile, else {static_sparse, static_dense, then per stream how many events have a score
+# <= request_time and those events as one JSON array}: the members joined on the server, so a stream
+# is one reply, not one per event (parsing those replies was most of the ETI worker's history read).
 _READ_USER = """
-local profile = redis.call('HMGET', KEYS[1], 'static_sparse', 'static_dense')
-if not profile[1] then return {} end
+local out = redis.call('HMGET', KEYS[1], 'static_sparse', 'static_dense')
+if not out[1] then return {} end
 for i = 2, #KEYS do
-  profile[i + 1] = '[' .. table.concat(redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1]), ',') .. ']'
+  local members = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1])
+  out[#out + 1] = #members
+  out[#out + 1] = '[' .. table.concat(members, ',') .. ']'
 end
-return profile
+return out
 """
 
 
@@ -220,7 +230,8 @@ class RedisHistory(HistoryStore):
         out = []
         for user_id, reply in zip(ids, pipe.execute()):
             if reply:
-                sparse, dense, *arrays = reply
+                sparse, dense, *counted = reply  # then per stream: count, JSON array
+                events = {s: decode_events(counted[2 * i + 1], int(counted[2 * i])) for i, s in enumerate(streams)}
                 out.append(UserHistory(user_id, request_time, tuple(json.loads(sparse)), tuple(json.loads(dense)),
-                                       {s: decode_events(a) for s, a in zip(streams, arrays)}))
+                                       events))
         return out

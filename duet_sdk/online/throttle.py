@@ -163,7 +163,8 @@ class RedisThrottle(Throttle):
 
     The ``*_many`` methods send one pipeline (one round trip) whatever the number of users; each
     command in it stays atomic on its own (a SET NX, a DEL, one deferral's script), which is all the
-    per-user semantics need, so the pipeline is not a transaction.
+    per-user semantics need, so the pipeline is not a transaction. Scripts go by EVAL (Redis caches
+    them by digest): one round trip always, where EVALSHA costs more after a restart emptied the cache.
     """
 
     def __init__(self, client_or_url: Any, window_s: float, prefix: str = "duet:throttle:") -> None:
@@ -173,7 +174,6 @@ class RedisThrottle(Throttle):
         self.prefix, self._window_ms = prefix, max(1, round(self.window_s * 1000))
         base = f"{prefix.rstrip(':')}@deferred"  # outside ``prefix + user``: no user name can collide
         self._keys = [base, f"{base}:first", f"{base}:count"]
-        self._defer, self._due = self._redis.register_script(_DEFER), self._redis.register_script(_DUE)
 
     @redis_errors
     def admit(self, user_id: str, now: float) -> bool:
@@ -185,8 +185,7 @@ class RedisThrottle(Throttle):
 
     @redis_errors
     def defer(self, user_id: str, event_ts: int, now: float, count: int = 1) -> None:
-        args = [user_id, int(event_ts), repr(float(now)), int(count)]
-        self._defer(keys=[*self._keys, self.prefix + user_id], args=args)
+        self.defer_many([Deferred(user_id, event_ts, count)], now)
 
     @redis_errors
     def admit_many(self, user_ids: Sequence[str], now: float) -> set[str]:
@@ -214,7 +213,7 @@ class RedisThrottle(Throttle):
 
     @redis_errors
     def due(self, now: float, limit: int) -> list[Deferred]:
-        flat = self._due(keys=self._keys, args=[repr(float(now)), int(limit)])
+        flat = self._redis.eval(_DUE, 3, *self._keys, repr(float(now)), int(limit))
         return [Deferred(text(flat[i]), int(text(flat[i + 1])), int(text(flat[i + 2]))) for i in range(0, len(flat), 3)]
 
     def close(self) -> None:
