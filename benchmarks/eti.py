@@ -3,10 +3,10 @@
     PYTHONPATH=. .venv/bin/python -m benchmarks.eti --out runs/bench --batches 16 --users 256 --rounds 5
 
 Serves the same demo-shape deployment as ``make bench`` (cached under ``--out``/deploy) on a real
-tritonserver and runs ``pipelines.eti`` with ``--rounds`` alternating rounds: per batch size, raw
-duet_upstream users/s from one caller, then the ETI worker's users/s into the Redis store; the median
-ratio, every round's ratio and the worker's Redis round trips per stored user. ``--profile DIR``
-writes a cProfile of the worker's steps of the last round (``eti-b{batch}.prof``). Prints one JSON
+tritonserver and runs ``pipelines.eti`` for ``--rounds`` rounds: per batch size, raw duet_upstream
+calls from one caller interleaved with the ETI worker's steps (users/s into the Redis store); the median
+ratio, every round's ratio and the worker's Redis round trips per user. ``--profile DIR`` writes a
+cProfile of the worker's steps of one more, unmeasured round (``eti-b{batch}.prof``). Prints one JSON
 line per row and writes ``eti.json`` under ``--out``.
 """
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="deploy cache and eti.json")
     p.add_argument("--batches", type=int, nargs="+", default=[16], help="ETI max_batch = raw batch sizes")
     p.add_argument("--users", type=int, default=256)
-    p.add_argument("--rounds", type=int, default=5, help="alternating raw/ETI rounds (median ratio reported)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of interleaved raw/ETI (median ratio reported)")
     p.add_argument("--profile", type=Path, default=None, help="write cProfile stats of the worker here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

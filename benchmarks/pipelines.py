@@ -9,8 +9,8 @@
   (``duet_sdk.tune.measure``): p50/p90/p99, requests/s, whether the windows settled;
 - ``eti``: event-triggered inference end to end (triggers on a real Redis stream, histories read from
   Redis, ``EtiWorker`` calling duet_upstream, codes written to the Redis feature store) in users/s,
-  against raw duet_upstream throughput from one caller at the same batch sizes, in alternating rounds
-  (median ratio), with the worker's Redis round trips per user.
+  against raw duet_upstream throughput from one caller at the same batch sizes, raw calls and worker
+  steps interleaved (median ratio of a few rounds), with the worker's Redis round trips per user.
 """
 
 from __future__ import annotations
@@ -150,22 +150,23 @@ def sweep(
 
 def eti(url: str, interface, batches: tuple[int, ...], users: int, rounds: int = 3,
         profile: Path | None = None) -> list[dict]:
-    """ETI users/s into the store vs raw duet_upstream users/s at each batch size (one worker, one caller),
-    in ``rounds`` alternating rounds (raw, then ETI) whose median ratio is reported, so a burst of
-    other load on the machine moves one round, not the figure; with the worker's Redis round trips per
-    stored user (counted on its client: load-independent). ``profile``: write a cProfile of the
-    worker's steps of the last round there (``eti-b{batch}.prof``)."""
+    """ETI users/s into the store vs raw duet_upstream users/s at each batch size (one worker, one caller).
+
+    Each of ``rounds`` rounds starts from an empty Redis and interleaves the two at batch granularity:
+    a raw ``embed`` of ``batch`` users, then one worker step (``batch`` triggers), and so on, each timed
+    on its own; so a burst of other load on the machine slows both sides alike. The median round's
+    ratio is reported, with every round's, and the worker's Redis round trips per user (counted on its
+    client: load-independent). ``profile``: a cProfile of the worker steps of one more round, not
+    measured (``eti-b{batch}.prof``)."""
     histories = [h for h, _ in sample_users(interface, users, candidates=1, seed=5)]
     rows = []
     with RedisServer() as redis, DuetClient(url, timeout_s=60) as client:
         client.connect()
         client.embed(histories[: max(batches)])  # warm
         for batch in batches:
-            measured = []
-            for r in range(rounds):
-                raw = _raw_users_per_s(client, histories, batch)
-                last = profile if r == rounds - 1 else None
-                measured.append((raw, *_eti_round(redis.url, client, interface, histories, batch, last)))
+            measured = [_eti_round(redis.url, client, interface, histories, batch, None) for _ in range(rounds)]
+            if profile:  # one more round, profiled: the profiler's overhead stays out of the figures
+                _eti_round(redis.url, client, interface, histories, batch, profile)
             ratios = [eti_rate / raw for raw, eti_rate, _, _ in measured]
             median = sorted(range(rounds), key=lambda i: ratios[i])[rounds // 2]
             raw, eti_rate, stored, trips = measured[median]
@@ -178,25 +179,19 @@ def eti(url: str, interface, batches: tuple[int, ...], users: int, rounds: int =
                     "raw_users_per_s": raw,
                     "ratio": ratios[median],
                     "ratios": ratios,
-                    "redis_round_trips_per_user": trips / max(stored, 1),
+                    "redis_round_trips_per_user": trips / len(histories),
                 }
             )
             log.info("ETI batch %d: %.1f users/s into the store vs raw %.1f users/s (median of %d rounds, "
                      "ratios %s; %.2f Redis round trips per user)", batch, eti_rate, raw, rounds,
-                     " ".join(f"{x:.2f}" for x in ratios), trips / max(stored, 1))
+                     " ".join(f"{x:.2f}" for x in ratios), trips / len(histories))
     return rows
 
 
-def _raw_users_per_s(client: DuetClient, histories: list, batch: int) -> float:
-    start = time.perf_counter()
-    for k in range(0, len(histories), batch):
-        client.embed(histories[k : k + batch])
-    return len(histories) / (time.perf_counter() - start)
-
-
 def _eti_round(url: str, client: DuetClient, interface, histories: list, batch: int,
-               profile: Path | None) -> tuple[float, int, int]:
-    """One ETI run from an empty Redis: (users/s into the store, users stored, worker round trips)."""
+               profile: Path | None) -> tuple[float, float, int, int]:
+    """One round from an empty Redis: (raw users/s, ETI users/s into the store, users stored, worker round
+    trips), raw calls and worker steps alternating; ETI counts the users its timed steps wrote."""
     redis_flush(url)
     max_len = {s: info.max_len for s, info in interface.streams.items()}
     with RedisHistory(url, max_len) as loader:
@@ -216,17 +211,26 @@ def _eti_round(url: str, client: DuetClient, interface, histories: list, batch: 
         clock=lambda: NOW,
     )
     profiler = cProfile.Profile() if profile else None
+    step = profiler.runcall if profiler else (lambda f: f())
+    raw_s = eti_s = 0.0
+    written = 0
     trips.reset()
-    start, last, counted = time.perf_counter(), None, 0
-    while profiler.runcall(worker.run_once) if profiler else worker.run_once():
-        last, counted = time.perf_counter(), trips.count
-    seconds = (last or time.perf_counter()) - start
+    for k in range(0, len(histories), batch):
+        start = time.perf_counter()
+        client.embed(histories[k : k + batch])
+        raw_s += time.perf_counter() - start
+        start = time.perf_counter()
+        written += step(worker.run_once)
+        eti_s += time.perf_counter() - start
+    counted = trips.count
+    while worker.run_once():  # users a step left behind (none expected) are stored, but not counted in time
+        pass
     stored = len(store.get_many([h.user_id for h in histories]))
     trips.close()
     if profiler:
         profile.mkdir(parents=True, exist_ok=True)
         profiler.dump_stats(profile / f"eti-b{batch}.prof")
-    return stored / seconds, stored, counted
+    return len(histories) / raw_s, written / eti_s, stored, counted
 
 
 def redis_flush(url: str) -> None:
