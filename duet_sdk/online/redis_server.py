@@ -39,15 +39,16 @@ def ping(port: int, timeout_s: float = 0.5) -> bool:
 
 
 class RoundTrips:
-    """How many requests a client has sent to Redis: one per command, one per pipeline ``execute``
-    (redis-py sends a pipeline's commands in one write), plus a pipeline's SCRIPT EXISTS check where it
-    runs Lua scripts. ``client`` is a ``redis.Redis`` on ``url`` (decoding replies to str) that counts.
+    """How many requests a client has sent to Redis, i.e. its round trips: one per command, one per
+    pipeline ``execute`` (redis-py sends a pipeline's commands in one write; a pipeline of registered
+    scripts first sends SCRIPT EXISTS). ``client`` is a ``redis.Redis`` on ``url`` (decoding replies
+    to str) that counts.
 
     Example::
 
         trips = RoundTrips(server.url)
         store = RedisStore(trips.client)
-        trips.reset(); store.put_many(records); trips.count  # 2: SCRIPT EXISTS, then the pipeline
+        trips.reset(); store.put_many(records); trips.count  # 1: one pipeline
     """
 
     def __init__(self, url: str) -> None:
