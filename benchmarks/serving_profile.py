@@ -202,9 +202,12 @@ def load(url: str, server_pid: int, name: str, version: int, requests: list, con
             "ours_cores": sum(per.values()) / wall, "machine_busy_cores": busy, "cores": cores}
 
 
-def variants(server, entry: dict, interface, measure: MeasureConfig, loads: tuple[tuple[int, int], ...]) -> list[dict]:
-    """Each ranker setting of ``VARIANTS`` at each (concurrency, candidates) of ``loads``; the release's own
-    settings are restored after."""
+def variants(server, entry: dict, interface, measure: MeasureConfig, loads: tuple[tuple[int, int], ...],
+             rounds: int) -> list[dict]:
+    """Each ranker setting of ``VARIANTS`` at each (concurrency, candidates) of ``loads``, in ``rounds``
+    rounds with the order of the variants reversed every other round (drift on a shared machine hits
+    them alike); one row per variant and load pools its rounds (mean requests/s and CPU, median of the
+    p50s and p99s). The release's own settings are restored after."""
     from duet_sdk.tune.objective import Objective
     from duet_sdk.tune.search import PipelineTuner, Request
     from duet_sdk.tune.settings import SearchSpace
@@ -212,23 +215,34 @@ def variants(server, entry: dict, interface, measure: MeasureConfig, loads: tupl
     tuner = PipelineTuner(server, entry, Objective("throughput", concurrency=1, slo_p99_ms=1e9), SearchSpace(),
                           measure, Request(), deadline=float("inf"))
     original = dict(tuner.loaded)
-    version, rows = entry["version"], []
+    version, seen = entry["version"], {}
     requests = {c: [infer_inputs(w) for w in ensemble_requests(interface, api.DOWNSTREAM, 1, c, n=16)]
                 for c in {c for _, c in loads}}
+    order = list(VARIANTS.items())
     try:
-        for label, changes in VARIANTS.items():
-            served = tuner.apply({"ranker": dataclasses.replace(original["ranker"], **changes)})["ranker"]
-            for concurrency, candidates in loads:
-                row = load(server.endpoints.grpc_url, server.pid, api.DOWNSTREAM, version, requests[candidates],
-                           concurrency, measure)
-                rows.append(row | {"variant": label, "settings": served.describe(), "candidates": candidates})
-                log.info("variant %s c=%d @%d: %.1f req/s p50 %.2f ms, CPU/request client %.2f server %.2f "
-                         "stubs %.2f ms", label, concurrency, candidates, row["rps"], row["p50_ms"],
-                         row["cpu_ms_per_request_client"], row["cpu_ms_per_request_tritonserver"],
-                         row["cpu_ms_per_request_stubs"])
+        for r in range(rounds):
+            for label, changes in order if r % 2 == 0 else order[::-1]:
+                served = tuner.apply({"ranker": dataclasses.replace(original["ranker"], **changes)})["ranker"]
+                for concurrency, candidates in loads:
+                    row = load(server.endpoints.grpc_url, server.pid, api.DOWNSTREAM, version, requests[candidates],
+                               concurrency, measure)
+                    seen.setdefault((label, concurrency, candidates), []).append(row | {"settings": served.describe()})
+                    log.info("variant %s c=%d @%d: %.1f req/s p50 %.2f ms, CPU/request client %.2f server %.2f "
+                             "stubs %.2f ms", label, concurrency, candidates, row["rps"], row["p50_ms"],
+                             row["cpu_ms_per_request_client"], row["cpu_ms_per_request_tritonserver"],
+                             row["cpu_ms_per_request_stubs"])
     finally:
         tuner.apply(original)
-    return rows
+    return [_pooled(label, concurrency, candidates, runs) for (label, concurrency, candidates), runs in seen.items()]
+
+
+def _pooled(label: str, concurrency: int, candidates: int, runs: list[dict]) -> dict:
+    mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k.startswith("cpu_ms") or k in (
+        "rps", "batch", "ours_cores", "machine_busy_cores")}
+    return {"variant": label, "settings": runs[0]["settings"], "concurrency": concurrency, "candidates": candidates,
+            "rounds": len(runs), "cores": runs[0]["cores"], "rps_rounds": [round(r["rps"], 1) for r in runs],
+            **{k: float(np.median([r[k] for r in runs])) for k in ("p50_ms", "p99_ms")},
+            "stable": all(r["stable"] for r in runs), "errors": sum(r["errors"] for r in runs), **mean}
 
 
 def profile(server, profile_dir: Path, repo: Path, entry: dict, interface, measure: MeasureConfig,
@@ -240,5 +254,5 @@ def profile(server, profile_dir: Path, repo: Path, entry: dict, interface, measu
     rows = breakdown(url, profile_dir, repo, entry["version"], interface, n)
     local = {r["candidates"]: 1e3 / r["ort_run_ms"] for r in rows if r["name"] == api.DOWNSTREAM}
     loads = [r | {"inprocess_rps": local[r["candidates"]], "vs_inprocess": r["rps"] / local[r["candidates"]]}
-             for r in variants(server, entry, interface, measure, ((1, 128), (16, 16)))]
+             for r in variants(server, entry, interface, measure, ((1, 128), (16, 16)), 2 if quick else 3)]
     return {"requests": n, "breakdown": rows, "variants": loads}

@@ -66,13 +66,14 @@ def profile_markdown(profile: dict) -> str:
     lines += ["", "All in ms. runner Python = the runner's execute minus ORT's run; backend IPC = compute_infer minus "
               "execute (tritonserver <-> Python stub through shared memory); remainder = client mean minus server "
               "request; overhead = client mean minus ORT's run.", "",
-              "### duet_downstream under load per ranker config: CPU per answered request", "",
-              ("| ranker config | settings | concurrency | cand. | req/s | vs in-process | p50 ms | p99 ms "
+              "### duet_downstream under load per ranker config: CPU per answered request (rounds pooled)", "",
+              ("| ranker config | settings | concurrency | cand. | req/s | (per round) | vs in-process | p50 ms | p99 ms "
                "| batch | CPU ms/req client | tritonserver | stubs | our cores | machine busy cores |"),
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in profile["variants"]:
         lines.append(
             f"| {r['variant']} | {r['settings']} | {r['concurrency']} | {r['candidates']} | {r['rps']:.1f} | "
+            f"{', '.join(map(str, r['rps_rounds']))} | "
             f"{r['vs_inprocess']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['batch']:.1f} | "
             f"{r['cpu_ms_per_request_client']:.2f} | {r['cpu_ms_per_request_tritonserver']:.2f} | "
             f"{r['cpu_ms_per_request_stubs']:.2f} | {r['ours_cores']:.2f} | {r['machine_busy_cores']:.2f} of "

@@ -126,3 +126,18 @@ def test_the_profile_counts_executions_requests_and_nested_times(runner, tmp_pat
     counters = dict(zip(runner.PROFILE_FIELDS, np.fromfile(next(tmp_path.glob("m_v1.*.prof")), dtype=np.int64)))
     assert counters["executions"] == 2 and counters["requests"] == 3 and len(m.session.seen) == 2
     assert 0 < counters["checks_ns"] + counters["run_ns"] <= counters["execute_ns"]
+
+
+def test_the_onnx_runtime_session_lets_idle_pool_threads_sleep(runner, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])])
+    onnx.save(helper.make_model(graph), tmp_path / "identity.onnx")
+    session = runner.OnnxRuntimeSession(tmp_path / "identity.onnx", ["y"], threads=2, inter_op_threads=2)
+    options = session.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    assert session.run({"x": np.array([1.5], np.float32)})[0].tolist() == [1.5]
