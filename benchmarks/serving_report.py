@@ -67,8 +67,8 @@ def profile_markdown(profile: dict) -> str:
               "execute (tritonserver <-> Python stub through shared memory); remainder = client mean minus server "
               "request; overhead = client mean minus ORT's run.", "",
               "### duet_downstream under load per ranker config: CPU per answered request (rounds pooled)", "",
-              ("| ranker config | settings | concurrency | cand. | req/s | (per round) | vs in-process | p50 ms | p99 ms "
-               "| batch | CPU ms/req client | tritonserver | stubs | our cores | machine busy cores |"),
+              ("| ranker config | settings | concurrency | cand. | req/s | (per round) | vs in-process | p50 ms "
+               "| p99 ms | batch | CPU ms/req client | tritonserver | stubs | our cores | machine busy cores |"),
               "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in profile["variants"]:
         lines.append(
