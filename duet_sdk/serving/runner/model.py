@@ -19,7 +19,8 @@ length input; the ranker's target-attention history) may exceed its max, or be 0
 cut to its most recent ``max`` entries (left-padded, so the last ones) and its length clamped to
 ``max``, which changes nothing the model computes (it reads only the most recent ``max`` events).
 Should the runtime still fail a group, each of its requests is run alone, so only the one that fails
-gets an (INTERNAL) error.
+gets an (INTERNAL) error. With ``DUET_RUNNER_PROFILE`` naming a directory in tritonserver's environment,
+each instance keeps its step times there (``Profile``; ``benchmarks/serving_profile.py`` reads them).
 """
 
 from __future__ import annotations
