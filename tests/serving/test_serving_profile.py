@@ -47,3 +47,20 @@ def test_runner_counters_sum_the_instances_of_one_model_only(tmp_path):
 def test_the_session_server_keeps_no_runner_profile(triton):
     assert serving_profile.PROFILE_ENV not in os.environ  # the runner's Profile is off unless asked for
     assert not list(Path(triton.repository).rglob("*.prof"))
+
+
+def test_the_report_has_a_row_per_target_and_per_variant_load():
+    from benchmarks.serving_report import profile_markdown
+
+    keys = ("client_p50_ms", "client_mean_ms", "server_ms", "queue_ms", "compute_input_ms", "compute_infer_ms",
+            "ort_run_ms", "runner_python_ms", "runner_checks_ms", "backend_ipc_ms", "compute_output_ms",
+            "ensemble_ms", "remainder_ms", "client_codec_ms", "overhead_mean_ms")
+    breakdown = [dict.fromkeys(keys, 0.25) | {"name": n, "candidates": c} for n, c in serving_profile.TARGETS]
+    variant = {"variant": "release", "settings": "delay 0us", "concurrency": 16, "candidates": 16, "rps": 500.0,
+               "rps_rounds": [490.0, 510.0], "vs_inprocess": 0.5, "p50_ms": 20.0, "p99_ms": 40.0, "batch": 3.5,
+               "cpu_ms_per_request_client": 0.3, "cpu_ms_per_request_tritonserver": 0.4,
+               "cpu_ms_per_request_stubs": 0.6, "ours_cores": 1.2, "machine_busy_cores": 2.0, "cores": 2}
+    text = profile_markdown({"requests": 300, "breakdown": breakdown, "variants": [variant]})
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 2 + len(serving_profile.TARGETS) + 1  # two headers
+    assert "| duet_downstream | 128 | 0.25 |" in text and "| 490.0, 510.0 |" in text
