@@ -5,7 +5,8 @@
 
 Writes ``bench.json`` (every row), ``bench.md`` (tables), ``encoders.png`` (% of the GEMM peak per
 runtime and batch) and ``serving.png`` (p99 vs requests/s per ensemble) under ``--out``. The serving part
-(``pipelines.py``: Triton overhead, concurrency sweep, event-triggered inference) publishes a demo-shape
+(``pipelines.py``: Triton overhead, concurrency sweep, event-triggered inference;
+``serving_profile.py``: where the overhead goes and what bounds concurrency 16) publishes a demo-shape
 deployment it exports itself (cached under ``--out``/deploy) and serves it on a real tritonserver and
 redis-server; ``--skip-serving`` leaves it out. The GEMM peak is measured before and after the encoder runs, and the
 higher of the two is the limit every percentage is taken against, so a busy machine shows up as a
@@ -31,12 +32,13 @@ log = logging.getLogger("benchmarks.bench")
 
 
 def serving(out: Path, quick: bool) -> dict:
-    """Publish the demo-shape deployment, serve it, and measure overhead, the sweep and ETI (``pipelines.py``)."""
-    from benchmarks import pipelines
+    """Publish the demo-shape deployment, serve it, and measure overhead, the sweep and ETI (``pipelines.py``),
+    then break the overhead down (``serving_profile.py``)."""
+    from benchmarks import pipelines, serving_profile
     from benchmarks.deployment import build_export
     from duet_sdk.client import DuetClient
     from duet_sdk.serving.config import ServingPolicy
-    from duet_sdk.serving.releases import read_index, startup_models
+    from duet_sdk.serving.releases import read_index, startup_models, usable
     from duet_sdk.serving.repository import publish
     from duet_sdk.serving.server import TritonServer
     from duet_sdk.tune.measure import MeasureConfig
@@ -47,7 +49,9 @@ def serving(out: Path, quick: bool) -> dict:
     version = publish(export, repo, "cpu", policy).version
     measure = (MeasureConfig(warmup_s=0.5, window_s=1.0, max_windows=6) if quick
                else MeasureConfig(warmup_s=1.0, window_s=2.0, max_windows=10))
-    with TritonServer(repo, models=startup_models(read_index(repo))) as server:
+    profile_dir = Path(tempfile.mkdtemp(prefix="bench-runner-profile-"))
+    with TritonServer(repo, models=startup_models(read_index(repo)),  # the runners keep their step times there
+                      environment={serving_profile.PROFILE_ENV: str(profile_dir)}) as server:
         url = server.endpoints.grpc_url
         with DuetClient(url, timeout_s=60) as client:
             interface = client.connect()
@@ -57,9 +61,12 @@ def serving(out: Path, quick: bool) -> dict:
         sweep = pipelines.sweep(url, version, interface, (1, 4, 16) if quick else (1, 2, 4, 8, 16, 32), measure)
         log.info("serving: event-triggered inference")
         eti = pipelines.eti(url, interface, (16,) if quick else (1, 16, 64), users=256 if quick else 1024)
+        log.info("serving: where the per-request time goes, and what bounds concurrency 16")
+        profile = serving_profile.profile(server, profile_dir, repo, usable(read_index(repo), version), interface,
+                                          measure, quick)
     described = (f"dynamic batching, queue delay {policy.max_queue_delay_us} us, {policy.instances} instance, "
                  f"{policy.threads} thread per model")
-    return {"policy": described, "overhead": overhead, "sweep": sweep, "eti": eti,
+    return {"policy": described, "overhead": overhead, "sweep": sweep, "eti": eti, "profile": profile,
             "measure": {"warmup_s": measure.warmup_s, "window_s": measure.window_s, "max_windows": measure.max_windows,
                         "stable_windows": measure.stable_windows, "stability": measure.stability}}
 

@@ -46,6 +46,38 @@ def to_markdown(serving: dict) -> str:
             f"| {r['batch']} | {r['users']} | {r['stored']} | {r['eti_users_per_s']:.1f} | "
             f"{r['raw_users_per_s']:.1f} | {100 * r['ratio']:.0f} % |"
         )
+    return "\n".join(lines) + "\n" + (profile_markdown(serving["profile"]) if "profile" in serving else "")
+
+
+def profile_markdown(profile: dict) -> str:
+    """The per-request breakdown at concurrency 1 and the ranker variants under load (``serving_profile.py``)."""
+    lines = ["", f"### Where the time goes at concurrency 1 (means over {profile['requests']} sequential gRPC calls; "
+             "Triton's statistics and the runner's own Profile inside the served stub)", "",
+             ("| target | cand. | client p50 | client mean | server request | queue | compute_input | compute_infer "
+              "| of which ORT run | runner Python | (its checks) | backend IPC | compute_output | ensemble "
+              "| remainder: gRPC + frontend + client | (client codec) | overhead vs ORT |"),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | ---: |"]
+    keys = ("client_p50_ms", "client_mean_ms", "server_ms", "queue_ms", "compute_input_ms", "compute_infer_ms",
+            "ort_run_ms", "runner_python_ms", "runner_checks_ms", "backend_ipc_ms", "compute_output_ms", "ensemble_ms",
+            "remainder_ms", "client_codec_ms", "overhead_mean_ms")
+    for r in profile["breakdown"]:
+        lines.append(f"| {r['name']} | {r['candidates']} | " + " | ".join(f"{r[k]:.2f}" for k in keys) + " |")
+    lines += ["", "All in ms. runner Python = the runner's execute minus ORT's run; backend IPC = compute_infer minus "
+              "execute (tritonserver <-> Python stub through shared memory); remainder = client mean minus server "
+              "request; overhead = client mean minus ORT's run.", "",
+              "### duet_downstream under load per ranker config: CPU per answered request (rounds pooled)", "",
+              ("| ranker config | settings | concurrency | cand. | req/s | (per round) | vs in-process | p50 ms "
+               "| p99 ms | batch | CPU ms/req client | tritonserver | stubs | our cores | machine busy cores |"),
+              "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in profile["variants"]:
+        lines.append(
+            f"| {r['variant']} | {r['settings']} | {r['concurrency']} | {r['candidates']} | {r['rps']:.1f} | "
+            f"{', '.join(map(str, r['rps_rounds']))} | "
+            f"{r['vs_inprocess']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['batch']:.1f} | "
+            f"{r['cpu_ms_per_request_client']:.2f} | {r['cpu_ms_per_request_tritonserver']:.2f} | "
+            f"{r['cpu_ms_per_request_stubs']:.2f} | {r['ours_cores']:.2f} | {r['machine_busy_cores']:.2f} of "
+            f"{r['cores']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -192,6 +192,8 @@ class TritonServer:
         grpc_port, http_port, metrics_port: 0 picks a free port.
         log: file receiving the server's output (default: a file in the private work directory).
         admin_key: the operator key for model control (default: ``operator_key()``).
+        environment: variables added to tritonserver's environment, which its Python stubs inherit (e.g.
+            the runner's ``DUET_RUNNER_PROFILE``).
     """
 
     def __init__(
@@ -206,6 +208,7 @@ class TritonServer:
         startup_timeout_s: float = 120.0,
         exit_timeout_s: int = 30,
         admin_key: str | None = None,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.models = tuple(models)
@@ -218,6 +221,7 @@ class TritonServer:
         self.log = Path(log) if log else self._workdir / "tritonserver.log"
         self._process: subprocess.Popen | None = None
         self._admin_key = admin_key or operator_key()
+        self._extra_environment = dict(environment or {})
 
     def command(self, installation: Installation) -> list[str]:
         e = self.endpoints
@@ -245,7 +249,7 @@ class TritonServer:
         return cmd
 
     def _environment(self, installation: Installation) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != ADMIN_KEY_ENV}  # the stubs need no key
+        env = {k: v for k, v in os.environ.items() if k != ADMIN_KEY_ENV} | self._extra_environment  # stubs: no key
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         if installation.libraries is not None:
             env["LD_LIBRARY_PATH"] = os.pathsep.join(
@@ -299,6 +303,11 @@ class TritonServer:
                         return
                 time.sleep(0.2)
         raise TritonServerError(f"tritonserver not ready after {self.startup_timeout_s:.0f}s:\n{self.log_tail()}")
+
+    @property
+    def pid(self) -> int | None:
+        """tritonserver's process id while it runs (its Python-backend stubs are its children), else None."""
+        return self._process.pid if self.running else None
 
     @property
     def running(self) -> bool:

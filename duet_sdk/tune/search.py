@@ -102,8 +102,9 @@ class PipelineTuner:
         names = [api.split_release_model(s.model_name)[0] for s in config.ensemble_scheduling.step]
         return [n for n in dict.fromkeys(names) if n in self.configs]
 
-    def _apply(self, settings: dict[str, ModelSettings]) -> dict[str, ModelSettings]:
-        """Reload the components whose settings differ; returns the settings the server reports."""
+    def apply(self, settings: dict[str, ModelSettings]) -> dict[str, ModelSettings]:
+        """Reload the components whose settings differ (model -> settings); returns the settings the server
+        reports (TuneError if they differ from the ones asked for)."""
         from tritonclient.utils import InferenceServerException
 
         with self.server.client() as client:
@@ -136,7 +137,7 @@ class PipelineTuner:
 
     def measure(self, pipeline: str, settings: dict[str, ModelSettings]) -> Point:
         """Apply ``settings`` and load ``pipeline`` as the objective says; the point is recorded."""
-        served = self._apply(settings)
+        served = self.apply(settings)
         requests = [
             infer_inputs(r)
             for r in ensemble_requests(self.interface, pipeline, self.request.users, self.request.candidates, n=8)
@@ -195,7 +196,7 @@ class PipelineTuner:
 
     def _finish(self, pipeline: str, todo: Sequence[str], best: Point) -> list[Point]:
         """Leave the server on the best point's settings (so later pipelines see them); mark them tuned."""
-        self._apply(best.settings)
+        self.apply(best.settings)
         self.tuned.update(todo)
         return [p for p in self.points if p.pipeline == pipeline]
 

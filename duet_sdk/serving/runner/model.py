@@ -19,13 +19,16 @@ length input; the ranker's target-attention history) may exceed its max, or be 0
 cut to its most recent ``max`` entries (left-padded, so the last ones) and its length clamped to
 ``max``, which changes nothing the model computes (it reads only the most recent ``max`` events).
 Should the runtime still fail a group, each of its requests is run alone, so only the one that fails
-gets an (INTERNAL) error.
+gets an (INTERNAL) error. With ``DUET_RUNNER_PROFILE`` naming a directory in tritonserver's environment,
+each instance keeps its step times there (``Profile``; ``benchmarks/serving_profile.py`` reads them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +36,27 @@ import triton_python_backend_utils as pb_utils
 
 DTYPES = {"int64": np.int64, "float32": np.float32}
 TS_MAX = 2**32  # request times and event times are Unix seconds in [0, 2**32], as the client checks
+PROFILE_ENV = "DUET_RUNNER_PROFILE"  # a directory: each instance keeps its step times there (``Profile``)
+PROFILE_FIELDS = ("executions", "requests", "execute_ns", "checks_ns", "run_ns")
 
 
 class InvalidInput(ValueError):
     """A request breaks the model's input contract; the message names the input and the expectation."""
+
+
+class Profile:
+    """Cumulative ``PROFILE_FIELDS`` of one instance: executions, requests, and ns spent in ``execute``, in
+    its per-request checks and in the runtime's run (the rest of execute is padding, cutting and response
+    tensors). Kept in a memory-mapped file ``<directory>/<model>.<pid>.prof`` (int64 each, updated in
+    place) that a profiler reads at any time (``benchmarks/serving_profile.py``); only when the
+    environment names ``<directory>`` in ``DUET_RUNNER_PROFILE``."""
+
+    def __init__(self, directory: str, model: str) -> None:
+        path = Path(directory) / f"{model}.{os.getpid()}.prof"
+        self.counters = np.memmap(path, dtype=np.int64, mode="w+", shape=(len(PROFILE_FIELDS),))
+
+    def add(self, requests: int, execute_ns: int, checks_ns: int, run_ns: int) -> None:
+        self.counters += np.array([1, requests, execute_ns, checks_ns, run_ns], dtype=np.int64)
 
 
 class OnnxRuntimeSession:
@@ -48,6 +68,11 @@ class OnnxRuntimeSession:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = inter_op_threads
+        # idle pool threads sleep instead of spinning: on a CPU shared with tritonserver, its stubs and other
+        # instances, spinning took the cores the work needed (2 threads, 128 candidates, a busy 2-core
+        # machine: 11.4 ms per run and 5.6 ms CPU spinning, 5.2 ms and 2.8 ms not; 1 thread 5.5 and 2.8 ms)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if inter_op_threads > 1:  # inter-op threads only run independent nodes in parallel
             options.execution_mode = onnxruntime.ExecutionMode.ORT_PARALLEL
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -211,7 +236,11 @@ class TritonPythonModel:
         self.inputs = self.signature["inputs"]
         self.outputs = self.signature["outputs"]
         self.trim = {dim: (length, self.max_dims[dim]) for dim, length in self.signature.get("trim", {}).items()}
+        self.axes = {spec["name"]: _symbolic_axes(spec) for spec in (*self.inputs, *self.outputs)}  # parsed once
         threads = int(params.get("threads", "1"))
+        profile = os.environ.get(PROFILE_ENV)
+        self.profile = Profile(profile, args["model_name"]) if profile else None
+        self.run_ns = 0  # the runtime's time in the current execute
         if params["runtime"] == "guard":  # checks only (serving/guard.py): no artifact, no session
             self.session = None
             return
@@ -226,8 +255,9 @@ class TritonPythonModel:
     def _read(self, request) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         """The request's inputs and the size of each symbolic dim in it; InvalidInput if inconsistent."""
         tensors, sizes = {}, {}
+        given = {t.name(): t for t in request.inputs()}  # one pass (get_input_tensor_by_name lists them per call)
         for spec in self.inputs:
-            tensor = pb_utils.get_input_tensor_by_name(request, spec["name"])
+            tensor = given.get(spec["name"])
             if tensor is None:
                 raise InvalidInput(f"input {spec['name']}: expected a tensor, got none")
             array = tensor.as_numpy()
@@ -260,6 +290,14 @@ class TritonPythonModel:
         return tensors, sizes
 
     def execute(self, requests: list) -> list:
+        start, self.run_ns = time.perf_counter_ns(), 0
+        responses, checked = self._execute(requests)
+        if self.profile is not None:
+            self.profile.add(len(requests), time.perf_counter_ns() - start, checked - start, self.run_ns)
+        return responses
+
+    def _execute(self, requests: list) -> tuple[list, int]:
+        """The responses, and when (perf_counter_ns) every request had been checked."""
         responses: list = [None] * len(requests)
         batch: list[tuple[int, dict[str, np.ndarray], dict[str, int]]] = []
         for i, request in enumerate(requests):
@@ -270,14 +308,15 @@ class TritonPythonModel:
                 batch.append((i, tensors, sizes))
             except InvalidInput as exc:
                 responses[i] = pb_utils.InferenceResponse(error=invalid_argument(str(exc)))
+        checked = time.perf_counter_ns()
         if self.session is None:  # a guard: each valid request answers its checked request_time
             for i, tensors, _ in batch:
-                checked = pb_utils.Tensor(self.outputs[0]["name"], tensors["request_time"])
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[checked])
-            return responses
+                answer = pb_utils.Tensor(self.outputs[0]["name"], tensors["request_time"])
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[answer])
+            return responses, checked
         for i, response in self._run_isolated(batch):
             responses[i] = response
-        return responses
+        return responses, checked
 
     def _run_isolated(self, batch: list) -> list:
         """``_run`` on the group; if the runtime fails it, each request alone, so only a failing one errs."""
@@ -303,18 +342,20 @@ class TritonPythonModel:
             parts = []
             for _, tensors, _ in batch:
                 array = tensors[spec["name"]]
-                for axis, dim in _symbolic_axes(spec):
+                for axis, dim in self.axes[spec["name"]]:
                     array = pad_to(array, axis, longest[dim], self.pad[dim])
                 parts.append(array)
-            merged[spec["name"]] = np.concatenate(parts, axis=0)
+            merged[spec["name"]] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)  # one: no copy
+        start = time.perf_counter_ns()
         results = self.session.run(merged)
+        self.run_ns += time.perf_counter_ns() - start
         out, start = [], 0
         for i, tensors, sizes in batch:
             rows = next(iter(tensors.values())).shape[0]
             tensors_out = []
             for spec, result in zip(self.outputs, results):
                 array = result[start : start + rows]
-                for axis, dim in _symbolic_axes(spec):
+                for axis, dim in self.axes[spec["name"]]:
                     array = cut_to(array, axis, sizes[dim], self.pad[dim])
                 tensors_out.append(
                     pb_utils.Tensor(spec["name"], np.ascontiguousarray(array, dtype=DTYPES[spec["dtype"]]))
