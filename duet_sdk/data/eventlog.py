@@ -70,7 +70,9 @@ class EventLogOptions:
     ``session_gap`` (seconds, 0: off) moves each training request to the start of a session (an event
     at least that long after the user's previous one) nearest the fraction cutoff, so training rows ask
     what validation and serving ask: what a user does on coming back, not how a session they are in
-    goes on; with ``sessions_only`` users without such a start give no training rows.
+    goes on (docs/training_on_real_data.md: at a fraction cutoff 90 % of MovieLens-100K training
+    requests came minutes after the last history event, every validation request days later); users
+    without such a start keep the fraction cutoff, or with ``sessions_only`` give no training rows.
     """
 
     history_fraction: float = 0.8
@@ -78,7 +80,7 @@ class EventLogOptions:
     min_val_history: int = 1
     val_fraction: float = 0.1
     negatives_per_positive: int = 4
-    session_gap: int = 0
+    session_gap: int = 86_400
     sessions_only: bool = False
     negatives_exclude_history: bool = True
     popularity_at_request: bool = True

@@ -52,13 +52,14 @@ def _times(split: str) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def per_user():
-    return load_event_log(MOVIELENS, SPEC, EventLogOptions(val_fraction=0.3))
+    return load_event_log(MOVIELENS, SPEC, EventLogOptions(val_fraction=0.3, session_gap=0))
 
 
 @pytest.fixture(scope="module")
 def global_split():
     t1, t2 = _times("global")
-    return load_event_log(MOVIELENS, SPEC, EventLogOptions(split="global", train_end=t1, val_end=t2)), t1, t2
+    options = EventLogOptions(split="global", train_end=t1, val_end=t2, session_gap=0)  # fraction cutoffs
+    return load_event_log(MOVIELENS, SPEC, options), t1, t2
 
 
 def test_per_user_split_labels_each_users_tail_and_keeps_users_apart(per_user):
