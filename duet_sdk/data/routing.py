@@ -1,8 +1,8 @@
 """Domain-aware data routing (DUET §3.1).
 
-* Click/onsite stream (ClickAUN): tasks ``CLICK_TASKS``; negatives downsampled at rate ``w`` (all
-  positives kept); predictions are recalibrated with ``q = p / (p + (1 - p) / w)`` before NE is
-  computed on unsampled data.
+* Click/onsite stream (ClickAUN): tasks ``CLICK_TASKS``; rows without any positive label are kept
+  at rate ``w``; predictions are recalibrated (``recalibrate_tasks``) before NE is computed on
+  unsampled data.
 * Offsite-conversion stream (ConvAUN): tasks ``CONV_TASKS``; never downsampled; synthetic rows made
   from unattributed conversions are flagged and labelled only for ``unattributed_conversion``.
 * Downstream ranker: the attributed rows of the conversion stream, tasks ``RANKER_TASKS``
@@ -42,6 +42,23 @@ def recalibrate(p: np.ndarray, rate: float) -> np.ndarray:
     """Undo negative downsampling at rate ``w``: ``q = p / (p + (1 - p) / w)``."""
     p = np.asarray(p, dtype=np.float64)
     return p / (p + (1.0 - p) / rate)
+
+
+def recalibrate_tasks(p: np.ndarray, rate: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """Undo ``downsample_negatives`` for every task of (N, K) probabilities ``p`` (``mask`` (N, K): 1
+    where a task applies).
+
+    A row was kept with probability 1 when any applicable task was positive, else ``w``; so a task's
+    negatives were kept at ``w`` only on rows without another positive, and per task
+    ``q_k = p_k w / (1 - (1 - w) p_any)``, with ``p_any`` the sampled probability of any positive. It is
+    taken as the largest applicable ``p_k``: exact where tasks nest (a conversion implies a click, as
+    ``onsite_conversion`` implies ``ctr``), where the outer task's ``q`` is ``recalibrate``'s. Applying
+    ``recalibrate`` to an inner task instead treats its kept negatives as all sampled and underrates it.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    applies = np.ones_like(p) if mask is None else np.asarray(mask) > 0
+    p_any = np.where(applies, p, 0.0).max(axis=1, keepdims=True) if p.shape[1] else np.zeros((len(p), 1))
+    return np.clip(p * rate / (1.0 - (1.0 - rate) * p_any), 0.0, 1.0)
 
 
 def synthetic_conv_examples(examples: ExampleSet) -> ExampleSet:

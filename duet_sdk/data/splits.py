@@ -41,32 +41,78 @@ def _counts_before(events: SortedEvents, t: int) -> np.ndarray:
     return out
 
 
-def _cutoffs(events: SortedEvents, counts: np.ndarray, history_fraction: float, default: int) -> np.ndarray:
-    """(U,) the time of each user's event at index floor(history_fraction * counts) (``default`` if none)."""
+def _session_starts(events: SortedEvents, gap: int) -> np.ndarray:
+    """Sorted global indices k of events that open a session: the user's previous event is at least
+    ``gap`` seconds earlier (a user's first event is not one: it has no history before it)."""
+    out = [np.zeros(0, dtype=np.int64)]
+    for c in chunks(len(events)):
+        lo = max(c.start - 1, 0)
+        ts, user = np.asarray(events.ts[lo : c.stop]), np.asarray(events.user[lo : c.stop])
+        opens = (np.diff(ts) >= gap) & (np.diff(user) == 0)
+        out.append(np.arange(lo + 1, c.stop, dtype=np.int64)[opens])
+    return np.concatenate(out)
+
+
+def _cutoffs(
+    events: SortedEvents, counts: np.ndarray, history_fraction: float, default: int, session_gap: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(U,) request times and (U,) bool "is at a session start".
+
+    The request is the time of the user's event at index floor(history_fraction * counts) among their
+    first ``counts`` events (``default`` if none). With ``session_gap`` > 0 it is the start of the session
+    (an event at least ``session_gap`` s after the one before) nearest that index, where the user has
+    one among those events; others keep the fraction cutoff and are flagged False."""
     split = np.minimum(np.floor(history_fraction * counts).astype(np.int64), counts - 1)
     out = np.full(events.num_users, default, dtype=np.int64)
     has = counts > 0
-    out[has] = events.ts[events.offsets[:-1][has] + split[has]]
-    return out
+    start = events.offsets[:-1]
+    index = start + split
+    at_session = np.zeros(events.num_users, dtype=bool)
+    if session_gap > 0:
+        opens = _session_starts(events, session_gap)
+        if len(opens):
+            j = np.searchsorted(opens, index)
+            below, above = opens[np.maximum(j - 1, 0)], opens[np.minimum(j, len(opens) - 1)]
+            in_range = lambda k: (k > start) & (k < start + counts)  # noqa: E731
+            ok_below, ok_above = in_range(below) & (j > 0), in_range(above) & (j < len(opens))
+            nearest = np.where(ok_below & (~ok_above | (index - below <= above - index)), below, above)
+            at_session = has & (ok_below | ok_above)
+            index = np.where(at_session, nearest, index)
+    out[has] = events.ts[index[has]]
+    return out, at_session
 
 
-def user_windows(events: SortedEvents, history_fraction: float, min_events: int) -> Windows:
-    """Per-user time split: labels from each user's events at/after their cutoff."""
+def user_windows(
+    events: SortedEvents, history_fraction: float, min_events: int, session_gap: int = 0, sessions_only: bool = False
+) -> Windows:
+    """Per-user time split: labels from each user's events at/after their cutoff (``_cutoffs``;
+    ``sessions_only``: users without a session start give no rows)."""
     counts = np.diff(events.offsets)
-    request = _cutoffs(events, counts, history_fraction, MAX_TIMESTAMP - 1)
-    return Windows(request, np.full(events.num_users, MAX_TIMESTAMP, dtype=np.int64), counts >= min_events)
+    request, at_session = _cutoffs(events, counts, history_fraction, MAX_TIMESTAMP - 1, session_gap)
+    eligible = (counts >= min_events) & (at_session | (not sessions_only) | (session_gap <= 0))
+    return Windows(request, np.full(events.num_users, MAX_TIMESTAMP, dtype=np.int64), eligible)
 
 
 def global_windows(
-    events: SortedEvents, t1: int, t2: int, history_fraction: float, min_events: int, min_val_history: int = 1
+    events: SortedEvents,
+    t1: int,
+    t2: int,
+    history_fraction: float,
+    min_events: int,
+    min_val_history: int = 1,
+    session_gap: int = 0,
+    sessions_only: bool = False,
 ) -> tuple[Windows, Windows]:
     """(train, validation) windows of the global temporal split at T1 < T2; users with fewer than
-    ``min_val_history`` events before T1 are not validated (0 validates cold-start users too)."""
+    ``min_val_history`` events before T1 are not validated (0 validates cold-start users too).
+    Training requests follow ``_cutoffs`` over the events before T1 (``session_gap``, ``sessions_only``
+    as in ``user_windows``)."""
     before = _counts_before(events, t1)
+    request, at_session = _cutoffs(events, before, history_fraction, t1, session_gap)
     train = Windows(
-        _cutoffs(events, before, history_fraction, t1),
+        request,
         np.full(events.num_users, t1, dtype=np.int64),
-        before >= min_events,
+        (before >= min_events) & (at_session | (not sessions_only) | (session_gap <= 0)),
     )
     first = events.offsets[:-1] + before  # each user's first event at/after T1, if any
     has = first < events.offsets[1:]

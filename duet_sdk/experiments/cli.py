@@ -13,7 +13,7 @@ import torch
 
 from duet_sdk.atomic_io import atomic_write_json
 from duet_sdk.cli_common import DefaultsHelpFormatter, command_parser, configure_logging
-from duet_sdk.data.eventlog import SPLITS
+from duet_sdk.data.eventlog import SPLITS, EventLogOptions
 from duet_sdk.errors import ConfigError, DuetError
 from duet_sdk.experiments.dare_cli import add_dare_parser, main_dare
 from duet_sdk.experiments.figures import cosine_distances, plot_cosine_distances, plot_pca
@@ -66,6 +66,12 @@ def add_event_log_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--negatives-per-positive", type=int, default=4, help="event logs: sampled negatives per positive row"
+    )
+    p.add_argument(
+        "--session-gap",
+        type=int,
+        default=EventLogOptions.session_gap,
+        help="event logs: training requests at the start of a session after a gap of this many seconds (0: off)",
     )
 
 
@@ -167,6 +173,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             split=args.split,
             val_end_quantile=args.val_end_quantile,
             negatives_per_positive=args.negatives_per_positive,
+            session_gap=args.session_gap,
             static_user_id=user_id,
         )
         data = load_data(config, args.seed)
@@ -215,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             split=args.split,
             val_end_quantile=args.val_end_quantile,
             negatives_per_positive=args.negatives_per_positive,
+            session_gap=args.session_gap,
             static_user_id=args.static_user_id,
             train=train_config_from_args(args, 1, 0, args.progress),
             ranker_lr=args.lr or DEFAULT_LR["ranker"],

@@ -65,6 +65,7 @@ class Table1Config:
     split: str = "global"
     val_end_quantile: float = 1.0  # global split: T2 as a quantile of event times (T1 at 0.8)
     negatives_per_positive: int = 4  # event logs: sampled negatives per positive row
+    session_gap: int = EventLogOptions.session_gap  # event logs: training requests at session starts (s; 0: off)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(progress=False))
     table_size: int | None = None
     ranker_lr: float | None = None
@@ -108,7 +109,7 @@ def load_data(config: Table1Config, seed: int) -> LoadedData:
     """The experiment's data for ``seed``: the event log, or the synthetic benchmark drawn with ``seed``."""
     if config.events is not None:
         options = EventLogOptions(seed=seed, split=config.split, val_end_quantile=config.val_end_quantile,
-                                  negatives_per_positive=config.negatives_per_positive)
+                                  negatives_per_positive=config.negatives_per_positive, session_gap=config.session_gap)
         return event_log_data(
             config.events, event_spec(config.event_format, config.event_spec), options, config.static_user_id
         )

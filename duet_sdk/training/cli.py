@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="user",
         help="per-user time split, or global temporal split (train before T1, validate on [T1, T2))",
     )
+    p.add_argument(
+        "--session-gap",
+        type=int,
+        default=EventLogOptions.session_gap,
+        help="event logs: training requests at the start of a session after a gap of this many seconds (0: off)",
+    )
     p.add_argument("--spill-dir", type=Path, help="spill the dataset's arrays here and memory-map them (large logs)")
     p.add_argument(
         "--static-user-id",
@@ -141,7 +147,10 @@ def target_attention_config(args: argparse.Namespace) -> TargetAttentionConfig |
 def _load_data(args: argparse.Namespace) -> LoadedData:
     if args.events is not None:
         options = EventLogOptions(
-            seed=args.seed, split=args.split, spill_dir=None if args.spill_dir is None else str(args.spill_dir)
+            seed=args.seed,
+            split=args.split,
+            session_gap=args.session_gap,
+            spill_dir=None if args.spill_dir is None else str(args.spill_dir),
         )
         return event_log_data(args.events, event_spec(args.event_format, args.event_spec), options, args.static_user_id)
     if args.dataset == "longtail":

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from duet_sdk.data.batching import Batch, iterate_batches
 from duet_sdk.data.events import EventTable, ExampleSet
-from duet_sdk.data.routing import recalibrate
+from duet_sdk.data.routing import recalibrate_tasks
 from duet_sdk.errors import ConfigError
 from duet_sdk.metrics import normalized_entropy
 from duet_sdk.training.rare_ids import RareIdDropout
@@ -164,7 +164,7 @@ def evaluate(
 ) -> dict[str, float]:
     """NE per task on ``source``'s (unsampled) rows, after recalibrating for the training downsample rate."""
     examples = source.examples
-    probs = recalibrate(predict(model, source, batch_size), train_downsample_rate)
+    probs = recalibrate_tasks(predict(model, source, batch_size), train_downsample_rate, examples.label_mask)
     return {
         task: normalized_entropy(examples.labels[:, k], probs[:, k], examples.label_mask[:, k])
         for k, task in enumerate(examples.tasks)

@@ -52,13 +52,14 @@ def _times(split: str) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def per_user():
-    return load_event_log(MOVIELENS, SPEC, EventLogOptions(val_fraction=0.3))
+    return load_event_log(MOVIELENS, SPEC, EventLogOptions(val_fraction=0.3, session_gap=0))
 
 
 @pytest.fixture(scope="module")
 def global_split():
     t1, t2 = _times("global")
-    return load_event_log(MOVIELENS, SPEC, EventLogOptions(split="global", train_end=t1, val_end=t2)), t1, t2
+    options = EventLogOptions(split="global", train_end=t1, val_end=t2, session_gap=0)  # fraction cutoffs
+    return load_event_log(MOVIELENS, SPEC, options), t1, t2
 
 
 def test_per_user_split_labels_each_users_tail_and_keeps_users_apart(per_user):
@@ -246,3 +247,46 @@ def test_history_end_binary_search_matches_a_sorted_key_search():
     owner = np.repeat(np.arange(50), counts)
     reference = np.searchsorted(owner * 1000 + ts, users * 1000 + np.clip(request, 0, 999), side="left")
     assert np.array_equal(table.history_end("click", users, request), reference)
+
+
+def _session_cutoff(events: list[tuple[int, int, int]], gap: int) -> tuple[int, bool]:
+    """Reference: (request time, at a session start) of one user's time-sorted events."""
+    target = min(math.floor(0.8 * len(events)), len(events) - 1)
+    starts = [k for k in range(1, len(events)) if events[k][0] - events[k - 1][0] >= gap]
+    if not starts:
+        return events[target][0], False
+    best = min(starts, key=lambda k: (abs(k - target), k))  # ties: the earlier start
+    return events[best][0], True
+
+
+@pytest.mark.parametrize("split", ["user", "global"])
+def test_session_gap_requests_training_rows_at_the_session_start_nearest_the_cutoff(split, tmp_path):
+    gap = 6 * 3600
+    t1, t2 = _times("global")
+    # the fixture's users come back after long gaps; two more rate 8 movies in one sitting before T1
+    path = tmp_path / "with_one_session_users.inter"
+    one_session = [f"{900 + u}\t{i}\t4\t{t1 - 5000 + 60 * i}" for u in range(2) for i in range(1, 9)]
+    path.write_text(MOVIELENS.read_text() + "\n".join(one_session) + "\n")
+    log_by_user = _by_user() | {900 + u: [(t1 - 5000 + 60 * i, i, 4) for i in range(1, 9)] for u in range(2)}
+    common = dict(session_gap=gap, val_fraction=0.0)
+    options = EventLogOptions(split="global", train_end=t1, val_end=t2, **common) if split == "global" else (
+        EventLogOptions(**common)
+    )
+    only = EventLogOptions(**{**options.__dict__, "sessions_only": True})
+    ds, ds_only = load_event_log(path, SPEC, options), load_event_log(path, SPEC, only)
+    expected, at_session = {}, set()
+    for u, events in log_by_user.items():
+        before = [e for e in events if e[0] < t1] if split == "global" else events
+        if len(before) >= 5:
+            expected[u], opened = _session_cutoff(before, gap)
+            if opened:
+                at_session.add(u)
+    assert at_session and set(expected) - at_session  # the fixture has users of both kinds
+    got = dict(zip(ds.table.user_ids[ds.click_train.user_index].tolist(), ds.click_train.request_time.tolist()))
+    assert got == {u: t for u, t in expected.items() if u in got} and set(got) == set(expected)
+    users_only = set(ds_only.table.user_ids[ds_only.click_train.user_index].tolist())
+    assert users_only == at_session
+    # the previous event of a session-start request is at least `gap` earlier: rows ask about a return
+    for u in at_session:
+        previous = max(t for t, _, _ in log_by_user[u] if t < got[u])
+        assert got[u] - previous >= gap

@@ -7,6 +7,7 @@ from duet_sdk.data.routing import (
     concat_examples,
     downsample_negatives,
     recalibrate,
+    recalibrate_tasks,
     synthetic_conv_examples,
 )
 from duet_sdk.errors import DataError
@@ -46,6 +47,28 @@ def test_recalibration_undoes_downsampling_of_the_positive_rate():
     assert recalibrate(np.array([sampled_rate]), 0.2)[0] == pytest.approx(
         base_rate, rel=0.03
     )  # ... recalibration undoes it
+
+
+def test_recalibration_undoes_downsampling_for_a_nested_task_not_only_the_outer_one():
+    # ctr ("rated") and onsite ("liked", only ever on a rated row): all-negative rows kept at w = 0.5
+    rng = np.random.default_rng(0)
+    group = rng.integers(0, 2, 400_000)
+    rated = rng.random(len(group)) < np.where(group == 1, 0.4, 0.2)
+    liked = rated & (rng.random(len(group)) < np.where(group == 1, 0.7, 0.3))
+    examples = _examples(np.column_stack([rated, liked]), ("ctr", "onsite_conversion"))
+    examples.user_index = group.astype(np.int64)
+    kept = downsample_negatives(examples, 0.5, seed=4)
+    for g in (0, 1):
+        rows = kept.user_index == g
+        sampled = kept.labels[rows].mean(0, keepdims=True)  # the best a model can do on the sampled rows
+        truth = np.column_stack([rated, liked])[group == g].mean(0)
+        q = recalibrate_tasks(sampled, 0.5)[0]
+        assert q == pytest.approx(truth, abs=0.005)
+        assert q[0] == pytest.approx(recalibrate(sampled[:, :1], 0.5)[0, 0], abs=1e-12)  # the outer task as before
+        assert recalibrate(sampled[:, 1:], 0.5)[0, 0] < 0.92 * truth[1]  # the one-task formula underrates liked
+    # a task that does not apply to a row does not enter its any-positive probability
+    masked = recalibrate_tasks(np.array([[0.2, 0.9]]), 0.5, np.array([[1.0, 0.0]]))
+    assert masked[0, 0] == pytest.approx(recalibrate(np.array([0.2]), 0.5)[0], abs=1e-12)
 
 
 def test_downsample_rate_outside_0_1_is_rejected():

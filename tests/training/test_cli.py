@@ -9,7 +9,7 @@ import torch
 
 from duet_sdk.checkpoint import load_checkpoint
 from duet_sdk.data.eventlog import EventLogOptions, load_event_log
-from duet_sdk.data.routing import recalibrate
+from duet_sdk.data.routing import recalibrate_tasks
 from duet_sdk.data.spec import preset
 from duet_sdk.gate import CheckpointRegistry, registry_name
 from duet_sdk.metrics import normalized_entropy
@@ -57,7 +57,10 @@ def test_checkpoint_reloads_to_a_model_that_reproduces_its_recorded_val_ne(tmp_p
     checkpoint = registry_for(tmp_path, "click").latest_accepted()
     model = load_upstream(checkpoint)
     data = without_user_id(load_event_log(EVENTS, preset("taobao"), EventLogOptions(seed=0)))  # as duet-train reads it
-    probs = recalibrate(predict(model, EventBatches(data.table, data.click_val)), data.click_train.downsample_rate)
+    probs = recalibrate_tasks(
+        predict(model, EventBatches(data.table, data.click_val)), data.click_train.downsample_rate,
+        data.click_val.label_mask,
+    )
     ne = normalized_entropy(data.click_val.labels[:, 0], probs[:, 0], data.click_val.label_mask[:, 0])
     assert ne == pytest.approx(checkpoint.val_ne["ctr"], abs=1e-9)  # same weights, same data: same NE
 
