@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from duet_sdk.data import schema as keys
 from duet_sdk.data.long_history import STREAM
 from duet_sdk.experiments.dare import DareConfig, LoadedRows, load_rows, search_ndcg
 from duet_sdk.models.ranker import Pointwise, Ranker

@@ -5,8 +5,8 @@ import json
 import math
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from duet_sdk.errors import ConfigError
 from duet_sdk.experiments.cli import main
