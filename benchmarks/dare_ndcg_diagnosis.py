@@ -5,13 +5,15 @@ target attention in several settings with the experiment's recipe, and for every
 freshly initialised) model reports:
 
 - ``ndcg``: the experiment's ``search_ndcg`` (batched, through the ranker's history collation);
-- ``naive_ndcg``: a per-row reference (history sliced from the event table, attention embeddings read
-  from the variant's table directly, scores in float64, a full stable sort, DCG by hand); the two
-  must agree, or the experiment's figure is wrong;
-- ``repr_ndcg``: the search run on the *representation* table's embeddings instead (for ``dare``:
+- ``naive_ndcg``: a per-row reference on the first ``--naive-rows`` validation rows (history sliced
+  from the event table, attention embeddings read from the variant's table directly, scores in
+  float64, a full stable sort, DCG by hand), next to ``subset_ndcg``, the experiment's figure on the
+  same rows; the two must agree, or the experiment's figure is wrong;
+- ``repr_ndcg``: the experiment's search run on the *representation* table instead (for ``dare``:
   what its other table would retrieve);
-- ``margin``: per row, (mean score of relevant behaviours − mean score of irrelevant ones) / sd of
-  the row's scores, averaged: how well the attention space separates what the generator made relevant;
+- ``margin`` (on the same rows as the naive reference): per row, (mean score of relevant behaviours
+  − mean score of irrelevant ones) / sd of the row's scores, averaged: how well the attention space
+  separates what the generator made relevant;
 - ``att_grad`` / ``repr_grad``: mean gradient norm per step of the attention / representation table
   (before clipping).
 
@@ -50,9 +52,9 @@ SETTINGS = (
     "dare_long",
     "dare_att_lr0.1",
     "dare_att_lr10",
+    "dare_frozen_att",
     "dare_scale4",
     "dare_scale0.25",
-    "dare_frozen_att",
 )
 
 
@@ -123,10 +125,15 @@ def evaluate_model(rows: LoadedRows, ranker: Ranker, naive_limit: int | None) ->
     ta = ranker.target_attention
     att_table = ta.att_table if ta.att_table is not None else ta.repr_table
     out = {"ndcg": search_ndcg(ranker, rows.table, rows.val, rows.world)}
+    subset = rows.val.subset(np.arange(min(naive_limit or len(rows.val), len(rows.val))))
+    out["subset_ndcg"] = search_ndcg(ranker, rows.table, subset, rows.world)
     out["naive_ndcg"], out["margin"] = naive_search(rows, ranker, table_embed(att_table), naive_limit)
-    out["ndcg_checked_rows"] = naive_limit or len(rows.val)
-    if ta.att_table is not None:
-        out["repr_ndcg"], out["repr_margin"] = naive_search(rows, ranker, table_embed(ta.repr_table), naive_limit)
+    if ta.att_table is not None and ta.att_table.table.weight.shape == ta.repr_table.table.weight.shape:
+        saved, ta.att_table = ta.att_table, ta.repr_table  # the same search, on the representation table
+        try:
+            out["repr_ndcg"] = search_ndcg(ranker, rows.table, rows.val, rows.world)
+        finally:
+            ta.att_table = saved
     return out
 
 
@@ -194,7 +201,8 @@ def to_markdown(table: list[dict], seeds: list[int]) -> str:
     cols = [
         ("initial_ndcg", "NDCG@k at init"),
         ("ndcg", "NDCG@k trained"),
-        ("naive_ndcg", "naive NDCG@k"),
+        ("subset_ndcg", "NDCG@k (checked rows)"),
+        ("naive_ndcg", "naive NDCG@k (same rows)"),
         ("repr_ndcg", "NDCG@k of repr table"),
         ("initial_margin", "margin at init"),
         ("margin", "margin trained"),
@@ -230,12 +238,16 @@ def main() -> None:
     p.add_argument("--num-users", type=int, default=1500)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--long-epochs", type=int, default=6)
-    p.add_argument("--naive-rows", type=int, default=0, help="validation rows the naive reference checks (0: all)")
+    p.add_argument("--naive-rows", type=int, default=800, help="validation rows the naive reference checks (0: all)")
+    p.add_argument("--merge", type=Path, nargs="+", help="only summarise these earlier --out folders into --out")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     args.naive_rows = args.naive_rows or None
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        results = [r for d in args.merge for r in json.loads((d / "diagnosis.json").read_text())["per_seed"]]
+        return _write(args.out, results)
     base = DareConfig(seeds=tuple(args.seeds), num_users=args.num_users, epochs=args.epochs)
     results = []
     for seed in args.seeds:
@@ -251,10 +263,14 @@ def main() -> None:
                 flush=True,
             )
             (args.out / "diagnosis.partial.json").write_text(json.dumps(results, indent=1))
+    _write(args.out, results)
+
+
+def _write(out: Path, results: list[dict]) -> None:
     table = summarize(results)
-    (args.out / "diagnosis.json").write_text(json.dumps({"per_seed": results, "summary": table}, indent=1))
-    markdown = to_markdown(table, args.seeds)
-    (args.out / "diagnosis.md").write_text(markdown)
+    (out / "diagnosis.json").write_text(json.dumps({"per_seed": results, "summary": table}, indent=1))
+    markdown = to_markdown(table, sorted({r["seed"] for r in results}))
+    (out / "diagnosis.md").write_text(markdown)
     print(markdown)
 
 
