@@ -22,6 +22,9 @@ early stop), ``dare_att_lr0.1`` / ``dare_att_lr10`` (the attention table's learn
 ``dare_scale4`` / ``dare_scale0.25`` (the search's score scale ``1/sqrt(d_att)`` multiplied, i.e. the
 softmax temperature divided), ``dare_frozen_att`` (the attention table not trained).
 
+``--label-relevance max`` regenerates the benchmark with labels from the most relevant behaviour
+instead of the summed relevance (a world where a sharp attention is what the loss wants).
+
     PYTHONPATH=. python benchmarks/dare_ndcg_diagnosis.py --seeds 0 1 2 --threads 1 --out runs/dare-diag
 """
 
@@ -38,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from duet_sdk.data.long_history import STREAM
+from duet_sdk.data.long_history import LABEL_RELEVANCE, STREAM, LongHistoryConfig, generate_long_history
 from duet_sdk.experiments.dare import DareConfig, LoadedRows, load_rows, search_ndcg
 from duet_sdk.models.ranker import Pointwise, Ranker
 from duet_sdk.training import trainer as trainer_module
@@ -240,6 +243,12 @@ def main() -> None:
     p.add_argument("--long-epochs", type=int, default=6)
     p.add_argument("--naive-rows", type=int, default=800, help="validation rows the naive reference checks (0: all)")
     p.add_argument("--merge", type=Path, nargs="+", help="only summarise these earlier --out folders into --out")
+    p.add_argument(
+        "--label-relevance",
+        choices=LABEL_RELEVANCE,
+        default="sum",
+        help="labels from the sum (the experiment's benchmark) or the max of the behaviours' relevance",
+    )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     args.naive_rows = args.naive_rows or None
@@ -251,7 +260,7 @@ def main() -> None:
     base = DareConfig(seeds=tuple(args.seeds), num_users=args.num_users, epochs=args.epochs)
     results = []
     for seed in args.seeds:
-        rows = load_rows(base, seed)
+        rows = load_rows(base, seed) if args.label_relevance == "sum" else _rows_with(base, seed, args.label_relevance)
         for setting in args.settings:
             results.append(run_setting(rows, base, setting, seed, args))
             r = results[-1]
@@ -264,6 +273,16 @@ def main() -> None:
             )
             (args.out / "diagnosis.partial.json").write_text(json.dumps(results, indent=1))
     _write(args.out, results)
+
+
+def _rows_with(base: DareConfig, seed: int, label_relevance: str) -> LoadedRows:
+    """The experiment's long-history rows, with labels from ``label_relevance`` of the behaviours."""
+    config = LongHistoryConfig(
+        num_users=base.num_users, label_window=base.history_len, label_relevance=label_relevance, seed=seed
+    )
+    ds = generate_long_history(config)
+    description = {"source": "long_history", "label_relevance": label_relevance, "seed": seed}
+    return LoadedRows(ds.table, ds.ranker_train, ds.ranker_val, description, ds.world)
 
 
 def _write(out: Path, results: list[dict]) -> None:
