@@ -249,6 +249,7 @@ def main() -> None:
         default="sum",
         help="labels from the sum (the experiment's benchmark) or the max of the behaviours' relevance",
     )
+    p.add_argument("--relevance-scale", type=float, default=1.0, help="label logit per log1p(relevance)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     args.naive_rows = args.naive_rows or None
@@ -260,7 +261,8 @@ def main() -> None:
     base = DareConfig(seeds=tuple(args.seeds), num_users=args.num_users, epochs=args.epochs)
     results = []
     for seed in args.seeds:
-        rows = load_rows(base, seed) if args.label_relevance == "sum" else _rows_with(base, seed, args.label_relevance)
+        default = args.label_relevance == "sum" and args.relevance_scale == 1.0
+        rows = load_rows(base, seed) if default else _rows_with(base, seed, args.label_relevance, args.relevance_scale)
         for setting in args.settings:
             results.append(run_setting(rows, base, setting, seed, args))
             r = results[-1]
@@ -275,10 +277,15 @@ def main() -> None:
     _write(args.out, results)
 
 
-def _rows_with(base: DareConfig, seed: int, label_relevance: str) -> LoadedRows:
-    """The experiment's long-history rows, with labels from ``label_relevance`` of the behaviours."""
+def _rows_with(base: DareConfig, seed: int, label_relevance: str, relevance_scale: float) -> LoadedRows:
+    """The experiment's long-history rows, with labels from ``label_relevance`` of the behaviours at
+    ``relevance_scale``."""
     config = LongHistoryConfig(
-        num_users=base.num_users, label_window=base.history_len, label_relevance=label_relevance, seed=seed
+        num_users=base.num_users,
+        label_window=base.history_len,
+        label_relevance=label_relevance,
+        relevance_scale=relevance_scale,
+        seed=seed,
     )
     ds = generate_long_history(config)
     description = {"source": "long_history", "label_relevance": label_relevance, "seed": seed}
