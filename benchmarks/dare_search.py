@@ -2,12 +2,20 @@
 
 One request = one user's history of L events and N candidates. The search stage is what DARE's
 ``d_att`` shrinks: embed the history and the candidates in the attention space (multi-hash lookup),
-score every (candidate, behaviour) pair by scaled dot product, mask, keep the top k. It is timed three
-ways: ``search`` (from raw IDs, the lookup included), ``score+topk`` (on already-embedded history, as
-when a user's attention embeddings are cached) and ``score`` (the dot products alone, the part whose
-cost is O(N L d_att)). All widths run interleaved in one process, round
-after round, so they share the machine's state; the figure per width is the median over rounds, and
-the ratios are against ``d_att = d_repr``.
+score every (candidate, behaviour) pair by scaled dot product, mask, keep the top k. It is timed as:
+
+- ``search``: from raw IDs, the history's and the candidates' multi-hash lookups included;
+- ``score+topk``: on the already-embedded history (a user's attention embeddings cached);
+- ``score``: the candidates' lookup, the dot products, scale and mask, without the top-k;
+- ``dots``: the (N, d_att) x (d_att, L) product alone on embedded inputs: what the paper's
+  "search complexity O(L N d_att)" counts (DARE Sec. 4.5 normalises that complexity, it does not time a
+  top-k), with its GFLOP/s and % of the machine's fp32 GEMM peak (measured in the same run);
+- ``topk`` / ``topk unsorted``: ``torch.topk`` alone on the (N, k + L) masked scores, ``sorted=True``
+  (what the module runs) and ``sorted=False`` (checked to select the same behaviours): a cost that does
+  not depend on ``d_att``.
+
+All widths run interleaved in one process, round after round, so they share the machine's state; the
+figure per width is the median over rounds, and the ratios are against ``d_att = d_repr``.
 
     PYTHONPATH=. python benchmarks/dare_search.py --threads 1 --d-repr 32 128 --history-len 1000 --candidates 100
 """
@@ -21,6 +29,7 @@ import time
 
 import torch
 
+from benchmarks.machine import gemm_peak
 from duet_sdk.models.config import TargetAttentionConfig
 from duet_sdk.models.target_attention import TargetAttention
 
@@ -37,7 +46,7 @@ def main() -> None:
     p.add_argument("--history-len", type=int, default=1000)
     p.add_argument("--candidates", type=int, default=100)
     p.add_argument("--top-k", type=int, default=20)
-    p.add_argument("--d-repr", type=int, nargs="+", default=[32, 128])
+    p.add_argument("--d-repr", type=int, nargs="+", default=[32, 128, 256])
     p.add_argument("--divisors", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--repeats", type=int, default=20, help="requests per timing within a round")
@@ -53,6 +62,7 @@ def main() -> None:
     length = torch.tensor([args.history_len], device=device)
     targets = torch.randint(-(2**62), 2**62, (1, args.candidates, 2), generator=g).to(device)
 
+    peak_before = gemm_peak(args.threads) if device.type == "cpu" else None
     cases = {}
     for d_repr in args.d_repr:
         for divisor in args.divisors:
@@ -63,6 +73,14 @@ def main() -> None:
             with torch.no_grad():
                 embedded = module.embed_attention(history)
                 valid = module.valid_mask(history, length)
+                embedded_targets = module.embed_attention(targets)
+                padded = torch.nn.functional.pad(
+                    module.scores(embedded, valid, embedded_targets), (args.top_k, 0), value=-1e9
+                )
+                top_sorted = padded.topk(args.top_k, dim=-1).indices.sort(dim=-1).values
+                top_unsorted = padded.topk(args.top_k, dim=-1, sorted=False).indices.sort(dim=-1).values
+                if not torch.equal(top_sorted, top_unsorted):
+                    raise SystemExit("topk(sorted=False) selected other behaviours than topk(sorted=True)")
 
             def search(m=module):
                 m.search(m.embed_attention(history), m.valid_mask(history, length), m.embed_attention(targets))
@@ -76,7 +94,26 @@ def main() -> None:
                 m.scores(e, v, m.embed_attention(targets))
                 sync()
 
-            cases[(d_repr, d_repr // divisor)] = {"search": search, "score+topk": score_topk, "score": score}
+            def dots(e=embedded, t=embedded_targets):
+                torch.matmul(t, e.transpose(1, 2))
+                sync()
+
+            def topk(x=padded):
+                x.topk(args.top_k, dim=-1)
+                sync()
+
+            def topk_unsorted(x=padded):
+                x.topk(args.top_k, dim=-1, sorted=False)
+                sync()
+
+            cases[(d_repr, d_repr // divisor)] = {
+                "search": search,
+                "score+topk": score_topk,
+                "score": score,
+                "dots": dots,
+                "topk": topk,
+                "topk unsorted": topk_unsorted,
+            }
 
     timings = {key: {stage: [] for stage in stages} for key, stages in cases.items()}
     with torch.no_grad():
@@ -88,33 +125,40 @@ def main() -> None:
                 for stage, fn in fns.items():
                     timings[key][stage].append(_time(fn, args.repeats))
 
-    rows = []
+    peak_after = gemm_peak(args.threads) if device.type == "cpu" else None
+    peak = max(peak_before["gflops"], peak_after["gflops"]) if peak_before and peak_after else None
     print(
         f"L = {args.history_len}, N = {args.candidates} candidates, k = {args.top_k}, threads = {args.threads}, "
-        f"device = {device}; "
-        f"median over {args.rounds} rounds of {args.repeats} requests"
+        f"device = {device}; median over {args.rounds} rounds of {args.repeats} requests; "
+        + (f"fp32 GEMM peak {peak:.1f} GFLOP/s" if peak else "GEMM peak not measured")
     )
-    print(
-        f"{'d_repr':>6} {'d_att':>5} {'search ms':>10} {'speed-up':>8} {'score+topk ms':>14} {'speed-up':>8} "
-        f"{'score ms':>9} {'speed-up':>8}"
-    )
-    for (d_repr, d_att), stages in timings.items():
-        med = {stage: statistics.median(values) * 1e3 for stage, values in stages.items()}
+    stages = list(next(iter(cases.values())))
+    header = " ".join(f"{s + ' ms':>17} {'x':>5}" for s in stages)
+    print(f"{'d_repr':>6} {'d_att':>5} {header}  dots GFLOP/s  % peak")
+    rows = []
+    for (d_repr, d_att), per_stage in timings.items():
+        med = {stage: statistics.median(values) * 1e3 for stage, values in per_stage.items()}
         full = {stage: statistics.median(values) * 1e3 for stage, values in timings[(d_repr, d_repr)].items()}
+        gflops = 2 * args.candidates * args.history_len * d_att / (med["dots"] * 1e-3) / 1e9
         row = {
             "d_repr": d_repr,
             "d_att": d_att,
             **{f"{s}_ms": round(m, 4) for s, m in med.items()},
             **{f"{s}_speedup": round(full[s] / m, 3) for s, m in med.items()},
+            "dots_gflops": round(gflops, 2),
+            "dots_pct_peak": round(100 * gflops / peak, 2) if peak else None,
+            "topk_share_of_search": round(med["topk"] / med["search"], 3),
         }
         rows.append(row)
         print(
-            f"{d_repr:>6} {d_att:>5} {med['search']:>10.3f} {row['search_speedup']:>7.2f}x {med['score+topk']:>14.3f} "
-            f"{row['score+topk_speedup']:>7.2f}x {med['score']:>9.3f} {row['score_speedup']:>7.2f}x"
+            f"{d_repr:>6} {d_att:>5} "
+            + " ".join(f"{med[s]:>17.3f} {full[s] / med[s]:>4.2f}x" for s in stages)
+            + f"  {gflops:>12.2f}  {row['dots_pct_peak'] if peak else float('nan'):>6.2f}"
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+            peaks = {"before": peak_before, "after": peak_after}
+            json.dump({"args": vars(args), "gemm_peak": peaks, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ The relevance of a past behaviour ``b`` to a candidate ``t`` is known exactly::
     rel(b, t) = 2 if item(b) == item(t), else 1 if same category, 0.5 if partner category, else 0
 
 and a row's labels follow ``sigmoid(a log1p(sum_b rel(b, t)) + quality(t) + bias)`` over the user's
-``label_window`` most recent behaviours before the request. So a model must find the relevant
-behaviours in a long history: static features and the candidate alone cannot tell whom an item suits.
+``label_window`` most recent behaviours before the request (``label_relevance="max"``: ``max_b``
+instead of the sum, so the label depends on the most relevant behaviour, not on how many there are).
+So a model must find the relevant behaviours in a long history: static features and the candidate
+alone cannot tell whom an item suits.
 ``World.relevance`` gives the graded relevance of any history position, for NDCG@k of a search stage.
 """
 
@@ -33,6 +35,7 @@ ITEM_ID_BASE, CATEGORY_ID_BASE, USER_ID_BASE = 700_000_000, 3_000_000, 40_000_00
 STREAM = "behavior"
 SAME_ITEM, SAME_CATEGORY, PARTNER = 2.0, 1.0, 0.5
 # Label logit offsets per ranker task (offsite conversion is the rarest, link clicks the most common).
+LABEL_RELEVANCE = ("sum", "max")  # how a row's behaviours' relevance to the candidate drives its labels
 TASK_BIAS = {"offsite_conversion": 0.0, "link_click": 1.0, "button_click": 0.5}
 
 
@@ -52,6 +55,7 @@ class LongHistoryConfig:
     examples_per_user: int = 16
     label_window: int = 200
     relevance_scale: float = 1.0
+    label_relevance: str = "sum"
     val_fraction: float = 0.2
     seed: int = 0
 
@@ -71,6 +75,8 @@ class LongHistoryConfig:
             raise ConfigError(
                 "LongHistoryConfig.num_items", f">= num_categories ({self.num_categories})", self.num_items
             )
+        if self.label_relevance not in LABEL_RELEVANCE:
+            raise ConfigError("LongHistoryConfig.label_relevance", f"one of {LABEL_RELEVANCE}", self.label_relevance)
         if not self.median_events >= 1.0:
             raise ConfigError("LongHistoryConfig.median_events", "a float >= 1", self.median_events)
         for name in ("new_item_fraction", "val_fraction"):
@@ -247,7 +253,8 @@ def _rows(
         span = np.arange(cfg.label_window)[None, :] + start[sl, None]
         inside = span < end[sl, None]
         history = events.ids[np.where(inside, span, 0)]
-        relevance[sl] = (world.relevance(history, target[sl]) * inside).sum(1)
+        rel = world.relevance(history, target[sl]) * inside
+        relevance[sl] = rel.max(1) if cfg.label_relevance == "max" else rel.sum(1)
     logit = cfg.relevance_scale * np.log1p(relevance) + 0.5 * world.item_quality[item] - 4.0
     labels = np.stack([rng.random(n) < 1.0 / (1.0 + np.exp(-(logit + TASK_BIAS[t]))) for t in RANKER_TASKS], 1)
     dense = np.stack([np.log1p(world.item_popularity[item] * cfg.num_items), world.item_quality[item]], 1)

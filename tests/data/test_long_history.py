@@ -1,5 +1,7 @@
 """Long-history synthetic benchmark: deterministic, realistic marginals, known relevance that drives labels."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -75,12 +77,24 @@ def test_labels_follow_the_relevance_of_the_history(data):
     assert rate(same_category) > rate(~same_category) + 0.15
 
 
+def test_max_label_relevance_changes_only_the_labels_and_never_raises_one(data):
+    """Same seed, labels from the most relevant behaviour: the same world, histories, candidates and
+    random draws, and a logit that is never above the summed relevance's (max <= sum), so no label
+    turns positive and some (rows with several relevant behaviours) turn negative."""
+    other = generate_long_history(replace(SMALL, label_relevance="max"))
+    assert np.array_equal(other.table.streams[STREAM].ids, data.table.streams[STREAM].ids)
+    assert np.array_equal(other.ranker_train.item_sparse, data.ranker_train.item_sparse)
+    assert (other.ranker_train.labels <= data.ranker_train.labels).all()
+    assert other.ranker_train.labels.sum() < data.ranker_train.labels.sum()
+
+
 @pytest.mark.parametrize(
     "overrides, field",
     [
         ({"num_items": 10, "num_categories": 20}, "LongHistoryConfig.num_items"),
         ({"new_item_fraction": 1.0}, "LongHistoryConfig.new_item_fraction"),
         ({"days": 2}, "LongHistoryConfig.days"),
+        ({"label_relevance": "mean"}, "LongHistoryConfig.label_relevance"),
     ],
 )
 def test_bad_long_history_config_names_the_field(overrides, field):
