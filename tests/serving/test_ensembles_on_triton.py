@@ -2,6 +2,8 @@
 ensembles answer what in-process PyTorch computes, for batches of mixed history lengths."""
 
 import asyncio
+import contextlib
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ from request_samples import random_users
 from duet_sdk.client import AsyncDuetClient
 from duet_sdk.client.calls import embed_calls
 from duet_sdk.interface import ENSEMBLES, FreshRequest, ScoreRequest, release_model
+from duet_sdk.serving.config import read_config
+from duet_sdk.tune.settings import apply_settings, read_settings
 
 # fp32 ONNX Runtime vs eager: ~1e-7 observed; stated as in the export manifest.
 EMBEDDING_ATOL, PROBABILITY_ATOL = 1e-4, 1e-5
@@ -66,6 +70,28 @@ def test_fresh_chains_upstream_into_downstream_like_pytorch(client, reference):
         np.testing.assert_allclose(np.array(got.scores.scores), want_scores, atol=PROBABILITY_ATOL)
 
 
+@contextlib.contextmanager
+def queue_delay(triton, model: str, delay_us: int):
+    """``model`` reloaded with its dynamic batcher waiting ``delay_us`` for a batch, then the published config.
+
+    The release default (no delay) groups only requests that arrive while the instance is busy, which on
+    a fast machine may be none of them."""
+    from google.protobuf import json_format
+
+    config = read_config(triton.repository / model / "config.pbtxt")
+    held = apply_settings(config, dataclasses.replace(read_settings(config), max_queue_delay_us=delay_us))
+    with triton.client() as c:
+        c.load_model(model, config=json_format.MessageToJson(held, preserving_proto_field_name=True))
+    try:
+        yield
+    finally:
+        with triton.client() as c:
+            c.load_model(model)
+            for ensemble in MODELS:
+                if not c.is_model_ready(ensemble, "1"):
+                    c.load_model(ensemble)
+
+
 def test_concurrent_requests_of_different_lengths_are_batched_together(triton, client, reference):
     """Each request carries one user with its own padded length; Triton's dynamic batcher still groups
     them (ragged inputs; the runner pads each group) and every answer matches its user alone."""
@@ -90,7 +116,8 @@ def test_concurrent_requests_of_different_lengths_are_batched_together(triton, c
             after = await c.get_inference_statistics(CLICK_ENCODER)
             return outs, before, after
 
-    outs, before, after = asyncio.run(send_all())
+    with queue_delay(triton, CLICK_ENCODER, 100_000):
+        outs, before, after = asyncio.run(send_all())
     shapes = {call.inputs["click_ids"].shape[1] for call in calls}
     assert len(shapes) == 4  # the requests really differ in length
 
