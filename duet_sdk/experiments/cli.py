@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: 1 on an event log or longtail, else per model (ClickAUN 3, ConvAUN 1)",
     )
     t.add_argument("--ranker-epochs", type=int, help="default: 1 on an event log or longtail, else 3")
+    t.add_argument("--ranker-lr", type=float, help="peak learning rate of the rankers (default: --lr, else by model)")
     t.add_argument("--levels", type=int, default=4, help="SIDE levels L")
     t.add_argument("--codebook-size", type=int, default=256, help="SIDE codewords per level K")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             session_gap=args.session_gap,
             static_user_id=args.static_user_id,
             train=train_config_from_args(args, 1, 0, args.progress),
-            ranker_lr=args.lr or DEFAULT_LR["ranker"],
+            ranker_lr=args.ranker_lr or args.lr or DEFAULT_LR["ranker"],
             table_size=args.hash_table_size,
             policy=gate_policy_from_args(args),
             progress=args.progress,
