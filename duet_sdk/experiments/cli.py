@@ -156,6 +156,21 @@ def merge_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_source(args: argparse.Namespace) -> dict:
+    """The ``Table1Config`` fields naming the data and how it is split, as table1 and sweep both parse them."""
+    return {
+        "num_users": args.num_users,
+        "dataset": args.dataset,
+        "events": args.events,
+        "event_format": args.event_format,
+        "event_spec": args.event_spec,
+        "split": args.split,
+        "val_end_quantile": args.val_end_quantile,
+        "negatives_per_positive": args.negatives_per_positive,
+        "session_gap": args.session_gap,
+    }
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     """Each setting into ``out/<setting>/``; ``sweep.md`` / ``sweep.json`` in ``out``. The ``previous``
     setting sees the raw user ID as a static feature, as the old recipe did."""
@@ -164,19 +179,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     rows = []
     for name in args.settings:
         user_id = name == "previous"
-        config = Table1Config(
-            seeds=(args.seed,),
-            num_users=args.num_users,
-            dataset=args.dataset,
-            events=args.events,
-            event_format=args.event_format,
-            event_spec=args.event_spec,
-            split=args.split,
-            val_end_quantile=args.val_end_quantile,
-            negatives_per_positive=args.negatives_per_positive,
-            session_gap=args.session_gap,
-            static_user_id=user_id,
-        )
+        config = Table1Config(seeds=(args.seed,), static_user_id=user_id, **data_source(args))
         data = load_data(config, args.seed)
         rows.append(run_setting(name, data, args.out, args.seed, args.hash_table_size, tuple(args.models)))
         print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]['ne']:.4f}" for m in args.models), flush=True)
@@ -212,19 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = Table1Config(
             seeds=tuple(args.seeds),
-            num_users=args.num_users,
-            dataset=args.dataset,
             encoder_epochs=args.encoder_epochs,
             ranker_epochs=args.ranker_epochs,
             side=SideConfig(levels=args.levels, codebook_size=args.codebook_size),
-            events=args.events,
-            event_format=args.event_format,
-            event_spec=args.event_spec,
-            split=args.split,
-            val_end_quantile=args.val_end_quantile,
-            negatives_per_positive=args.negatives_per_positive,
-            session_gap=args.session_gap,
             static_user_id=args.static_user_id,
+            **data_source(args),
             train=train_config_from_args(args, 1, 0, args.progress),
             ranker_lr=args.ranker_lr or args.lr or DEFAULT_LR["ranker"],
             table_size=args.hash_table_size,
