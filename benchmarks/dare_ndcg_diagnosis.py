@@ -23,7 +23,9 @@ early stop), ``dare_att_lr0.1`` / ``dare_att_lr10`` (the attention table's learn
 softmax temperature divided), ``dare_frozen_att`` (the attention table not trained).
 
 ``--label-relevance max`` regenerates the benchmark with labels from the most relevant behaviour
-instead of the summed relevance (a world where a sharp attention is what the loss wants).
+instead of the summed relevance (a world where a sharp attention is what the loss wants);
+``--label-relevance signed`` with labels from the satisfaction-signed sum (attention and representation
+conflict: ``duet_sdk.data.long_history``).
 
     PYTHONPATH=. python benchmarks/dare_ndcg_diagnosis.py --seeds 0 1 2 --threads 1 --out runs/dare-diag
 """
@@ -41,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from duet_sdk.data.long_history import LABEL_RELEVANCE, STREAM, LongHistoryConfig, generate_long_history
+from duet_sdk.data.long_history import LABEL_RELEVANCE, RELEVANCE, STREAM
 from duet_sdk.experiments.dare import DareConfig, LoadedRows, load_rows, search_ndcg
 from duet_sdk.models.ranker import Pointwise, Ranker
 from duet_sdk.training import trainer as trainer_module
@@ -247,9 +249,11 @@ def main() -> None:
         "--label-relevance",
         choices=LABEL_RELEVANCE,
         default="sum",
-        help="labels from the sum (the experiment's benchmark) or the max of the behaviours' relevance",
+        help="labels from the sum (the experiment's default), the max or the satisfaction-signed sum of the "
+        "behaviours' relevance",
     )
     p.add_argument("--relevance-scale", type=float, default=1.0, help="label logit per log1p(relevance)")
+    p.add_argument("--relevance", choices=RELEVANCE, default="graded", help="the benchmark's truth (LongHistoryConfig)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     args.naive_rows = args.naive_rows or None
@@ -258,11 +262,17 @@ def main() -> None:
     if args.merge:
         results = [r for d in args.merge for r in json.loads((d / "diagnosis.json").read_text())["per_seed"]]
         return _write(args.out, results)
-    base = DareConfig(seeds=tuple(args.seeds), num_users=args.num_users, epochs=args.epochs)
+    base = DareConfig(
+        seeds=tuple(args.seeds),
+        num_users=args.num_users,
+        epochs=args.epochs,
+        label_relevance=args.label_relevance,
+        relevance_scale=args.relevance_scale,
+        relevance=args.relevance,
+    )
     results = []
     for seed in args.seeds:
-        default = args.label_relevance == "sum" and args.relevance_scale == 1.0
-        rows = load_rows(base, seed) if default else _rows_with(base, seed, args.label_relevance, args.relevance_scale)
+        rows = load_rows(base, seed)
         for setting in args.settings:
             results.append(run_setting(rows, base, setting, seed, args))
             r = results[-1]
@@ -275,21 +285,6 @@ def main() -> None:
             )
             (args.out / "diagnosis.partial.json").write_text(json.dumps(results, indent=1))
     _write(args.out, results)
-
-
-def _rows_with(base: DareConfig, seed: int, label_relevance: str, relevance_scale: float) -> LoadedRows:
-    """The experiment's long-history rows, with labels from ``label_relevance`` of the behaviours at
-    ``relevance_scale``."""
-    config = LongHistoryConfig(
-        num_users=base.num_users,
-        label_window=base.history_len,
-        label_relevance=label_relevance,
-        relevance_scale=relevance_scale,
-        seed=seed,
-    )
-    ds = generate_long_history(config)
-    description = {"source": "long_history", "label_relevance": label_relevance, "seed": seed}
-    return LoadedRows(ds.table, ds.ranker_train, ds.ranker_val, description, ds.world)
 
 
 def _write(out: Path, results: list[dict]) -> None:

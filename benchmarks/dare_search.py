@@ -12,7 +12,11 @@ score every (candidate, behaviour) pair by scaled dot product, mask, keep the to
   top-k), with its GFLOP/s and % of the machine's fp32 GEMM peak (measured in the same run);
 - ``topk`` / ``topk unsorted``: ``torch.topk`` alone on the (N, k + L) masked scores, ``sorted=True``
   (what the module runs) and ``sorted=False`` (checked to select the same behaviours): a cost that does
-  not depend on ``d_att``.
+  not depend on ``d_att``;
+- ``search ort``: the same search from raw IDs, exported by the dynamo ONNX exporter (as the ranker artifact is) and
+  run by ONNX Runtime with the threads given, as the served ranker runs it (checked to select the same
+  behaviours as PyTorch); ``--no-ort`` leaves it out, ``--ort-profile`` adds ORT's per-operator kernel
+  times of each width's search.
 
 All widths run interleaved in one process, round after round, so they share the machine's state; the
 figure per width is the median over rounds, and the ratios are against ``d_att = d_repr``.
@@ -24,14 +28,80 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
+import tempfile
 import time
+import warnings
+from contextlib import redirect_stdout
+from io import StringIO
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.machine import gemm_peak
 from duet_sdk.models.config import TargetAttentionConfig
 from duet_sdk.models.target_attention import TargetAttention
+
+
+class SearchStage(torch.nn.Module):
+    """The search stage alone, from raw IDs: (1, L, 2), (1,), (1, N, 2) int64 -> top-k scores, index (1, N, k)."""
+
+    def __init__(self, attention: TargetAttention) -> None:
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, history: torch.Tensor, length: torch.Tensor, targets: torch.Tensor):
+        a = self.attention
+        top, index, _ = a.search(a.embed_attention(history), a.valid_mask(history, length), a.embed_attention(targets))
+        return top, index
+
+
+def ort_search(module: TargetAttention, inputs: tuple[torch.Tensor, ...], folder: Path, threads: int):
+    """Export the search stage to ONNX and return a no-argument call that runs it in ONNX Runtime.
+
+    Raises SystemExit when ORT selects other behaviours than PyTorch."""
+    import onnxruntime as ort
+
+    stage = SearchStage(module).eval()
+    path = folder / f"search_{module.config.d_repr}_{module.config.attention_dim}.onnx"
+    with torch.no_grad(), warnings.catch_warnings(), redirect_stdout(StringIO()):
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        torch.onnx.export(stage, inputs, dynamo=True, report=False, verbose=False).save(str(path))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs, strict=True)}
+    with torch.no_grad():
+        want = np.sort(stage(*inputs)[1].numpy(), -1)
+    if not np.array_equal(np.sort(session.run(None, feeds)[1], -1), want):
+        raise SystemExit(f"ONNX Runtime's search at d_att={module.config.attention_dim} selected other behaviours")
+    call = lambda: session.run(None, feeds)  # noqa: E731
+    call.path, call.feeds = path, feeds
+    return call
+
+
+def ort_operator_profile(path: Path, feeds: dict, threads: int, runs: int = 200) -> list[tuple[str, str, float]]:
+    """ONNX Runtime's own per-node kernel times of the exported search: [(op type, node, us per run)],
+    largest first."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    total: dict[tuple[str, str], float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            key = (e["args"]["op_name"], e["name"].removesuffix("_kernel_time"))
+            total[key] = total.get(key, 0.0) + e["dur"] / runs
+    return sorted(((op, node, us) for (op, node), us in total.items()), key=lambda row: -row[2])
 
 
 def _time(fn, repeats: int) -> float:
@@ -52,6 +122,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20, help="requests per timing within a round")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-ort", action="store_true", help="leave out the ONNX Runtime search")
+    p.add_argument(
+        "--ort-profile", action="store_true", help="also print ONNX Runtime's per-operator times of each width's search"
+    )
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,6 +136,8 @@ def main() -> None:
     length = torch.tensor([args.history_len], device=device)
     targets = torch.randint(-(2**62), 2**62, (1, args.candidates, 2), generator=g).to(device)
 
+    with_ort = device.type == "cpu" and not args.no_ort
+    onnx_folder = Path(tempfile.mkdtemp(prefix="dare_search_"))
     peak_before = gemm_peak(args.threads) if device.type == "cpu" else None
     cases = {}
     for d_repr in args.d_repr:
@@ -114,6 +190,10 @@ def main() -> None:
                 "topk": topk,
                 "topk unsorted": topk_unsorted,
             }
+            if with_ort:
+                cases[(d_repr, d_repr // divisor)]["search ort"] = ort_search(
+                    module, (history, length, targets), onnx_folder, args.threads
+                )
 
     timings = {key: {stage: [] for stage in stages} for key, stages in cases.items()}
     with torch.no_grad():
@@ -155,10 +235,19 @@ def main() -> None:
             + " ".join(f"{med[s]:>17.3f} {full[s] / med[s]:>4.2f}x" for s in stages)
             + f"  {gflops:>12.2f}  {row['dots_pct_peak'] if peak else float('nan'):>6.2f}"
         )
+    profiles = {}
+    if with_ort and args.ort_profile:
+        for (d_repr, d_att), fns in cases.items():
+            call = fns["search ort"]
+            ops = ort_operator_profile(call.path, call.feeds, args.threads)
+            whole = sum(us for _, _, us in ops)
+            profiles[f"{d_repr}/{d_att}"] = [{"op": op, "node": node, "us": round(us, 1)} for op, node, us in ops]
+            top = ", ".join(f"{op} {us:.0f} us ({100 * us / whole:.0f} %)" for op, _, us in ops[:5])
+            print(f"ORT search d_repr {d_repr} d_att {d_att}: kernels {whole:.0f} us per run; {top}")
     if args.json:
         with open(args.json, "w") as f:
             peaks = {"before": peak_before, "after": peak_after}
-            json.dump({"args": vars(args), "gemm_peak": peaks, "rows": rows}, f, indent=2)
+            json.dump({"args": vars(args), "gemm_peak": peaks, "rows": rows, "ort_profiles": profiles}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,19 @@ and a row's labels follow ``sigmoid(a log1p(sum_b rel(b, t)) + quality(t) + bias
 instead of the sum, so the label depends on the most relevant behaviour, not on how many there are).
 So a model must find the relevant behaviours in a long history: static features and the candidate
 alone cannot tell whom an item suits.
-``World.relevance`` gives the graded relevance of any history position, for NDCG@k of a search stage.
+
+``label_relevance="signed"`` makes attention and representation want different things (the conflict
+DARE removes): every item also has a latent satisfaction ``s(i)`` of +1 or -1 (half each, independent
+of its category, popularity and quality), and ``S = sum_b rel(b, t) s(b)`` drives the label through
+``a sign(S) log1p(|S|)``: a related satisfying behaviour raises the click rate, a related
+disappointing one lowers it. The search must still retrieve every related behaviour whatever its
+satisfaction, while the representation must encode the satisfaction, which is not a relevance.
+``relevance="complements"`` changes the truth itself: only the partner categories are relevant
+(``rel = 1``; the same item or category ``0``), like a phone case after a phone. A freshly
+initialised embedding matches an ID with itself, so this is the relevance a search must learn rather
+than inherit from its initialisation.
+``World.relevance`` gives the relevance of any history position, for NDCG@k of a search stage (the
+same truth for every ``label_relevance``: what carries information about the label).
 """
 
 from __future__ import annotations
@@ -35,7 +47,8 @@ ITEM_ID_BASE, CATEGORY_ID_BASE, USER_ID_BASE = 700_000_000, 3_000_000, 40_000_00
 STREAM = "behavior"
 SAME_ITEM, SAME_CATEGORY, PARTNER = 2.0, 1.0, 0.5
 # Label logit offsets per ranker task (offsite conversion is the rarest, link clicks the most common).
-LABEL_RELEVANCE = ("sum", "max")  # how a row's behaviours' relevance to the candidate drives its labels
+LABEL_RELEVANCE = ("sum", "max", "signed")  # how a row's behaviours' relevance to the candidate drives its labels
+RELEVANCE = ("graded", "complements")  # what makes a behaviour relevant to a candidate
 TASK_BIAS = {"offsite_conversion": 0.0, "link_click": 1.0, "button_click": 0.5}
 
 
@@ -56,6 +69,7 @@ class LongHistoryConfig:
     label_window: int = 200
     relevance_scale: float = 1.0
     label_relevance: str = "sum"
+    relevance: str = "graded"
     val_fraction: float = 0.2
     seed: int = 0
 
@@ -77,6 +91,8 @@ class LongHistoryConfig:
             )
         if self.label_relevance not in LABEL_RELEVANCE:
             raise ConfigError("LongHistoryConfig.label_relevance", f"one of {LABEL_RELEVANCE}", self.label_relevance)
+        if self.relevance not in RELEVANCE:
+            raise ConfigError("LongHistoryConfig.relevance", f"one of {RELEVANCE}", self.relevance)
         if not self.median_events >= 1.0:
             raise ConfigError("LongHistoryConfig.median_events", "a float >= 1", self.median_events)
         for name in ("new_item_fraction", "val_fraction"):
@@ -104,21 +120,27 @@ class World:
     item_quality: np.ndarray  # (I,)
     item_birth: np.ndarray  # (I,) Unix seconds
     related: np.ndarray  # (C, C) float: 1 on the diagonal, PARTNER for partners, else 0
+    item_satisfaction: np.ndarray  # (I,) +1 or -1: the sign a related behaviour gives ``signed`` labels
+    kind: str = "graded"  # LongHistoryConfig.relevance
 
     def relevance(self, history: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Graded relevance of behaviours to candidates.
+        """Relevance of behaviours to candidates.
 
         Args:
             history: (..., T, 2) raw (item_id, category_id); target: (..., 2) raw IDs of the candidate.
         Returns:
-            (..., T) float64 in {0, 0.5, 1, 2}; IDs outside the world (padding) get 0.
+            (..., T) float64 in {0, 0.5, 1, 2} (``graded``) or {0, 1} (``complements``); IDs outside
+            the world (padding) get 0.
         """
         h_item, h_cat = history[..., 0] - ITEM_ID_BASE, history[..., 1] - CATEGORY_ID_BASE
         t_item, t_cat = target[..., 0:1] - ITEM_ID_BASE, target[..., 1:2] - CATEGORY_ID_BASE
         c = len(self.related)
         inside = (h_cat >= 0) & (h_cat < c) & (h_item >= 0)
         rel = self.related[np.clip(h_cat, 0, c - 1), np.clip(t_cat, 0, c - 1)]
-        rel = np.where(h_item == t_item, SAME_ITEM, rel)
+        if self.kind == "complements":
+            rel = (rel == PARTNER).astype(np.float64)
+        else:
+            rel = np.where(h_item == t_item, SAME_ITEM, rel)
         return np.where(inside, rel, 0.0)
 
 
@@ -156,7 +178,9 @@ def _make_world(cfg: LongHistoryConfig, rng: np.random.Generator) -> World:
     for cat in range(c):
         partners = rng.choice(np.delete(np.arange(c), cat), cfg.partners_per_category, replace=False)
         related[cat, partners] = related[partners, cat] = PARTNER
-    return World(category, popularity, rng.normal(size=cfg.num_items), birth, related)
+    # Drawn from its own stream, so adding it changed no other draw of a seed's world.
+    satisfaction = np.random.default_rng((cfg.seed, 1)).choice(np.array([-1.0, 1.0]), cfg.num_items)
+    return World(category, popularity, rng.normal(size=cfg.num_items), birth, related, satisfaction, cfg.relevance)
 
 
 class _ItemSampler:
@@ -254,8 +278,11 @@ def _rows(
         inside = span < end[sl, None]
         history = events.ids[np.where(inside, span, 0)]
         rel = world.relevance(history, target[sl]) * inside
+        if cfg.label_relevance == "signed":
+            rel = rel * world.item_satisfaction[history[..., 0] - ITEM_ID_BASE]
         relevance[sl] = rel.max(1) if cfg.label_relevance == "max" else rel.sum(1)
-    logit = cfg.relevance_scale * np.log1p(relevance) + 0.5 * world.item_quality[item] - 4.0
+    signal = np.sign(relevance) * np.log1p(np.abs(relevance))  # log1p(relevance) unless signed
+    logit = cfg.relevance_scale * signal + 0.5 * world.item_quality[item] - 4.0
     labels = np.stack([rng.random(n) < 1.0 / (1.0 + np.exp(-(logit + TASK_BIAS[t]))) for t in RANKER_TASKS], 1)
     dense = np.stack([np.log1p(world.item_popularity[item] * cfg.num_items), world.item_quality[item]], 1)
     return ExampleSet(

@@ -15,7 +15,7 @@ from duet_sdk.atomic_io import atomic_write_json
 from duet_sdk.cli_common import DefaultsHelpFormatter, command_parser, configure_logging
 from duet_sdk.data.eventlog import SPLITS, EventLogOptions
 from duet_sdk.errors import ConfigError, DuetError
-from duet_sdk.experiments.dare_cli import add_dare_parser, main_dare
+from duet_sdk.experiments.dare_cli import add_dare_merge_parser, add_dare_parser, main_dare, merge_dare
 from duet_sdk.experiments.figures import cosine_distances, plot_cosine_distances, plot_pca
 from duet_sdk.experiments.sweep import MODELS, SETTINGS, run_setting
 from duet_sdk.experiments.sweep import to_markdown as sweep_markdown
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--hash-table-size", type=int)
     w.add_argument("--threads", type=int, default=0)
     add_dare_parser(sub)
+    add_dare_merge_parser(sub)
     return p
 
 
@@ -195,11 +196,12 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.experiment in ("sweep", "table1-merge"):
+    if args.experiment in ("sweep", "table1-merge", "dare-merge"):
         if getattr(args, "threads", 0):
             torch.set_num_threads(args.threads)
+        commands = {"sweep": run_sweep, "table1-merge": merge_tables, "dare-merge": merge_dare}
         try:
-            return run_sweep(args) if args.experiment == "sweep" else merge_tables(args)
+            return commands[args.experiment](args)
         except DuetError as exc:
             print(f"duet-experiment: error: {exc}", file=sys.stderr)
             return 2

@@ -25,6 +25,7 @@ from duet_sdk.training.ranker import RankerBatches, history_spec, ranker_config,
 from duet_sdk.training.trainer import TrainConfig, predict
 
 DATASETS = ("long_history", "longtail")
+DEFAULT_LABELS = ("sum", 1.0, "graded")  # DareConfig.benchmark_labels() of the default long-history benchmark
 # Default history stream and fields per data source.
 HISTORY_DEFAULTS = {
     "long_history": (STREAM, ("item_id", "category_id")),
@@ -45,12 +46,19 @@ ARMS: dict[str, tuple[str | None, int]] = {
 @dataclass(frozen=True)
 class DareConfig:
     """Seeds, data and model sizes of the experiment. ``events`` (an event log) replaces the synthetic
-    ``dataset``; ``stream`` / ``fields`` None take the data source's defaults (``HISTORY_DEFAULTS``)."""
+    ``dataset``; ``stream`` / ``fields`` None take the data source's defaults (``HISTORY_DEFAULTS``).
+    ``label_relevance`` / ``relevance_scale`` / ``relevance`` shape the long-history benchmark's labels
+    and truth (``LongHistoryConfig``; ``signed``: attention and representation conflict;
+    ``complements``: a relevance the search must learn)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     arms: tuple[str, ...] = tuple(ARMS)
     dataset: str = "long_history"
     num_users: int = 1500
+    label_relevance: str = "sum"
+    relevance_scale: float = 1.0
+    relevance: str = "graded"
+    aux_loss_weight: float = 0.0
     history_len: int = 200
     top_k: int = 20
     d_repr: int = 32
@@ -72,9 +80,18 @@ class DareConfig:
             raise ConfigError("DareConfig.arms", f"names from {tuple(ARMS)}", self.arms)
         if self.dataset not in DATASETS:
             raise ConfigError("DareConfig.dataset", f"one of {DATASETS}", self.dataset)
+        synthetic_history = self.events is None and self.dataset == "long_history"
+        if not synthetic_history and self.benchmark_labels() != DEFAULT_LABELS:
+            raise ConfigError(
+                "DareConfig.label_relevance", "the default sum at scale 1 outside long_history", self.label_relevance
+            )
         stream, fields = HISTORY_DEFAULTS["events" if self.events is not None else self.dataset]
         object.__setattr__(self, "stream", self.stream or stream)
         object.__setattr__(self, "fields", tuple(self.fields or fields))
+
+    def benchmark_labels(self) -> tuple[str, float, str]:
+        """(label_relevance, relevance_scale, relevance) of the long-history benchmark."""
+        return self.label_relevance, self.relevance_scale, self.relevance
 
     def target_attention(self, arm: str) -> TargetAttentionConfig | None:
         variant, divisor = ARMS[arm]
@@ -88,6 +105,7 @@ class DareConfig:
             top_k=self.top_k,
             d_repr=self.d_repr,
             d_att=self.d_repr // divisor,
+            aux_loss_weight=self.aux_loss_weight,
         )
 
 
@@ -117,15 +135,19 @@ def load_rows(config: DareConfig, seed: int) -> LoadedRows:
 
         data = longtail_data(LongTailConfig(num_users=config.num_users, seed=seed))
         return LoadedRows(data.dataset.table, data.dataset.ranker_train, data.dataset.ranker_val, data.description)
-    synthetic = LongHistoryConfig(num_users=config.num_users, label_window=config.history_len, seed=seed)
-    ds = generate_long_history(synthetic)
-    return LoadedRows(
-        ds.table,
-        ds.ranker_train,
-        ds.ranker_val,
-        {"source": "long_history", "num_users": config.num_users, "seed": seed},
-        ds.world,
+    synthetic = LongHistoryConfig(
+        num_users=config.num_users,
+        label_window=config.history_len,
+        label_relevance=config.label_relevance,
+        relevance_scale=config.relevance_scale,
+        relevance=config.relevance,
+        seed=seed,
     )
+    ds = generate_long_history(synthetic)
+    description = {"source": "long_history", "num_users": config.num_users, "seed": seed}
+    if config.benchmark_labels() != DEFAULT_LABELS:
+        description |= dict(zip(("label_relevance", "relevance_scale", "relevance"), config.benchmark_labels()))
+    return LoadedRows(ds.table, ds.ranker_train, ds.ranker_val, description, ds.world)
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -271,6 +293,10 @@ def summarize(results: list[dict], config: DareConfig) -> dict:
             "epochs": config.epochs,
             "num_users": config.num_users,
             "dataset": config.dataset,
+            "label_relevance": config.label_relevance,
+            "relevance_scale": config.relevance_scale,
+            "relevance": config.relevance,
+            "aux_loss_weight": config.aux_loss_weight,
             "events": str(config.events) if config.events else None,
         },
         "arms": table,
@@ -279,13 +305,22 @@ def summarize(results: list[dict], config: DareConfig) -> dict:
     }
 
 
+def _synthetic_description(c: dict) -> str:
+    text = f"{c.get('dataset', 'long_history')} synthetic, {c['num_users']} users"
+    labels = tuple(c.get(k, d) for k, d in zip(("label_relevance", "relevance_scale", "relevance"), DEFAULT_LABELS))
+    if c["dataset"] == "long_history" and labels != DEFAULT_LABELS:
+        text += f", labels: {labels[0]} of the {labels[2]} relevance, scale {labels[1]:g}"
+    return text
+
+
 def to_markdown(summary: dict) -> str:
     """The summary as markdown (mean ± sd over seeds; paired differences per seed)."""
     fmt = lambda s, p=4: "—" if s is None or not s["n"] else f"{s['mean']:.{p}f} ± {s['std']:.{p}f}"  # noqa: E731
     c = summary["config"]
     lines = [
-        f"Seeds {c['seeds']}; L = {c['history_len']}, k = {c['top_k']}, d_repr = {c['d_repr']}, {c['epochs']} epochs; "
-        f"data: {c['events'] or c.get('dataset', 'long_history') + ' synthetic, ' + str(c['num_users']) + ' users'}",
+        f"Seeds {c['seeds']}; L = {c['history_len']}, k = {c['top_k']}, d_repr = {c['d_repr']}, {c['epochs']} epochs, "
+        f"auxiliary full-history loss weight {c.get('aux_loss_weight', 0.0):g}; "
+        f"data: {c['events'] or _synthetic_description(c)}",
         "",
         "| arm | d_att | val NE | val AUC | search NDCG@k | before training | random search |",
         "| --- | --- | --- | --- | --- | --- | --- |",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from duet_sdk.atomic_io import atomic_write_json
 from duet_sdk.cli_common import DefaultsHelpFormatter
 from duet_sdk.data.eventlog import SPLITS
+from duet_sdk.data.long_history import LABEL_RELEVANCE, RELEVANCE
 from duet_sdk.errors import ConfigError
 from duet_sdk.experiments.dare import ARMS, DATASETS, DareConfig, load_rows, run_arm, summarize, to_markdown
 from duet_sdk.training.datasets import EVENT_FORMATS
@@ -43,12 +45,73 @@ def add_dare_parser(sub: argparse._SubParsersAction) -> None:
         "(default: item_id category_id on long_history, item_id author_id on longtail, item_id on event logs)",
     )
     d.add_argument("--num-users", type=int, default=1500, help="synthetic data: number of users")
+    d.add_argument(
+        "--label-relevance",
+        choices=LABEL_RELEVANCE,
+        default="sum",
+        help="long_history labels from the sum, the max or the satisfaction-signed sum (attention and "
+        "representation conflict) of the behaviours' relevance to the candidate",
+    )
+    d.add_argument("--relevance-scale", type=float, default=1.0, help="long_history: label logit per log1p(relevance)")
+    d.add_argument(
+        "--relevance",
+        choices=RELEVANCE,
+        default="graded",
+        help="long_history truth: graded (same item, same category, partner category) or complements "
+        "(partner categories only: a relevance the search must learn)",
+    )
     d.add_argument("--history-len", type=int, default=200, help="L: most recent events attended to")
     d.add_argument("--top-k", type=int, default=20)
     d.add_argument("--d-repr", type=int, default=32)
     d.add_argument("--epochs", type=int, default=2)
+    d.add_argument(
+        "--aux-loss-weight",
+        type=float,
+        default=0.0,
+        help="weight of the training-only auxiliary loss on the full-history attention (DARE's reference recipe)",
+    )
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     d.add_argument("--progress", action="store_true")
+
+
+def add_dare_merge_parser(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser(
+        "dare-merge",
+        formatter_class=DefaultsHelpFormatter,
+        help="one DARE table from dare runs of different seeds (run as separate processes)",
+    )
+    m.add_argument("--out", type=Path, required=True, help="writes OUT/dare.md and OUT/dare.json")
+    m.add_argument("parts", type=Path, nargs="+", help="directories holding a dare.json each")
+
+
+# dare.json "config" keys that must agree between merged parts (all but the seeds), and their DareConfig fields.
+MERGED_FIELDS = (
+    "history_len", "top_k", "d_repr", "epochs", "num_users", "dataset",
+    "label_relevance", "relevance_scale", "relevance", "aux_loss_weight",
+)
+
+
+def merge_dare(args: argparse.Namespace) -> int:
+    """Merge the per-seed results of several ``dare.json`` files (distinct seeds, same settings)."""
+    summaries = [json.loads((part / "dare.json").read_text()) for part in args.parts]
+    configs = [{k: v for k, v in s["config"].items() if k != "seeds"} for s in summaries]
+    results = [r for s in summaries for r in s["per_seed"]]
+    if any(c != configs[0] for c in configs) or len({(r["arm"], r["seed"]) for r in results}) != len(results):
+        raise ConfigError("parts", "dare runs of distinct seeds with the same settings", [str(p) for p in args.parts])
+    first = configs[0]
+    config = DareConfig(
+        seeds=tuple(sorted({r["seed"] for r in results})),
+        arms=tuple(a for a in ARMS if any(r["arm"] == a for r in results)),
+        events=Path(first["events"]) if first.get("events") else None,
+        **{k: first[k] for k in MERGED_FIELDS if k in first},
+    )
+    summary = summarize(results, config)
+    summary["parts"] = [str(p) for p in args.parts]
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "dare.json", summary)
+    (args.out / "dare.md").write_text(to_markdown(summary))
+    print(to_markdown(summary))
+    return 0
 
 
 def run_dare(config: DareConfig, out: Path) -> dict:
@@ -85,6 +148,10 @@ def main_dare(args: argparse.Namespace) -> int:
         arms=tuple(args.arms),
         dataset=args.dataset,
         num_users=args.num_users,
+        label_relevance=args.label_relevance,
+        relevance_scale=args.relevance_scale,
+        relevance=args.relevance,
+        aux_loss_weight=args.aux_loss_weight,
         history_len=args.history_len,
         top_k=args.top_k,
         d_repr=args.d_repr,

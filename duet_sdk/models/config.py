@@ -170,6 +170,10 @@ class TargetAttentionConfig:
     ``variant``: ``dare`` (two tables, ``d_att`` free), ``twin`` (one table, ``d_att == d_repr``),
     ``twin_proj`` (one table of width ``d_repr`` plus linear attention/representation projections).
     ``d_att = 0`` means ``d_repr``.
+    ``aux_loss_weight`` > 0 adds, in training only, the reference recipe's auxiliary loss (DARE's code,
+    ``use_aux_loss``): the same attention as a softmax over *every* valid behaviour, no top-k, read by
+    its own linear head against the labels, so every behaviour's attention embedding gets a gradient,
+    not only those the search already retrieves. The served model does not compute it.
     """
 
     variant: str = "dare"
@@ -181,8 +185,11 @@ class TargetAttentionConfig:
     d_att: int = 0
     num_hashes: int = 2
     table_size: int = 16384
+    aux_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.aux_loss_weight, (int, float)) and 0.0 <= self.aux_loss_weight < math.inf):
+            raise ConfigError("TargetAttentionConfig.aux_loss_weight", "a finite float >= 0", self.aux_loss_weight)
         if self.variant not in TARGET_ATTENTION_VARIANTS:
             raise ConfigError("TargetAttentionConfig.variant", f"one of {TARGET_ATTENTION_VARIANTS}", self.variant)
         _positive(

@@ -80,6 +80,10 @@ class Ranker(nn.Module):
         self.interaction = CrossNetV2(width, config.dcn_layers)
         self.overarch = MLP((width, *config.overarch_hidden))
         self.heads = nn.Linear(config.overarch_hidden[-1], len(config.tasks))
+        # Training-only head of the auxiliary full-history attention (last, so the other layers'
+        # initialisation does not depend on it).
+        aux = ta is not None and ta.aux_loss_weight > 0
+        self.target_attention_aux = nn.Linear(ta.d_repr, len(config.tasks)) if aux else None
 
     def user_embedding(self, batch: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         """The (U, E) float embedding ``name``: decoded from SIDE codes, or as given."""
@@ -107,6 +111,14 @@ class Ranker(nn.Module):
             tokens.append(self.target_attention_proj(tr).unsqueeze(2))  # (U, N, 1, d)
         return torch.cat(tokens, dim=2)
 
+    def auxiliary_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(U, N, K) logits of the auxiliary head on the full-history attention (training only)."""
+        if self.target_attention is None or self.target_attention_aux is None:
+            raise ValueError("this ranker has no auxiliary target-attention head (aux_loss_weight is 0)")
+        targets = batch[keys.ITEM_SPARSE].index_select(-1, self.target_columns)  # (U, N, F')
+        tr = self.target_attention.full_attention(batch[keys.HISTORY_IDS], batch[keys.HISTORY_LEN], targets)
+        return self.target_attention_aux(tr)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         user = self.user_features(batch)  # (U, n_u, d)
         items = self.item_features(batch)  # (U, N, n_i, d)
@@ -123,6 +135,16 @@ class Pointwise(nn.Module):
     def __init__(self, ranker: Ranker) -> None:
         super().__init__()
         self.ranker = ranker
+
+    @property
+    def auxiliary_weight(self) -> float:
+        """Weight of the auxiliary loss in training (0: none)."""
+        ta = self.ranker.config.target_attention
+        return ta.aux_loss_weight if ta is not None else 0.0
+
+    def auxiliary_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, K) logits of the ranker's auxiliary head."""
+        return self.ranker.auxiliary_logits(batch)[:, 0]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.ranker(batch)[:, 0]

@@ -103,6 +103,19 @@ class TargetAttention(nn.Module):
         selected = top > MASKED_SCORE / 2
         return top, torch.where(selected, index - k, -1), selected
 
+    def full_attention(
+        self, history_ids: torch.Tensor, history_len: torch.Tensor, target_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """The auxiliary training view: TR with a softmax over *every* valid behaviour (no search).
+
+        Same inputs as ``forward``; returns (U, N, d_repr); an empty history gives 0."""
+        valid = self.valid_mask(history_ids, history_len)  # (U, T)
+        att_history, repr_history = self.embed(history_ids)
+        att_target, repr_target = self.embed(target_ids)
+        scores = self.scores(att_history, valid, att_target)  # (U, N, T)
+        weights = torch.softmax(scores, dim=-1) * valid.unsqueeze(1).to(scores.dtype)  # all-padding rows -> 0
+        return torch.matmul(weights, repr_history) * repr_target  # (U, N, d_repr)
+
     def forward(self, history_ids: torch.Tensor, history_len: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
         valid = self.valid_mask(history_ids, history_len)  # (U, T)
         att_history, repr_history = self.embed(history_ids)  # (U, T, d_att), (U, T, d_repr): once per user

@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--top-k", type=int, default=20, help="behaviours retrieved per candidate by the search")
     ta.add_argument("--d-repr", type=int, default=32, help="representation embedding width")
     ta.add_argument("--d-att", type=int, default=0, help="attention embedding width (0: d_repr; dare may go below)")
+    ta.add_argument(
+        "--aux-loss-weight",
+        type=float,
+        default=0.0,
+        help="weight of the training-only auxiliary loss on the full-history attention (DARE's reference recipe)",
+    )
     return p
 
 
@@ -141,6 +147,7 @@ def target_attention_config(args: argparse.Namespace) -> TargetAttentionConfig |
         top_k=args.top_k,
         d_repr=args.d_repr,
         d_att=args.d_att,
+        aux_loss_weight=args.aux_loss_weight,
     )
 
 

@@ -197,7 +197,9 @@ def train(
     config: TrainConfig,
 ) -> TrainResult:
     """Train ``model`` (batch dict -> (B, K) logits) on ``train_source``; validate during the epoch,
-    stop early and restore the state with the best primary val NE (see ``TrainConfig``)."""
+    stop early and restore the state with the best primary val NE (see ``TrainConfig``). A model with a
+    non-zero ``auxiliary_weight`` also learns ``auxiliary_logits(batch)`` (B, K) on the same labels,
+    weighted so (the ranker's full-history target attention); validation reads ``model(batch)`` only."""
     train_set = train_source.examples
     start = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -223,6 +225,7 @@ def train(
             )
         )
     stopper = EarlyStopping(config.patience)
+    aux_weight = getattr(model, "auxiliary_weight", 0.0)  # e.g. the ranker's full-history attention
     history: list[dict[str, float]] = []
     step, stop = 0, False
 
@@ -243,6 +246,9 @@ def train(
             if transform is not None:
                 batch = transform(batch)
             loss = masked_bce(model(batch), batch["labels"], batch["label_mask"], weights)
+            if aux_weight:
+                aux = masked_bce(model.auxiliary_logits(batch), batch["labels"], batch["label_mask"], weights)
+                loss = loss + aux_weight * aux
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:

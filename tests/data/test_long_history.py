@@ -61,6 +61,23 @@ def test_relevance_grades_same_item_category_partner_and_padding(data):
         ]
     )
     assert world.relevance(history, target).tolist() == [2.0, 1.0, 0.5, 0.0, 0.0]
+    complements = replace(world, kind="complements")  # only the partner category is relevant
+    assert complements.relevance(history, target).tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def test_complements_relevance_keeps_the_world_and_labels_rise_with_related_partner_behaviours(data):
+    """``relevance="complements"``: the same world, histories and candidates; a row's click rate is
+    higher with partner-category behaviours in its window than with none, whatever same-category
+    behaviours it has."""
+    other = generate_long_history(replace(SMALL, relevance="complements"))
+    assert np.array_equal(other.table.streams[STREAM].ids, data.table.streams[STREAM].ids)
+    assert np.array_equal(other.ranker_train.item_sparse, data.ranker_train.item_sparse)
+    rows, events = other.ranker_train, other.table.streams[STREAM]
+    end = other.table.history_end(STREAM, rows.user_index, rows.request_time)
+    window = lambda u, e: events.ids[max(events.offsets[u], e - SMALL.label_window) : e]  # noqa: E731
+    pairs = enumerate(zip(rows.user_index, end))
+    partners = np.array([other.world.relevance(window(u, e), rows.item_sparse[i]).sum() for i, (u, e) in pairs])
+    assert rows.labels[partners >= 3, 0].mean() > rows.labels[partners == 0, 0].mean() + 0.1
 
 
 def test_labels_follow_the_relevance_of_the_history(data):
@@ -88,6 +105,32 @@ def test_max_label_relevance_changes_only_the_labels_and_never_raises_one(data):
     assert other.ranker_train.labels.sum() < data.ranker_train.labels.sum()
 
 
+def test_signed_labels_rise_with_related_satisfying_behaviours_and_fall_with_disappointing_ones(data):
+    """``signed``: the same world, histories and candidates as ``sum``; satisfaction is half +1, half -1
+    in every popularity band; a row's click rate rises with the satisfaction-signed relevance of its
+    history and falls below the no-relevance rate when it is negative."""
+    signed = generate_long_history(replace(SMALL, label_relevance="signed"))
+    assert np.array_equal(signed.table.streams[STREAM].ids, data.table.streams[STREAM].ids)
+    assert np.array_equal(signed.ranker_train.item_sparse, data.ranker_train.item_sparse)
+    satisfaction = signed.world.item_satisfaction
+    assert set(np.unique(satisfaction)) == {-1.0, 1.0}
+    by_popularity = np.argsort(-signed.world.item_popularity)
+    for band in np.array_split(satisfaction[by_popularity], 4):
+        assert 0.4 < (band > 0).mean() < 0.6
+    rows, events = signed.ranker_train, signed.table.streams[STREAM]
+    end = signed.table.history_end(STREAM, rows.user_index, rows.request_time)
+    signed_relevance = np.empty(len(end))
+    for i, (u, e) in enumerate(zip(rows.user_index, end)):
+        history = events.ids[max(events.offsets[u], e - SMALL.label_window) : e]
+        relevance = signed.world.relevance(history, rows.item_sparse[i])
+        signed_relevance[i] = (relevance * satisfaction[history[:, 0] - ITEM_ID_BASE]).sum()
+    rate = lambda mask: rows.labels[mask, 0].mean()  # noqa: E731
+    positive, none, negative = signed_relevance >= 2, signed_relevance == 0, signed_relevance <= -2
+    assert min(positive.sum(), none.sum(), negative.sum()) > 100
+    assert rate(positive) > rate(none) + 0.1
+    assert rate(negative) < rate(none)
+
+
 @pytest.mark.parametrize(
     "overrides, field",
     [
@@ -95,6 +138,7 @@ def test_max_label_relevance_changes_only_the_labels_and_never_raises_one(data):
         ({"new_item_fraction": 1.0}, "LongHistoryConfig.new_item_fraction"),
         ({"days": 2}, "LongHistoryConfig.days"),
         ({"label_relevance": "mean"}, "LongHistoryConfig.label_relevance"),
+        ({"relevance": "semantic"}, "LongHistoryConfig.relevance"),
     ],
 )
 def test_bad_long_history_config_names_the_field(overrides, field):

@@ -69,6 +69,16 @@ def test_unknown_arm_is_a_config_error():
     assert main(["dare", "--seeds", "0", "0", "--out", "/nonexistent/x"]) == 2
 
 
+def test_label_options_outside_the_long_history_benchmark_are_a_config_error():
+    """``--label-relevance`` shapes only the long-history generator's labels: refused, not ignored."""
+    with pytest.raises(ConfigError) as info:
+        DareConfig(dataset="longtail", label_relevance="signed")
+    assert info.value.field == "DareConfig.label_relevance"
+    with pytest.raises(ConfigError):
+        DareConfig(events="ml-100k.inter", relevance_scale=2.0)
+    assert DareConfig(label_relevance="signed", relevance_scale=2.0).label_relevance == "signed"
+
+
 def _naive_search_ndcg(ranker, rows, table_of) -> float:
     """Per validation row: history sliced from the event table, attention embeddings read from the
     variant's own table, float64 scores, a full stable sort, DCG by hand."""
@@ -113,3 +123,26 @@ def test_search_ndcg_matches_a_naive_per_row_reference_reading_the_variants_atte
     assert search_ndcg(ranker, rows.table, rows.val, rows.world) == pytest.approx(expected, abs=1e-9)
     # a search with the other table (or at random) scores differently: the figure depends on the right table
     assert search_ndcg(ranker, rows.table, rows.val, rows.world, random_seed=0) != pytest.approx(expected, abs=1e-3)
+
+
+def test_dare_merge_of_per_seed_parts_equals_the_summary_of_one_run(dare, tmp_path):
+    """Seeds run as separate processes merge into the table one process over all seeds writes;
+    parts with other settings are refused."""
+    _, summary = dare
+    parts = []
+    for seed in TINY.seeds:
+        part = tmp_path / f"seed-{seed}"
+        part.mkdir()
+        rows = [r for r in summary["per_seed"] if r["seed"] == seed]
+        config = {**summary["config"], "seeds": [seed]}
+        (part / "dare.json").write_text(json.dumps({"config": config, "per_seed": rows}))
+        parts.append(str(part))
+    assert main(["dare-merge", "--out", str(tmp_path / "merged"), *parts]) == 0
+    merged = json.loads((tmp_path / "merged" / "dare.json").read_text())
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731  (NaN == NaN)
+    assert same(merged["arms"], summary["arms"]) and same(merged["comparisons"], summary["comparisons"])
+    assert same(merged["config"], summary["config"])
+    other = json.loads((tmp_path / "seed-1" / "dare.json").read_text())
+    other["config"]["aux_loss_weight"] = 1.0
+    (tmp_path / "seed-1" / "dare.json").write_text(json.dumps(other))
+    assert main(["dare-merge", "--out", str(tmp_path / "refused"), *parts]) == 2

@@ -33,6 +33,7 @@ TA = TargetAttentionConfig(
     d_repr=8,
     d_att=4,
     table_size=128,
+    aux_loss_weight=1.0,  # a checkpoint with the training-only auxiliary head exports like any other
 )
 # fp32 artifacts run the same ops as eager with other kernels; probabilities within 1e-5.
 PROBABILITY_ATOL = 1e-5

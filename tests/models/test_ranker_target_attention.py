@@ -94,6 +94,45 @@ def test_history_changes_the_scores_of_a_ranker_with_target_attention():
         assert (ranker(batch) - ranker(empty)).abs().max() > 1e-4
 
 
+def test_auxiliary_loss_sends_gradient_to_behaviours_the_search_did_not_retrieve():
+    """With top_k = 1 the ranker's loss reaches only the retrieved behaviour's attention-table rows;
+    the auxiliary full-history loss reaches every valid behaviour's (DARE's reference recipe)."""
+    ta = dataclasses.replace(TA, top_k=1, num_hashes=1, table_size=4096, aux_loss_weight=1.0)
+    torch.manual_seed(0)
+    model = Pointwise(Ranker(_config(target_attention=ta)))
+    batch = _batch(1, 1, [10], width=16)
+    table = model.ranker.target_attention.att_table
+
+    def touched_rows(loss: torch.Tensor) -> int:
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return int((table.table.weight.grad.abs().sum(1) > 0).sum())
+
+    assert model.auxiliary_weight == 1.0
+    main_rows = touched_rows(model(batch).sum())
+    aux_rows = touched_rows(model.auxiliary_logits(batch).sum())
+    assert main_rows <= 2 * 2  # the retrieved behaviour and the candidate, two fields each
+    assert aux_rows >= 2 * 10  # ten valid behaviours (and the candidate), two fields each
+
+
+def test_auxiliary_head_changes_neither_the_initialisation_nor_the_scores():
+    """The training-only head is built last and never read by ``forward``: the served scores of a
+    ranker trained with it are those of the same weights without it."""
+    torch.manual_seed(0)
+    plain = Ranker(_config()).eval()
+    torch.manual_seed(0)
+    with_aux = Ranker(_config(target_attention=dataclasses.replace(TA, aux_loss_weight=0.5))).eval()
+    extra = set(with_aux.state_dict()) - set(plain.state_dict())
+    assert extra == {"target_attention_aux.weight", "target_attention_aux.bias"}
+    assert all(torch.equal(v, with_aux.state_dict()[k]) for k, v in plain.state_dict().items())
+    batch = _batch(2, 3, [16, 4], width=16)
+    with torch.no_grad():
+        assert torch.equal(plain(batch), with_aux(batch))
+        assert with_aux.auxiliary_logits(batch).shape == (2, 3, 2)
+    with pytest.raises(ValueError):
+        plain.auxiliary_logits(batch)
+
+
 def test_ranker_without_target_attention_keeps_its_state_dict_keys():
     plain = Ranker(_config(target_attention=None))
     assert not any("target" in k for k in plain.state_dict())

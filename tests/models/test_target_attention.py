@@ -125,6 +125,23 @@ def test_output_ignores_the_amount_and_content_of_padding(variant):
     assert torch.allclose(a, b, atol=ATOL)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_full_attention_matches_a_softmax_over_every_valid_behaviour_and_is_zero_for_an_empty_history(variant):
+    """The auxiliary training view: the reference with k = every behaviour, padding ignored."""
+    module = _module(variant)
+    history_ids, history_len = _history([12, 2, 0, 30], width=12)
+    targets = _targets(4, 3)
+    wider = torch.randint(-(2**62), 2**62, (4, 17, 2), generator=torch.Generator().manual_seed(5))
+    wider[:, 5:] = history_ids  # garbage padding in front
+    with torch.no_grad():
+        got = module.full_attention(history_ids, history_len, targets)
+        padded = module.full_attention(wider, history_len, targets)
+        want, _ = _reference(_module(variant, top_k=module.config.max_len), history_ids, history_len, targets)
+    assert torch.allclose(got, want, atol=ATOL), float((got - want).abs().max())
+    assert torch.allclose(padded, got, atol=ATOL)
+    assert torch.equal(got[2], torch.zeros_like(got[2]))
+
+
 def test_history_longer_than_max_len_keeps_the_most_recent_events():
     module = _module("dare", max_len=6)
     history_ids, _ = _history([20], width=20)
@@ -171,6 +188,8 @@ def test_dare_attention_space_has_its_own_table_and_width():
         ({"top_k": 0}, "TargetAttentionConfig.top_k"),
         ({"fields": ()}, "TargetAttentionConfig.fields"),
         ({"fields": ("item_id", "item_id")}, "TargetAttentionConfig.fields"),
+        ({"aux_loss_weight": -1.0}, "TargetAttentionConfig.aux_loss_weight"),
+        ({"aux_loss_weight": float("nan")}, "TargetAttentionConfig.aux_loss_weight"),
     ],
 )
 def test_bad_target_attention_config_names_the_field(overrides, field):

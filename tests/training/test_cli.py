@@ -186,3 +186,15 @@ def test_short_run_on_a_movielens_fixture_with_the_global_split_beats_the_base_r
     history = checkpoint.metrics["history"]
     assert len(history) >= 2 and checkpoint.metrics["best_step"] in [h["step"] for h in history]
     assert checkpoint.lineage["data"]["static_user_id"] is False  # the raw user ID is opt-in
+
+
+def test_target_attention_flags_build_the_config_with_the_auxiliary_loss_weight():
+    from duet_sdk.training.cli import build_parser, target_attention_config
+
+    args = build_parser().parse_args(
+        ["ranker", "--events", str(EVENTS), "--target-attention", "dare", "--d-att", "16", "--aux-loss-weight", "0.5"]
+    )
+    config = target_attention_config(args)
+    assert (config.variant, config.attention_dim, config.aux_loss_weight) == ("dare", 16, 0.5)
+    args = build_parser().parse_args(["ranker", "--events", str(EVENTS)])
+    assert target_attention_config(args) is None
