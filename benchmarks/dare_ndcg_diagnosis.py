@@ -43,8 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from duet_sdk.data.long_history import LABEL_RELEVANCE, RELEVANCE, STREAM
+from duet_sdk.data.long_history import STREAM
 from duet_sdk.experiments.dare import DareConfig, LoadedRows, load_rows, search_ndcg
+from duet_sdk.experiments.dare_cli import add_long_history_label_arguments
 from duet_sdk.models.ranker import Pointwise, Ranker
 from duet_sdk.training import trainer as trainer_module
 from duet_sdk.training.ranker import RankerBatches, history_spec, ranker_config
@@ -245,15 +246,7 @@ def main() -> None:
     p.add_argument("--long-epochs", type=int, default=6)
     p.add_argument("--naive-rows", type=int, default=800, help="validation rows the naive reference checks (0: all)")
     p.add_argument("--merge", type=Path, nargs="+", help="only summarise these earlier --out folders into --out")
-    p.add_argument(
-        "--label-relevance",
-        choices=LABEL_RELEVANCE,
-        default="sum",
-        help="labels from the sum (the experiment's default), the max or the satisfaction-signed sum of the "
-        "behaviours' relevance",
-    )
-    p.add_argument("--relevance-scale", type=float, default=1.0, help="label logit per log1p(relevance)")
-    p.add_argument("--relevance", choices=RELEVANCE, default="graded", help="the benchmark's truth (LongHistoryConfig)")
+    add_long_history_label_arguments(p)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     args.naive_rows = args.naive_rows or None

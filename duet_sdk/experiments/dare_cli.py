@@ -16,6 +16,26 @@ from duet_sdk.experiments.dare import ARMS, DATASETS, DareConfig, load_rows, run
 from duet_sdk.training.datasets import EVENT_FORMATS
 
 
+def add_long_history_label_arguments(p: argparse.ArgumentParser) -> None:
+    """``--label-relevance``, ``--relevance-scale``, ``--relevance``: the long-history benchmark's labels
+    and truth (``LongHistoryConfig``)."""
+    p.add_argument(
+        "--label-relevance",
+        choices=LABEL_RELEVANCE,
+        default="sum",
+        help="long_history labels from the sum, the max or the satisfaction-signed sum (attention and "
+        "representation conflict) of the behaviours' relevance to the candidate",
+    )
+    p.add_argument("--relevance-scale", type=float, default=1.0, help="long_history: label logit per log1p(relevance)")
+    p.add_argument(
+        "--relevance",
+        choices=RELEVANCE,
+        default="graded",
+        help="long_history truth: graded (same item, same category, partner category) or complements "
+        "(partner categories only: a relevance the search must learn)",
+    )
+
+
 def add_dare_parser(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "dare",
@@ -45,21 +65,7 @@ def add_dare_parser(sub: argparse._SubParsersAction) -> None:
         "(default: item_id category_id on long_history, item_id author_id on longtail, item_id on event logs)",
     )
     d.add_argument("--num-users", type=int, default=1500, help="synthetic data: number of users")
-    d.add_argument(
-        "--label-relevance",
-        choices=LABEL_RELEVANCE,
-        default="sum",
-        help="long_history labels from the sum, the max or the satisfaction-signed sum (attention and "
-        "representation conflict) of the behaviours' relevance to the candidate",
-    )
-    d.add_argument("--relevance-scale", type=float, default=1.0, help="long_history: label logit per log1p(relevance)")
-    d.add_argument(
-        "--relevance",
-        choices=RELEVANCE,
-        default="graded",
-        help="long_history truth: graded (same item, same category, partner category) or complements "
-        "(partner categories only: a relevance the search must learn)",
-    )
+    add_long_history_label_arguments(d)
     d.add_argument("--history-len", type=int, default=200, help="L: most recent events attended to")
     d.add_argument("--top-k", type=int, default=20)
     d.add_argument("--d-repr", type=int, default=32)
