@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import tempfile
 import time
@@ -58,8 +59,18 @@ class SearchStage(torch.nn.Module):
         return top, index
 
 
-def ort_search(module: TargetAttention, inputs: tuple[torch.Tensor, ...], folder: Path, threads: int):
-    """Export the search stage to ONNX and return a no-argument call that runs it in ONNX Runtime.
+class OrtSearch:
+    """The exported search stage in an ONNX Runtime session; calling it runs one request."""
+
+    def __init__(self, path: Path, session, feeds: dict) -> None:
+        self.path, self.session, self.feeds = path, session, feeds
+
+    def __call__(self) -> None:
+        self.session.run(None, self.feeds)
+
+
+def ort_search(module: TargetAttention, inputs: tuple[torch.Tensor, ...], folder: Path, threads: int) -> OrtSearch:
+    """Export the search stage to ``folder`` as ONNX and open it in ONNX Runtime.
 
     Raises SystemExit when ORT selects other behaviours than PyTorch."""
     import onnxruntime as ort
@@ -78,9 +89,7 @@ def ort_search(module: TargetAttention, inputs: tuple[torch.Tensor, ...], folder
         want = np.sort(stage(*inputs)[1].numpy(), -1)
     if not np.array_equal(np.sort(session.run(None, feeds)[1], -1), want):
         raise SystemExit(f"ONNX Runtime's search at d_att={module.config.attention_dim} selected other behaviours")
-    call = lambda: session.run(None, feeds)  # noqa: E731
-    call.path, call.feeds = path, feeds
-    return call
+    return OrtSearch(path, session, feeds)
 
 
 def ort_operator_profile(path: Path, feeds: dict, threads: int, runs: int = 200) -> list[tuple[str, str, float]]:
@@ -244,6 +253,7 @@ def main() -> None:
             profiles[f"{d_repr}/{d_att}"] = [{"op": op, "node": node, "us": round(us, 1)} for op, node, us in ops]
             top = ", ".join(f"{op} {us:.0f} us ({100 * us / whole:.0f} %)" for op, _, us in ops[:5])
             print(f"ORT search d_repr {d_repr} d_att {d_att}: kernels {whole:.0f} us per run; {top}")
+    shutil.rmtree(onnx_folder, ignore_errors=True)
     if args.json:
         with open(args.json, "w") as f:
             peaks = {"before": peak_before, "after": peak_after}
