@@ -15,8 +15,8 @@ score every (candidate, behaviour) pair by scaled dot product, mask, keep the to
   not depend on ``d_att``;
 - ``search ort``: the same search from raw IDs, exported by the dynamo ONNX exporter (as the ranker artifact is) and
   run by ONNX Runtime with the threads given, as the served ranker runs it (checked to select the same
-  behaviours as PyTorch); ``--no-ort`` leaves it out, ``--ort-profile`` adds ORT's per-operator kernel
-  times of each width's search.
+  behaviours as PyTorch); ``--no-ort`` leaves it out, ``--ort-profile`` adds ORT's kernel time per
+  operator type of each width's search (``benchmarks.precision.op_times``).
 
 All widths run interleaved in one process, round after round, so they share the machine's state; the
 figure per width is the median over rounds, and the ratios are against ``d_att = d_repr``.
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from benchmarks.machine import gemm_peak
+from benchmarks.precision import op_times
 from duet_sdk.models.config import TargetAttentionConfig
 from duet_sdk.models.target_attention import TargetAttention
 
@@ -90,27 +91,6 @@ def ort_search(module: TargetAttention, inputs: tuple[torch.Tensor, ...], folder
     if not np.array_equal(np.sort(session.run(None, feeds)[1], -1), want):
         raise SystemExit(f"ONNX Runtime's search at d_att={module.config.attention_dim} selected other behaviours")
     return OrtSearch(path, session, feeds)
-
-
-def ort_operator_profile(path: Path, feeds: dict, threads: int, runs: int = 200) -> list[tuple[str, str, float]]:
-    """ONNX Runtime's own per-node kernel times of the exported search: [(op type, node, us per run)],
-    largest first."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_profiling = True
-    options.profile_file_prefix = str(path.with_suffix(""))
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    for _ in range(runs):
-        session.run(None, feeds)
-    events = json.loads(Path(session.end_profiling()).read_text())
-    total: dict[tuple[str, str], float] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            key = (e["args"]["op_name"], e["name"].removesuffix("_kernel_time"))
-            total[key] = total.get(key, 0.0) + e["dur"] / runs
-    return sorted(((op, node, us) for (op, node), us in total.items()), key=lambda row: -row[2])
 
 
 def _time(fn, repeats: int) -> float:
@@ -247,11 +227,12 @@ def main() -> None:
     profiles = {}
     if with_ort and args.ort_profile:
         for (d_repr, d_att), fns in cases.items():
-            call = fns["search ort"]
-            ops = ort_operator_profile(call.path, call.feeds, args.threads)
-            whole = sum(us for _, _, us in ops)
-            profiles[f"{d_repr}/{d_att}"] = [{"op": op, "node": node, "us": round(us, 1)} for op, node, us in ops]
-            top = ", ".join(f"{op} {us:.0f} us ({100 * us / whole:.0f} %)" for op, _, us in ops[:5])
+            search = fns["search ort"]
+            inputs = {name: torch.from_numpy(value) for name, value in search.feeds.items()}
+            ops = op_times(search.path, inputs, args.threads, calls=200)  # us per run by operator type
+            whole = sum(ops.values())
+            profiles[f"{d_repr}/{d_att}"] = {op: round(us, 1) for op, us in ops.items()}
+            top = ", ".join(f"{op} {us:.0f} us ({100 * us / whole:.0f} %)" for op, us in list(ops.items())[:5])
             print(f"ORT search d_repr {d_repr} d_att {d_att}: kernels {whole:.0f} us per run; {top}")
     shutil.rmtree(onnx_folder, ignore_errors=True)
     if args.json:
