@@ -25,7 +25,8 @@ from duet_sdk.training.ranker import RankerBatches, history_spec, ranker_config,
 from duet_sdk.training.trainer import TrainConfig, predict
 
 DATASETS = ("long_history", "longtail")
-DEFAULT_LABELS = ("sum", 1.0, "graded")  # DareConfig.benchmark_labels() of the default long-history benchmark
+# DareConfig.benchmark_labels() of the default long-history benchmark: field -> value.
+DEFAULT_LABELS = {"label_relevance": "sum", "relevance_scale": 1.0, "relevance": "graded"}
 # Default history stream and fields per data source.
 HISTORY_DEFAULTS = {
     "long_history": (STREAM, ("item_id", "category_id")),
@@ -89,9 +90,9 @@ class DareConfig:
         object.__setattr__(self, "stream", self.stream or stream)
         object.__setattr__(self, "fields", tuple(self.fields or fields))
 
-    def benchmark_labels(self) -> tuple[str, float, str]:
-        """(label_relevance, relevance_scale, relevance) of the long-history benchmark."""
-        return self.label_relevance, self.relevance_scale, self.relevance
+    def benchmark_labels(self) -> dict:
+        """The long-history benchmark's label settings: ``{field: value}`` for the fields of ``DEFAULT_LABELS``."""
+        return {name: getattr(self, name) for name in DEFAULT_LABELS}
 
     def target_attention(self, arm: str) -> TargetAttentionConfig | None:
         variant, divisor = ARMS[arm]
@@ -146,7 +147,7 @@ def load_rows(config: DareConfig, seed: int) -> LoadedRows:
     ds = generate_long_history(synthetic)
     description = {"source": "long_history", "num_users": config.num_users, "seed": seed}
     if config.benchmark_labels() != DEFAULT_LABELS:
-        description |= dict(zip(("label_relevance", "relevance_scale", "relevance"), config.benchmark_labels()))
+        description |= config.benchmark_labels()
     return LoadedRows(ds.table, ds.ranker_train, ds.ranker_val, description, ds.world)
 
 
@@ -293,9 +294,7 @@ def summarize(results: list[dict], config: DareConfig) -> dict:
             "epochs": config.epochs,
             "num_users": config.num_users,
             "dataset": config.dataset,
-            "label_relevance": config.label_relevance,
-            "relevance_scale": config.relevance_scale,
-            "relevance": config.relevance,
+            **config.benchmark_labels(),
             "aux_loss_weight": config.aux_loss_weight,
             "events": str(config.events) if config.events else None,
         },
@@ -307,9 +306,10 @@ def summarize(results: list[dict], config: DareConfig) -> dict:
 
 def _synthetic_description(c: dict) -> str:
     text = f"{c.get('dataset', 'long_history')} synthetic, {c['num_users']} users"
-    labels = tuple(c.get(k, d) for k, d in zip(("label_relevance", "relevance_scale", "relevance"), DEFAULT_LABELS))
+    labels = {name: c.get(name, default) for name, default in DEFAULT_LABELS.items()}  # older files lack them
     if c["dataset"] == "long_history" and labels != DEFAULT_LABELS:
-        text += f", labels: {labels[0]} of the {labels[2]} relevance, scale {labels[1]:g}"
+        text += f", labels: {labels['label_relevance']} of the {labels['relevance']} relevance, "
+        text += f"scale {labels['relevance_scale']:g}"
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -90,13 +91,6 @@ def add_dare_merge_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("parts", type=Path, nargs="+", help="directories holding a dare.json each")
 
 
-# dare.json "config" keys that must agree between merged parts (all but the seeds), and their DareConfig fields.
-MERGED_FIELDS = (
-    "history_len", "top_k", "d_repr", "epochs", "num_users", "dataset",
-    "label_relevance", "relevance_scale", "relevance", "aux_loss_weight",
-)
-
-
 def merge_dare(args: argparse.Namespace) -> int:
     """Merge the per-seed results of several ``dare.json`` files (distinct seeds, same settings)."""
     summaries = [json.loads((part / "dare.json").read_text()) for part in args.parts]
@@ -105,11 +99,12 @@ def merge_dare(args: argparse.Namespace) -> int:
     if any(c != configs[0] for c in configs) or len({(r["arm"], r["seed"]) for r in results}) != len(results):
         raise ConfigError("parts", "dare runs of distinct seeds with the same settings", [str(p) for p in args.parts])
     first = configs[0]
+    settings = {f.name for f in dataclasses.fields(DareConfig)} - {"seeds", "events"}  # what summarize() records
     config = DareConfig(
         seeds=tuple(sorted({r["seed"] for r in results})),
         arms=tuple(a for a in ARMS if any(r["arm"] == a for r in results)),
         events=Path(first["events"]) if first.get("events") else None,
-        **{k: first[k] for k in MERGED_FIELDS if k in first},
+        **{k: v for k, v in first.items() if k in settings},
     )
     summary = summarize(results, config)
     summary["parts"] = [str(p) for p in args.parts]
